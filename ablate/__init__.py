@@ -1,0 +1,1 @@
+"""ablate: ablation studies for object-detection training tricks."""

@@ -1,0 +1,214 @@
+"""The ``ablate`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ablate.study import StudyError, expand, load_study, trials
+from ablate.study.errors import Problem
+from ablate.study.expand import config_dict, short
+from ablate.study.paths import get
+
+app = typer.Typer(
+    name="ablate",
+    help="Which object-detection training tricks help on your data, by how much, and at what cost.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+StudyFile = Annotated[Path, typer.Argument(help="study YAML file, e.g. studies/loss_ablation.yaml", show_default=False)]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("-o", "--override", help="dotted.key=value (the value is YAML), repeatable", show_default=False),
+]
+Debug = Annotated[bool, typer.Option("--debug", help="show the traceback of an error")]
+
+
+@contextlib.contextmanager
+def handled(debug: bool):
+    """Turn known errors into a message and a non-zero exit; tracebacks only with --debug."""
+    try:
+        yield
+    except StudyError as e:
+        if debug:
+            raise
+        for problem in e.problems:
+            err.print(f"[bold red]error[/] {escape(str(problem))}", highlight=False)
+        err.print(f"{len(e.problems)} problem(s) in the study; nothing was started.", style="dim")
+        raise typer.Exit(2) from None
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001 - last line of defence, with the way to see more
+        if debug:
+            raise
+        err.print(f"[bold red]error[/] {escape(f'{type(e).__name__}: {e}')}", highlight=False)
+        err.print("rerun with --debug for the traceback", style="dim")
+        raise typer.Exit(1) from None
+
+
+def _level_label(value: Any) -> str:
+    if isinstance(value, dict) and "name" in value:
+        return escape(str(value["name"]))
+    return escape(short(value))
+
+
+@app.command()
+def plan(
+    file: StudyFile,
+    override: Overrides = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the trials as JSON")] = False,
+    debug: Debug = False,
+) -> None:
+    """Print the variants and trials a study will run, without running anything."""
+    with handled(debug):
+        study = load_study(file, override or [])
+        variants = expand(study)
+        all_trials = trials(study, variants)
+        if as_json:
+            rows = [
+                {"trial_id": t.trial_id, "variant": t.variant.index, "variant_name": t.variant.name,
+                 "seed": t.seed, "overrides": t.variant.overrides, "config": _resolved(t.variant.config)}
+                for t in all_trials
+            ]
+            print(json.dumps(rows, indent=2))
+            return
+        _print_plan(study, variants, len(all_trials))
+
+
+def _print_plan(study, variants, n_trials: int) -> None:
+    factors = list(study.factors)
+    table = Table(title=f"{study.name}: {study.design}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("variant", overflow="fold")
+    for path in factors:
+        table.add_column(escape(path), overflow="fold")
+    base = config_dict(variants[0].config)
+    for v in variants:
+        cells = []
+        for path in factors:
+            if path in v.overrides:
+                cells.append(_level_label(v.overrides[path]))
+            else:
+                cells.append(f"[dim]{_level_label(get(base, tuple(path.split('.'))))}[/]")
+        name = "[bold]baseline[/] ◀" if v.is_baseline else escape(v.name)
+        table.add_row(str(v.index), name, *cells)
+    out.print(table)
+    epochs = sum(v.config.train.epochs for v in variants) * len(study.seeds)
+    s = study.scheduler
+    pruning = (f"ASHA on {s.metric} ({s.mode}), grace {s.grace_period}, reduction {s.reduction_factor:g}, "
+               f"max_t {s.max_t or study.train.epochs}" if s.name == "asha" else "no early stopping")
+    out.print(f"{_n(len(variants), 'variant')} x {_n(len(study.seeds), 'seed')} = [bold]{_n(n_trials, 'trial')}[/], "
+              f"at most {epochs} epochs; {pruning}")
+    if study.design == "optuna":
+        space = Table(title="search space (sampled by Optuna at run time)", title_justify="left")
+        space.add_column("path")
+        space.add_column("distribution")
+        for path, d in study.search.space.items():
+            space.add_row(escape(path), escape(short({"name": d.type} | d.model_dump(exclude={"type"}, exclude_none=True))))
+        out.print(space)
+        out.print(f"+ {_n(study.search.num_samples, 'sampled configuration')} x {_n(len(study.seeds), 'seed')} "
+                  f"(sampler seed {study.search.seed})")
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _resolved(config) -> dict:
+    """The config as shown to users: ``name`` first in each section, lr_effective added."""
+
+    def name_first(value: Any) -> Any:
+        if isinstance(value, dict):
+            keys = sorted(value, key=lambda k: k != "name")
+            return {k: name_first(value[k]) for k in keys}
+        if isinstance(value, list):
+            return [name_first(v) for v in value]
+        return value
+
+    data = name_first(config_dict(config))
+    train = data["train"]
+    at = list(train).index("lr_scaling") + 1
+    items = list(train.items())
+    data["train"] = dict(items[:at] + [("lr_effective", config.lr_effective)] + items[at:])
+    return data
+
+
+@app.command("show-config")
+def show_config(
+    file: StudyFile,
+    variant: Annotated[int, typer.Option("--variant", "-v", help="variant number from `ablate plan` (0: baseline)")] = 0,
+    override: Overrides = None,
+    debug: Debug = False,
+) -> None:
+    """Print the fully resolved configuration of one variant as YAML."""
+    with handled(debug):
+        study = load_study(file, override or [])
+        variants = expand(study)
+        if not 0 <= variant < len(variants):
+            raise StudyError([_problem(file, "--variant", f"{variant} is out of range; this study has variants "
+                                       f"0..{len(variants) - 1} (see `ablate plan`)")])
+        v = variants[variant]
+        header = {k: v_ for k, v_ in study.model_dump(mode="json").items()
+                  if k in ("name", "description", "design", "seeds")}
+        text = yaml.safe_dump(header, sort_keys=False) + yaml.safe_dump(_resolved(v.config), sort_keys=False)
+        lines = [f"# variant {v.index}: {v.name}"] + [
+            line + ("  # derived: lr x f(batch_size x devices x accumulate / base_batch_size)"
+                    if line.startswith("  lr_effective:") else "")
+            for line in text.splitlines()
+        ]
+        rest = study.model_dump(mode="json", include={"scheduler", "resources", "tracking", "max_failures"})
+        print("\n".join(lines) + "\n" + yaml.safe_dump(rest, sort_keys=False), end="")
+
+
+def _problem(file, key, message) -> Problem:
+    return Problem(str(file), key, message)
+
+
+@app.command()
+def catalogue(
+    kind: Annotated[str | None, typer.Argument(help="one kind, e.g. box_loss; all when omitted")] = None,
+    debug: Debug = False,
+) -> None:
+    """List every trick a study can name, with its parameters and a one-line doc."""
+    from ablate.tricks import CATALOGUE
+    from ablate.tricks.registry import did_you_mean
+
+    with handled(debug):
+        if kind is not None and kind not in CATALOGUE:
+            raise StudyError([_problem("catalogue", kind, f"unknown kind{did_you_mean(kind, CATALOGUE)}; "
+                                       f"valid: {', '.join(CATALOGUE)}")])
+        for name, k in CATALOGUE.items():
+            if kind not in (None, name):
+                continue
+            table = Table(title=f"{name}: {k.doc} (study key: {k.key})", title_justify="left", show_lines=False)
+            table.add_column("name", style="bold")
+            table.add_column("parameters (default)")
+            table.add_column("what it does")
+            for trick_name, trick in k.table.items():
+                params = "\n".join(
+                    f"{p}={json.dumps(f.default) if f.default is not None else 'null'}: {f.description}"
+                    for p, f in trick.params.model_fields.items()
+                )
+                table.add_row(trick_name, params or "[dim]none[/]", trick.doc)
+            out.print(table)
+
+
+def main() -> None:
+    app(prog_name="ablate")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One trial: train loop, COCO evaluation, checkpoints, metrics."""

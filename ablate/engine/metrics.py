@@ -1,0 +1,20 @@
+"""The names of every metric a trial reports each epoch.
+
+The study schema checks ``scheduler.metric`` (and the ``plateau`` schedule's
+metric) against this list, so a study can never wait on a metric that the
+engine never reports.
+"""
+
+# COCO summary numbers from pycocotools' COCOeval, as fractions in [0, 1].
+COCO_METRICS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+
+# Training losses (mean over the epoch); FCOS adds its centerness term.
+LOSS_METRICS = ("loss", "loss_cls", "loss_box", "loss_ctr")
+
+# Cost and bookkeeping.
+COST_METRICS = ("lr", "imgs_per_s", "peak_mem_mb", "epoch_time_s", "eval_time_s")
+
+METRICS = COCO_METRICS + LOSS_METRICS + COST_METRICS
+
+# Which way is better, for validation and for ``mode`` defaults.
+HIGHER_IS_BETTER = frozenset(COCO_METRICS + ("imgs_per_s",))

@@ -1,0 +1,38 @@
+"""The trick catalogue: every named component a study can select.
+
+Each kind is a plain dict literal in its own module; this table says which
+study key selects from it.  ``ablate catalogue`` prints it.
+"""
+
+from dataclasses import dataclass
+
+from ablate.tricks.augment import AUGMENTS
+from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
+from ablate.tricks.necks import NECKS
+from ablate.tricks.optim import OPTIMIZERS, REGULARISERS
+from ablate.tricks.postprocess import POSTPROCESS, TTA
+from ablate.tricks.registry import Trick
+from ablate.tricks.scaling import LR_SCALING
+from ablate.tricks.schedules import SCHEDULES, WARMUPS
+
+
+@dataclass(frozen=True)
+class Kind:
+    key: str  # where a study selects it
+    table: dict[str, Trick]
+    doc: str
+
+
+CATALOGUE: dict[str, Kind] = {
+    "schedule": Kind("train.schedule", SCHEDULES, "learning-rate schedules (per iteration)"),
+    "warmup": Kind("train.warmup", WARMUPS, "learning-rate warmups"),
+    "lr_scaling": Kind("train.lr_scaling.rule", LR_SCALING, "learning rate vs total batch size"),
+    "optimizer": Kind("train.optimizer", OPTIMIZERS, "optimisers and weight decay"),
+    "regulariser": Kind("train.<name>", REGULARISERS, "training-loop options: EMA, SWA, clipping, AMP"),
+    "cls_loss": Kind("loss.cls", CLS_LOSSES, "classification losses"),
+    "box_loss": Kind("loss.box", BOX_LOSSES, "box regression losses"),
+    "augment": Kind("augment[]", AUGMENTS, "box-aware train-time augmentations, applied in list order"),
+    "neck": Kind("model.neck", NECKS, "feature fusion between backbone and heads"),
+    "postprocess": Kind("eval.nms", POSTPROCESS, "merging overlapping detections"),
+    "tta": Kind("eval.tta", TTA, "test-time augmentation"),
+}

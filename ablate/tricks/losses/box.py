@@ -1,0 +1,205 @@
+"""Box regression losses: pure functions plus thin modules.
+
+Every module maps matched pairs ``pred [N, 4]``, ``target [N, 4]`` to a per-box
+loss ``[N]`` scaled by ``weight``, without reducing over boxes.  Its class
+attribute ``space`` tells the detector what to feed it: ``"delta"`` losses
+compare encoded regression deltas (and sum over the 4 coordinates), ``"box"``
+losses compare decoded absolute ``(x1, y1, x2, y2)`` boxes.  torchvision.ops
+provides GIoU, DIoU and CIoU; IoU, EIoU and Focal-EIoU are written here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+from torchvision.ops import box_area, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
+
+from ablate.tricks.registry import Params
+
+EPS = 1e-7  # same guard against 0/0 as torchvision's box losses
+
+
+class BoxParams(Params):
+    """Parameters shared by every box loss."""
+
+    weight: float = Field(1.0, ge=0.0, description="multiplier of this loss in the total, >= 0")
+
+
+class SmoothL1Params(BoxParams):
+    """Smooth L1 parameters."""
+
+    beta: float = Field(1 / 9, gt=0.0, description="L1/L2 switch point in delta units, > 0; 1/9 as in RetinaNet")
+
+
+class BalancedL1Params(BoxParams):
+    """Balanced L1 parameters; defaults are Libra R-CNN's."""
+
+    alpha: float = Field(0.5, gt=0.0, description="gradient boost of inliers (diff < beta), > 0")
+    gamma: float = Field(1.5, gt=0.0, description="gradient of outliers (diff >= beta), > 0")
+    beta: float = Field(1.0, gt=0.0, description="inlier/outlier switch point in delta units, > 0")
+
+
+class FocalEIoUParams(BoxParams):
+    """Focal-EIoU parameters; default is the paper's."""
+
+    gamma: float = Field(0.5, ge=0.0, description="exponent of the IoU re-weighting, >= 0; 0 is plain EIoU")
+
+
+def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 on deltas ``[N, 4]`` -> ``[N]``: constant gradient, robust to outliers."""
+    return (pred - target).abs().sum(dim=-1)
+
+
+def smooth_l1_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 1 / 9) -> torch.Tensor:
+    """Smooth L1 on deltas ``[N, 4]`` -> ``[N]``: L2 near zero so gradients vanish at the optimum."""
+    return F.smooth_l1_loss(pred, target, beta=beta, reduction="none").sum(dim=-1)
+
+
+def balanced_l1_loss(
+    pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0
+) -> torch.Tensor:
+    """Balanced L1 (Libra R-CNN, Pang et al. 2019) on deltas ``[N, 4]`` -> ``[N]``.
+
+    Raises the gradient of inliers so accurate boxes are not drowned out by
+    outliers; value and gradient are continuous at ``beta``.  Same formula as
+    mmdetection's ``balanced_l1_loss``.
+
+    Args:
+        alpha: inlier gradient boost; gamma: outlier gradient; beta: switch point.
+    """
+    diff = (pred - target).abs()  # [N, 4]
+    b = math.exp(gamma / alpha) - 1.0
+    inlier = alpha / b * (b * diff + 1) * torch.log(b * diff / beta + 1) - alpha * diff
+    outlier = gamma * diff + gamma / b - alpha * beta
+    return torch.where(diff < beta, inlier, outlier).sum(dim=-1)
+
+
+def _iou_and_enclosure(pred: torch.Tensor, target: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elementwise IoU ``[N]`` of matched xyxy pairs and their enclosing box's ``(w, h)`` ``[N, 2]``."""
+    lt = torch.max(pred[:, :2], target[:, :2])
+    rb = torch.min(pred[:, 2:], target[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=-1)  # [N]
+    iou = inter / (box_area(pred) + box_area(target) - inter + eps)
+    enclosure = torch.max(pred[:, 2:], target[:, 2:]) - torch.min(pred[:, :2], target[:, :2])  # [N, 2]
+    return iou, enclosure
+
+
+def iou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """``1 - IoU`` of matched xyxy pairs ``[N, 4]`` -> ``[N]``; no gradient once boxes stop overlapping."""
+    return 1.0 - _iou_and_enclosure(pred, target, eps)[0]
+
+
+def eiou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """EIoU (Zhang et al. 2021) of matched xyxy pairs ``[N, 4]`` -> ``[N]``.
+
+    DIoU plus separate width and height penalties, each normalised by the
+    enclosing box, so unlike CIoU's aspect-ratio term it moves w and h directly:
+    ``1 - IoU + rho^2(centres) / c^2 + (w - w_gt)^2 / Cw^2 + (h - h_gt)^2 / Ch^2``.
+    """
+    iou, enclosure = _iou_and_enclosure(pred, target, eps)
+    wh, wh_gt = pred[:, 2:] - pred[:, :2], target[:, 2:] - target[:, :2]  # [N, 2]
+    centre_gap = (pred[:, :2] + pred[:, 2:] - target[:, :2] - target[:, 2:]) / 2  # [N, 2]
+    c2 = enclosure.pow(2)  # [N, 2]: Cw^2, Ch^2
+    distance = centre_gap.pow(2).sum(dim=-1) / (c2.sum(dim=-1) + eps)
+    shape = ((wh - wh_gt).pow(2) / (c2 + eps)).sum(dim=-1)
+    return 1.0 - iou + distance + shape
+
+
+def focal_eiou_loss(pred: torch.Tensor, target: torch.Tensor, gamma: float = 0.5, eps: float = EPS) -> torch.Tensor:
+    """Focal-EIoU: ``IoU^gamma * EIoU``, so well-overlapping boxes dominate the gradient.
+
+    IoU is detached, as in the paper's reference code: it only re-weights.
+    Pairs that do not overlap at all get zero loss.
+    """
+    iou, _ = _iou_and_enclosure(pred, target, eps)
+    return iou.detach().pow(gamma) * eiou_loss(pred, target, eps)
+
+
+class _BoxLoss(nn.Module):
+    """Holds ``weight``; subclasses set ``space`` and ``forward``."""
+
+    space: ClassVar[Literal["delta", "box"]]
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__()
+        self.weight = weight
+
+
+class L1Loss(_BoxLoss):
+    space = "delta"
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.weight * l1_loss(pred, target)  # [N]
+
+
+class SmoothL1Loss(_BoxLoss):
+    space = "delta"
+
+    def __init__(self, beta: float = 1 / 9, weight: float = 1.0):
+        super().__init__(weight)
+        self.beta = beta
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.weight * smooth_l1_loss(pred, target, self.beta)  # [N]
+
+
+class BalancedL1Loss(_BoxLoss):
+    space = "delta"
+
+    def __init__(self, alpha: float = 0.5, gamma: float = 1.5, beta: float = 1.0, weight: float = 1.0):
+        super().__init__(weight)
+        self.alpha, self.gamma, self.beta = alpha, gamma, beta
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.weight * balanced_l1_loss(pred, target, self.alpha, self.gamma, self.beta)  # [N]
+
+
+class IoULoss(_BoxLoss):
+    space = "box"
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.weight * iou_loss(pred, target)  # [N]
+
+
+class GIoULoss(_BoxLoss):
+    space = "box"
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.weight * generalized_box_iou_loss(pred, target, reduction="none", eps=EPS)  # [N]
+
+
+class DIoULoss(_BoxLoss):
+    space = "box"
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.weight * distance_box_iou_loss(pred, target, reduction="none", eps=EPS)  # [N]
+
+
+class CIoULoss(_BoxLoss):
+    space = "box"
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.weight * complete_box_iou_loss(pred, target, reduction="none", eps=EPS)  # [N]
+
+
+class EIoULoss(_BoxLoss):
+    space = "box"
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.weight * eiou_loss(pred, target)  # [N]
+
+
+class FocalEIoULoss(_BoxLoss):
+    space = "box"
+
+    def __init__(self, gamma: float = 0.5, weight: float = 1.0):
+        super().__init__(weight)
+        self.gamma = gamma
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.weight * focal_eiou_loss(pred, target, self.gamma)  # [N]

@@ -1,0 +1,162 @@
+import math
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torchvision.ops import batched_nms
+
+from ablate.tricks.postprocess import POSTPROCESS, TTA, postprocess
+from ablate.tricks.registry import build
+
+SIZE = (40, 40)  # (h, w)
+
+
+def dets(boxes, scores, labels):
+    return (torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores), torch.tensor(labels, dtype=torch.long))
+
+
+def method(name, **params):
+    return build(POSTPROCESS, name, "postprocess", params)
+
+
+def test_nms_matches_torchvision_batched_nms():
+    boxes, scores, labels = dets(
+        [[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10], [0, 0, 10, 10.5]],
+        [0.9, 0.8, 0.7, 0.6, 0.5],
+        [0, 0, 0, 1, 1],
+    )
+    out_boxes, out_scores, out_labels = method("nms", iou=0.5)(boxes, scores, labels, SIZE)
+    keep = batched_nms(boxes, scores, labels, 0.5)
+    assert keep.tolist() == [0, 2, 3]  # box 1 overlaps 0 (IoU 0.68), box 4 overlaps 3
+    assert torch.equal(out_boxes, boxes[keep]) and torch.equal(out_scores, scores[keep])
+    assert out_labels.tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize("name", list(POSTPROCESS))
+def test_class_aware(name):
+    boxes, scores, labels = dets([[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.8], [0, 1])
+    out_boxes, out_scores, out_labels = method(name)(boxes, scores, labels, SIZE)
+    assert out_labels.tolist() == [0, 1]
+    assert torch.allclose(out_scores, scores)
+    assert torch.allclose(out_boxes, boxes, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(POSTPROCESS))
+def test_sorted_by_score_and_typed(name):
+    torch.manual_seed(0)
+    xy = torch.rand(30, 2) * 30
+    boxes = torch.cat([xy, xy + 2 + torch.rand(30, 2) * 8], dim=1)
+    scores, labels = torch.rand(30), torch.randint(0, 3, (30,))
+    out_boxes, out_scores, out_labels = method(name)(boxes, scores, labels, SIZE)
+    assert 0 < len(out_scores) <= 30
+    assert out_boxes.shape == (len(out_scores), 4) and out_labels.dtype == torch.long
+    assert torch.all(out_scores[:-1] >= out_scores[1:])
+
+
+@pytest.mark.parametrize("name", list(POSTPROCESS))
+def test_empty_input(name):
+    out = method(name)(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), SIZE)
+    assert [len(t) for t in out] == [0, 0, 0]
+
+
+def test_soft_nms_gaussian_decays_instead_of_removing():
+    # IoU of the two boxes is 50 / 100 = 0.5
+    boxes, scores, labels = dets([[0, 0, 10, 10], [0, 0, 10, 5]], [0.9, 0.8], [0, 0])
+    _, out_scores, _ = method("soft_nms", sigma=0.5)(boxes, scores, labels, SIZE)
+    assert out_scores.tolist() == pytest.approx([0.9, 0.8 * math.exp(-0.5**2 / 0.5)])
+    _, out_scores, _ = method("soft_nms", method="linear", iou=0.3)(boxes, scores, labels, SIZE)
+    assert out_scores.tolist() == pytest.approx([0.9, 0.8 * (1 - 0.5)])
+    # decayed below min_score: dropped
+    _, out_scores, _ = method("soft_nms", sigma=0.01, min_score=0.001)(boxes, scores, labels, SIZE)
+    assert out_scores.tolist() == pytest.approx([0.9])
+
+
+def test_diou_nms_keeps_side_by_side_boxes_that_nms_removes():
+    # flat boxes shifted by 3: IoU = 7/13 = 0.538 > 0.5, centre distance^2 = 9,
+    # enclosing diagonal^2 = 13^2 + 1^2 = 170, so DIoU = 7/13 - 9/170 = 0.486 < 0.5
+    boxes, scores, labels = dets([[0, 0, 10, 1], [3, 0, 13, 1]], [0.9, 0.8], [0, 0])
+    assert 7 / 13 - 9 / 170 < 0.5 < 7 / 13
+    assert len(method("nms", iou=0.5)(boxes, scores, labels, SIZE)[0]) == 1
+    kept, _, _ = method("diou_nms", iou=0.5)(boxes, scores, labels, SIZE)
+    assert torch.equal(kept, boxes)
+    # with a threshold below the DIoU it is suppressed
+    assert len(method("diou_nms", iou=0.48)(boxes, scores, labels, SIZE)[0]) == 1
+
+
+def test_wbf_fuses_into_score_weighted_box():
+    # IoU 81 / 119 = 0.68 > 0.55: one cluster, box = (0.9 a + 0.6 b) / 1.5, score = mean
+    boxes, scores, labels = dets([[0, 0, 10, 10], [1, 1, 11, 11], [25, 25, 35, 35]], [0.9, 0.6, 0.5], [2, 2, 2])
+    out_boxes, out_scores, out_labels = method("wbf")(boxes, scores, labels, (40, 50))
+    assert out_boxes.tolist()[0] == pytest.approx([0.4, 0.4, 10.4, 10.4], abs=1e-4)
+    assert out_boxes.tolist()[1] == pytest.approx([25, 25, 35, 35], abs=1e-4)
+    assert out_scores.tolist() == pytest.approx([0.75, 0.5])
+    assert out_labels.tolist() == [2, 2]
+
+
+def test_postprocess_threshold_then_cap():
+    boxes, scores, labels = dets(
+        [[0, 0, 5, 5], [10, 10, 15, 15], [20, 20, 25, 25], [30, 30, 35, 35], [0, 0, 5, 5.2]],
+        [0.7, 0.05, 0.9, 0.8, 0.6],
+        [0, 0, 0, 0, 0],
+    )
+    out_boxes, out_scores, _ = postprocess(
+        boxes, scores, labels, method=method("nms"), score_thresh=0.1, max_dets=2, image_size=SIZE
+    )
+    assert out_scores.tolist() == pytest.approx([0.9, 0.8])
+    assert torch.equal(out_boxes, boxes[[2, 3]])
+    for thresh, expected in [(0.1, [0.9, 0.8, 0.7]), (0.0, [0.9, 0.8, 0.7, 0.05])]:
+        _, out_scores, _ = postprocess(
+            boxes, scores, labels, method=method("nms"), score_thresh=thresh, max_dets=10, image_size=SIZE
+        )
+        assert out_scores.tolist() == pytest.approx(expected)  # 0.6 is suppressed by 0.7
+
+
+def bright_spot_predictor(images):
+    """Flip-equivariant fake detector: a 3x3 box centred on each image's brightest pixel."""
+    out = []
+    for image in images:
+        y, x = divmod(int(image[0].argmax()), image.shape[-1])
+        box = torch.tensor([[x - 1, y - 1, x + 2, y + 2]], dtype=torch.float32)
+        out.append({"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])})
+    return out
+
+
+def test_hflip_tta_maps_boxes_back():
+    images = torch.zeros(2, 3, 16, 20)  # H != W, so using the wrong side would show
+    images[0, 0, 4, 3] = 1
+    images[1, 0, 10, 15] = 1
+    plain = bright_spot_predictor(images)
+    merged = build(TTA, "hflip", "tta")(bright_spot_predictor, images)
+    assert len(merged) == 2
+    for one, raw in zip(merged, plain):
+        assert torch.equal(one["boxes"], raw["boxes"].repeat(2, 1))
+        assert one["scores"].tolist() == pytest.approx([0.9, 0.9])
+        assert one["labels"].tolist() == [1, 1]
+
+
+def test_no_tta_is_plain_prediction():
+    images = torch.zeros(1, 3, 8, 8)
+    images[0, 0, 2, 5] = 1
+    (one,) = build(TTA, "none", "tta")(bright_spot_predictor, images)
+    assert one["boxes"].tolist() == [[4, 1, 7, 4]]
+
+
+def test_params_ranges_enforced():
+    with pytest.raises(ValidationError):
+        method("nms", iou=1.5)
+    with pytest.raises(ValidationError):
+        method("soft_nms", method="box")
+    with pytest.raises(ValidationError):
+        method("wbf", conf_type="mean")
+    with pytest.raises(ValidationError):
+        method("diou_nms", sigma=0.5)
+
+
+@pytest.mark.parametrize("table,name", [(POSTPROCESS, n) for n in POSTPROCESS] + [(TTA, n) for n in TTA])
+def test_documented_and_default_constructible(table, name):
+    trick = table[name]
+    assert trick.doc and "\n" not in trick.doc
+    trick.params()
+    for field in trick.params.model_fields.values():
+        assert field.description
+    assert callable(trick.build(**trick.params().model_dump()))
