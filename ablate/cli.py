@@ -51,7 +51,7 @@ def handled(debug: bool):
         raise typer.Exit(2) from None
     except typer.Exit:
         raise
-    except Exception as e:  # noqa: BLE001 - last line of defence, with the way to see more
+    except Exception as e:
         if debug:
             raise
         err.print(f"[bold red]error[/] {escape(f'{type(e).__name__}: {e}')}", highlight=False)
@@ -199,10 +199,10 @@ def catalogue(
             table.add_column("what it does")
             for trick_name, trick in k.table.items():
                 params = "\n".join(
-                    f"{p}={json.dumps(f.default) if f.default is not None else 'null'}: {f.description}"
+                    f"{p}={json.dumps(f.get_default(call_default_factory=True), default=str)}: {f.description}"
                     for p, f in trick.params.model_fields.items()
                 )
-                table.add_row(trick_name, params or "[dim]none[/]", trick.doc)
+                table.add_row(trick_name, escape(params) or "[dim]none[/]", escape(trick.doc))
             out.print(table)
 
 

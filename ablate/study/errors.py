@@ -58,10 +58,11 @@ def _annotation_at(root: type[BaseModel], parts: tuple, data: Any) -> tuple[Any,
     ann, value = root, data
     for part in parts:
         model = _model_for(ann, value)
+        default = None
         if model is not None:
             if part not in model.model_fields:
                 return None, None
-            ann = model.model_fields[part].annotation
+            ann, default = model.model_fields[part].annotation, model.model_fields[part].default
         else:
             container = _unwrap(ann)
             args = get_args(container)
@@ -77,6 +78,8 @@ def _annotation_at(root: type[BaseModel], parts: tuple, data: Any) -> tuple[Any,
             value = value[part] if isinstance(value, (dict, list)) else None
         except (KeyError, IndexError, TypeError):
             value = None
+        if isinstance(value, dict) and "name" not in value and isinstance(default, str):
+            value = {"name": default, **value}  # the schema's shorthand for the default trick
     return ann, value
 
 
@@ -91,10 +94,7 @@ def _path(loc: tuple, data: Any) -> tuple:
     """Pydantic's error location minus union tags and validator names."""
     out, node = [], data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and part < len(node):
             out.append(part)
             node = node[part]
         elif isinstance(node, str) and part == "name":

@@ -14,7 +14,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from ablate.engine.metrics import HIGHER_IS_BETTER, METRICS
 from ablate.tricks.augment import AUGMENTS
@@ -25,7 +34,6 @@ from ablate.tricks.postprocess import POSTPROCESS, TTA
 from ablate.tricks.registry import Trick, did_you_mean
 from ablate.tricks.scaling import LR_SCALING
 from ablate.tricks.schedules import SCHEDULES, STEP_PRESETS, WARMUPS, step_milestones
-
 
 NAME_RE = re.compile(r"[a-z0-9_-]+")
 

@@ -38,7 +38,7 @@ class SgdParams(OptimizerParams):
     nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0)")
 
     @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> "SgdParams":
+    def _nesterov_needs_momentum(self) -> SgdParams:
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov: true needs momentum > 0")
         return self
@@ -51,7 +51,7 @@ class AdamParams(OptimizerParams):
     eps: float = Field(1e-8, gt=0, description="added to the denominator for stability")
 
     @model_validator(mode="after")
-    def _betas_range(self) -> "AdamParams":
+    def _betas_range(self) -> AdamParams:
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
         return self

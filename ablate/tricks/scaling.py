@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ablate.tricks.registry import NoParams, Trick
+from ablate.tricks.registry import NoParams, Trick, lookup
 
 
 def linear() -> Callable[[float], float]:
@@ -48,4 +48,4 @@ def lr_effective(
         0.01
     """
     ratio = batch_size * devices * accumulate / base_batch_size
-    return lr * LR_SCALING[rule].build()(ratio)
+    return lr * lookup(LR_SCALING, rule, "lr scaling rule").build()(ratio)

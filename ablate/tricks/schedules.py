@@ -148,9 +148,10 @@ def onecycle(*, pct_start, div_factor, final_div_factor, epochs, iters_per_epoch
         return b + (a - b) * (1 + math.cos(math.pi * pct)) / 2
 
     def fn(it: int) -> float:
-        if it <= peak:
-            return anneal(start, 1.0, it / peak)
-        return anneal(1.0, end, min(1.0, (it - peak) / max(total - 1 - peak, 1)))
+        if it <= peak:  # peak == 0 (pct_start * total == 1): torch divides 0 by 0; start low
+            return anneal(start, 1.0, it / peak if peak > 0 else 0.0)
+        # total - 1 - peak = total * (1 - pct_start) > 0, as pct_start < 1
+        return anneal(1.0, end, min(1.0, (it - peak) / (total - 1 - peak)))
 
     return Schedule(fn)
 

@@ -1,0 +1,114 @@
+"""The command line, driven through typer's CliRunner (and once as `python -m ablate`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ablate.cli import app
+from ablate.tricks import CATALOGUE
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_plan_prints_variants_and_counts():
+    result = run("plan", STUDIES / "loss_ablation.yaml")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "baseline ◀" in out
+    for name in ("loss.box=giou", "loss.box=eiou", "loss.cls=bce"):
+        assert name in out
+    assert "7 variants x 3 seeds = 21 trials" in out
+    assert "at most 252 epochs" in out
+
+
+def test_plan_json_lists_every_trial_with_its_config():
+    result = run("plan", STUDIES / "loss_ablation.yaml", "--json", "-o", "seeds=[0, 1]")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 7 * 2
+    assert set(rows[0]) == {"trial_id", "variant", "variant_name", "seed", "overrides", "config"}
+    assert rows[0]["variant"] == 0 and rows[0]["overrides"] == {}
+    giou = [r for r in rows if r["variant_name"] == "loss.box=giou"]
+    assert [r["seed"] for r in giou] == [0, 1]
+    assert giou[0]["overrides"] == {"loss.box": "giou"} and giou[0]["config"]["loss"]["box"]["name"] == "giou"
+    assert giou[0]["config"]["train"]["lr_effective"] == pytest.approx(0.01 * 8 / 16)
+    assert len({r["trial_id"] for r in rows}) == len(rows)
+
+
+def test_plan_json_ids_match_a_second_run_and_change_with_overrides():
+    first = json.loads(run("plan", STUDIES / "neck_ablation.yaml", "--json").stdout)
+    second = json.loads(run("plan", STUDIES / "neck_ablation.yaml", "--json").stdout)
+    changed = json.loads(run("plan", STUDIES / "neck_ablation.yaml", "--json", "-o", "train.epochs=6").stdout)
+    assert [r["trial_id"] for r in first] == [r["trial_id"] for r in second]
+    assert not {r["trial_id"] for r in first} & {r["trial_id"] for r in changed}
+
+
+def test_show_config_prints_the_resolved_variant_with_lr_effective():
+    result = run("show-config", STUDIES / "loss_ablation.yaml", "--variant", "2", "-o", "train.batch_size=4")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("# variant 2: loss.box=diou")
+    doc = yaml.safe_load(result.stdout)
+    assert doc["loss"]["box"] == {"name": "diou", "weight": 1.0}
+    assert doc["train"]["lr_effective"] == pytest.approx(0.01 * 4 / 16)
+    assert doc["train"]["batch_size"] == 4
+    assert doc["scheduler"]["name"] == "asha"
+    assert "# derived" in result.stdout
+
+
+def test_show_config_rejects_an_unknown_variant():
+    result = run("show-config", STUDIES / "loss_ablation.yaml", "--variant", "99")
+    assert result.exit_code == 2
+    assert "--variant: 99 is out of range" in result.stderr and "0..6" in result.stderr
+
+
+def test_a_typo_fails_with_the_key_a_suggestion_and_no_traceback(write):
+    path = write("typo.yaml", {"name": "t", "train": {"optimzer": {"lr": 0.1}}})
+    result = run("plan", path)
+    assert result.exit_code == 2
+    assert "typo.yaml: train.optimzer: unknown key 'optimzer' (did you mean 'optimizer'?)" in result.stderr
+    assert "nothing was started" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_debug_shows_the_traceback(write):
+    path = write("typo.yaml", {"name": "t", "loss": {"box": "gio"}})
+    result = run("plan", path, "--debug")
+    assert result.exit_code != 0
+    assert isinstance(result.exception, Exception) and "giou" in str(result.exception)
+
+
+def test_catalogue_lists_every_trick_with_params_and_doc():
+    result = run("catalogue")
+    assert result.exit_code == 0, result.output
+    for kind in CATALOGUE.values():
+        for name, trick in kind.table.items():
+            assert name in result.stdout
+            assert trick.doc[:30] in result.stdout
+    assert "gamma=2.0" in result.stdout
+
+
+def test_catalogue_one_kind_and_an_unknown_kind():
+    result = run("catalogue", "box_loss")
+    assert result.exit_code == 0 and "focal_eiou" in result.stdout and "mosaic" not in result.stdout
+    bad = run("catalogue", "box_los")
+    assert bad.exit_code == 2 and "did you mean 'box_loss'" in bad.stderr
+
+
+def test_python_dash_m_runs_the_same_app():
+    result = subprocess.run([sys.executable, "-m", "ablate", "plan", str(STUDIES / "neck_ablation.yaml")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "4 variants x 3 seeds = 12 trials" in result.stdout
