@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ablate.errors import AblateError
 from ablate.study import StudyError, expand, load_study, trials
 from ablate.study.errors import Problem
 from ablate.study.expand import config_dict, short
@@ -48,6 +49,11 @@ def handled(debug: bool):
         for problem in e.problems:
             err.print(f"[bold red]error[/] {escape(str(problem))}", highlight=False)
         err.print(f"{len(e.problems)} problem(s) in the study; nothing was started.", style="dim")
+        raise typer.Exit(2) from None
+    except AblateError as e:
+        if debug:
+            raise
+        err.print(f"[bold red]error[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
     except typer.Exit:
         raise
@@ -175,6 +181,86 @@ def show_config(
 
 def _problem(file, key, message) -> Problem:
     return Problem(str(file), key, message)
+
+
+@app.command()
+def train(
+    file: StudyFile,
+    variant: Annotated[int | None, typer.Option("--variant", "-v", help="variant number (0: baseline)")] = None,
+    trial: Annotated[str | None, typer.Option("--trial", help="trial id from `ablate plan --json`")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="seed (default: the study's first)")] = None,
+    override: Overrides = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="trial folder (default results/<study>/train/<id>)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="last line of stdout: the final metrics as JSON")] = False,
+    debug: Debug = False,
+) -> None:
+    """Train one trial in this process (no Ray), with a progress bar; resumes from --out if interrupted."""
+    from ablate.engine.trial import run_trial
+    from ablate.study.expand import trial_id
+
+    with handled(debug):
+        study = load_study(file, override or [])
+        variants = expand(study)
+        if trial is not None:
+            if variant is not None:
+                raise StudyError([_problem(file, "--trial", "give --trial or --variant, not both")])
+            match = [t for t in trials(study, variants) if t.trial_id.startswith(trial)]
+            if len(match) != 1:
+                raise StudyError([_problem(file, "--trial", f"'{trial}' matches {len(match)} trials of this study "
+                                           "(see `ablate plan --json`)")])
+            v, seed = match[0].variant, match[0].seed if seed is None else seed
+        else:
+            index = variant or 0
+            if not 0 <= index < len(variants):
+                raise StudyError([_problem(file, "--variant", f"{index} is out of range; this study has variants "
+                                           f"0..{len(variants) - 1} (see `ablate plan`)")])
+            v, seed = variants[index], study.seeds[0] if seed is None else seed
+        tid = trial_id(v.config, seed)
+        folder = out_dir or Path("results") / study.name / "train" / tid
+        err.print(f"trial [bold]{tid}[/]: variant {v.index} ({escape(v.name)}), seed {seed} -> {escape(str(folder))}")
+        result = _train_with_progress(run_trial, v.config, seed, folder, v.config.train.epochs)
+        final = {"trial_id": tid, "variant": v.index, "variant_name": v.name, "seed": seed,
+                 "status": result.status, **result.final}
+        _print_metrics(final)
+        if as_json:
+            print(json.dumps(final))
+
+
+def _train_with_progress(run_trial, config, seed, folder, epochs):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ablate.errors import TrialFailed
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("it {task.fields[it]}"),
+               TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TextColumn("eta"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(f"epoch 1/{epochs}", total=None, it="-", loss=float("nan"))
+
+        def on_iteration(p: dict) -> None:
+            done = (p["epoch"] - 1) * p["iterations"] + p["iteration"]
+            bar.update(task, total=epochs * p["iterations"], completed=done, it=f"{p['iteration']}/{p['iterations']}",
+                       loss=p["loss"], description=f"epoch {p['epoch']}/{epochs}")
+
+        def on_epoch(row: dict, _folder) -> None:
+            bar.console.print(f"epoch {row['epoch']:>3}: mAP {row['mAP']:.3f}  AP50 {row['AP50']:.3f}  "
+                              f"loss {row['loss']:.3f}  {row['imgs_per_s']:.1f} img/s  {row['epoch_time_s']:.1f} s")
+
+        try:
+            return run_trial(config, seed=seed, out_dir=folder, progress=on_iteration, on_epoch=on_epoch,
+                             log=lambda message: bar.console.print(escape(message)))
+        except TrialFailed as e:
+            bar.console.print(f"[bold red]trial failed[/] {escape(e.reason)} (recorded in {folder}/status.json)")
+            raise typer.Exit(1) from None
+
+
+def _print_metrics(final: dict) -> None:
+    table = Table(title="final metrics", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in final.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else escape(str(value)))
+    err.print(table)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from ablate.errors import AblateError
 from ablate.study import paths
 from ablate.tricks.registry import did_you_mean
 
@@ -23,7 +24,7 @@ class Problem:
         return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
 
 
-class StudyError(Exception):
+class StudyError(AblateError):
     """One or more problems in a study; nothing has been started."""
 
     def __init__(self, problems: list[Problem]):

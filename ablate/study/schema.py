@@ -69,6 +69,9 @@ class Model(Section):
     )
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier of the tiny backbone")
     channels: int = Field(64, ge=8, le=1024, description="width of the neck and heads")
+    anchor_scale: float = Field(
+        4.0, gt=0, le=16, description="retinanet: anchor base size in strides (4 as in the paper; 2 suits small images)"
+    )
     neck: named(NECKS, "fpn") = Field("fpn", description="feature fusion: none | fpn | pan | bifpn")
     pretrained: str | None = Field(
         None, description="local path of backbone weights (a torch state dict); null: random init"

@@ -29,7 +29,7 @@ class OptimizerParams(Params):
     lr: float = Field(0.01, gt=0, description="base lr for train.lr_scaling.base_batch_size images per step")
     weight_decay: float = Field(1e-4, ge=0, description="L2 penalty (decoupled for adamw)")
     norm_bias_decay: bool = Field(
-        True, description="false exempts normalisation weights and biases from weight decay"
+        True, description="false exempts normalisation weights and all biases from weight decay"
     )
 
 

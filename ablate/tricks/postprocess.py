@@ -6,9 +6,10 @@ Every ``POSTPROCESS`` entry builds a pure function
 boxes with different labels never suppress or fuse with each other.
 ``postprocess`` wraps one with the score threshold and the detection cap.
 
-Every ``TTA`` entry builds ``tta(predict, images [B, 3, H, W]) -> list[dict]`` that
-returns the raw detections of all views, mapped back to the original image; the
-merge is left to ``postprocess`` (nms or wbf).
+Every ``TTA`` entry builds ``tta(predict, images) -> list[dict]`` (``images``: a
+batch ``[B, 3, H, W]`` or a list of ``[3, H_i, W_i]``) that returns the raw detections
+of all views, mapped back to the original image; the merge is left to ``postprocess``
+(nms or wbf).
 """
 
 from __future__ import annotations
@@ -129,22 +130,25 @@ def postprocess(
 
 # ---- test-time augmentation -----------------------------------------------------
 
-Predict = Callable[[Tensor], list[dict[str, Tensor]]]
+Predict = Callable[[list[Tensor] | Tensor], list[dict[str, Tensor]]]
 
 
-def no_tta(predict: Predict, images: Tensor) -> list[dict[str, Tensor]]:
+def no_tta(predict: Predict, images: list[Tensor] | Tensor) -> list[dict[str, Tensor]]:
     """The plain prediction."""
     return predict(images)
 
 
-def hflip_tta(predict: Predict, images: Tensor) -> list[dict[str, Tensor]]:
+def hflip_tta(predict: Predict, images: list[Tensor] | Tensor) -> list[dict[str, Tensor]]:
     """Predict on the images and their mirror; concatenate both per image.
 
-    Mirrored boxes map back by ``x1' = W - x2, x2' = W - x1``.
+    ``images`` is a batch ``[B, 3, H, W]`` or a list of ``[3, H_i, W_i]`` of any
+    sizes (what torchvision detectors take); each is mirrored about its own width
+    and its boxes map back by ``x1' = W_i - x2, x2' = W_i - x1``.
     """
-    width = images.shape[-1]
+    mirrored = images.flip(-1) if isinstance(images, Tensor) else [image.flip(-1) for image in images]
     merged = []
-    for plain, flipped in zip(predict(images), predict(images.flip(-1))):
+    for image, plain, flipped in zip(images, predict(images), predict(mirrored)):
+        width = image.shape[-1]
         back = flipped["boxes"].clone()
         back[:, 0], back[:, 2] = width - flipped["boxes"][:, 2], width - flipped["boxes"][:, 0]
         merged.append({

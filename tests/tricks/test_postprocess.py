@@ -134,6 +134,16 @@ def test_hflip_tta_maps_boxes_back():
         assert one["labels"].tolist() == [1, 1]
 
 
+def test_hflip_tta_flips_each_listed_image_about_its_own_width():
+    small, wide = torch.zeros(3, 12, 10), torch.zeros(3, 16, 30)  # sizes differ, as a detector's inputs
+    small[0, 4, 2] = 1
+    wide[0, 9, 21] = 1
+    merged = build(TTA, "hflip", "tta")(bright_spot_predictor, [small, wide])
+    # a box mapped back with the other image's width would land elsewhere
+    assert merged[0]["boxes"].tolist() == [[1, 3, 4, 6]] * 2
+    assert merged[1]["boxes"].tolist() == [[20, 8, 23, 11]] * 2
+
+
 def test_no_tta_is_plain_prediction():
     images = torch.zeros(1, 3, 8, 8)
     images[0, 0, 2, 5] = 1

@@ -219,20 +219,22 @@ def test_plateau_respects_min_lr():
 def test_plateau_state_dict_round_trips():
     params = {"metric": "AP50", "patience": 1, "factor": 0.5}
     s = schedule("plateau", **params)
-    for value in [0.3, 0.2, 0.2, 0.4]:
+    for value in [0.3, 0.2, 0.2, 0.4, 0.35]:  # ends one bad epoch after a decay and a new best
         s.observe({"AP50": value})
     state = s.state_dict()
-    assert s(0) == 0.5
+    assert state == {"best": 0.4, "bad_epochs": 1, "scale": 0.5}
 
     resumed = schedule("plateau", **params)
     assert resumed(0) == 1.0
     resumed.load_state_dict(state)
     assert resumed.state_dict() == state
-    for value in [0.4, 0.1, 0.5, 0.5, 0.5]:
+    seen = []
+    for value in [0.1, 0.5, 0.5, 0.5]:
         s.observe({"AP50": value})
         resumed.observe({"AP50": value})
         assert resumed(0) == s(0)
-    assert s(0) == 0.125
+        seen.append(s(0))
+    assert seen == [0.25, 0.25, 0.25, 0.125]
 
 
 def test_plateau_missing_metric_names_it():

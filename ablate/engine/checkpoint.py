@@ -1,0 +1,46 @@
+"""Atomic per-epoch checkpoints with every state needed to resume bit-for-bit on CPU."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def rng_state(generator: torch.Generator | None) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["data"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and "data" in state:
+        generator.set_state(state["data"])
+
+
+def save(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash leaves the old one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)  # our own file: RNG states are numpy objects

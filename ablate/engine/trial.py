@@ -1,0 +1,190 @@
+"""One trial end to end: build from the config, then per epoch train, evaluate, checkpoint, report.
+
+A trial is resumable: its folder holds an atomic checkpoint after every epoch,
+and a trial started again in the same folder continues from it and ends with
+the same metrics as one never interrupted (on CPU, exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ablate.engine import checkpoint
+from ablate.engine.loop import LoopState, StepTools, evaluate, train_one_epoch
+from ablate.engine.metrics import METRICS
+from ablate.errors import ConfigError, TrialFailed
+from ablate.study.expand import config_dict, trial_id
+from ablate.study.schema import TrialConfig
+from ablate.tricks.optim import OPTIMIZERS, REGULARISERS
+from ablate.tricks.registry import build
+from ablate.tricks.schedules import SCHEDULES, WARMUPS
+
+DETECTIONS = "detections.json"
+STATUS = "status.json"
+
+
+@dataclass
+class TrialResult:
+    trial_id: str
+    status: str  # "completed" | "failed: <reason>"
+    history: list[dict]  # one row of METRICS (+ "epoch") per epoch
+    out_dir: Path
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def _params(spec) -> dict:
+    return spec.model_dump(exclude={"name"})
+
+
+def _rss_mb() -> float:
+    """Resident memory now (Linux /proc; falls back to the peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_mb(device: torch.device, rss_start: float) -> float:
+    """Peak training memory: CUDA's max allocated, or on CPU the peak RSS growth since the trial began."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_start)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_trial(
+    config: TrialConfig,
+    *,
+    seed: int,
+    out_dir: Path,
+    device: torch.device | str | None = None,
+    threads: int | None = None,
+    stop_after: int | None = None,
+    on_epoch: Callable[[dict, Path], None] | None = None,
+    progress: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> TrialResult:
+    """Train and evaluate one (config, seed), resuming from ``out_dir`` if it holds a checkpoint.
+
+    Args:
+        stop_after: stop (resumably) after this epoch, as if the process were killed.
+        on_epoch: called with each epoch's metrics row and ``out_dir`` after its checkpoint is written.
+        progress: called after every iteration with epoch, iteration, loss, lr.
+    """
+    from ablate.data import build_data
+    from ablate.models import build_model
+
+    device = torch.device(device) if device is not None else default_device()
+    if threads:
+        torch.set_num_threads(threads)
+    tid = trial_id(config, seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rss_start = _rss_mb()
+    torch.manual_seed(seed)
+
+    data = build_data(config, seed=seed, device=device)
+    notices = [f"{n} {what}" for what, n in data.warnings.items()]
+    model = build_model(config, num_classes=len(data.classes)).to(device)
+    t = config.train
+    lr = config.lr_effective
+    optimizer = build(OPTIMIZERS, t.optimizer.name, "optimizer", _params(t.optimizer), model=model, lr_effective=lr)
+    steps_per_epoch = math.ceil(len(data.train) / t.accumulate)
+    schedule = build(SCHEDULES, t.schedule.name, "schedule", _params(t.schedule),
+                     epochs=t.epochs, iters_per_epoch=steps_per_epoch, base_lr=lr)
+    warmup = build(WARMUPS, t.warmup.name, "warmup", _params(t.warmup))
+    ema = build(REGULARISERS, "ema", "regulariser", t.ema.model_dump(), model=model)
+    swa = build(REGULARISERS, "swa", "regulariser", t.swa.model_dump(), model=model)
+    amp = build(REGULARISERS, "amp", "regulariser", t.amp.model_dump(), device=device)
+    if amp.notice:
+        notices.append(amp.notice)
+    swa_from = t.epochs - t.swa.epochs + 1 if t.swa.enabled else t.epochs + 1  # first averaged epoch
+
+    def lr_at(step: int) -> float:
+        if t.swa.enabled and t.swa.lr is not None and step // steps_per_epoch + 1 >= swa_from:
+            return t.swa.lr
+        return lr * schedule(step) * warmup(step)
+
+    tools = StepTools(lr_at, build(REGULARISERS, "clip_grad", "regulariser", t.clip_grad.model_dump()),
+                      amp, t.accumulate, ema)
+    state = LoopState()
+    start = 1
+    saved = checkpoint.load(out_dir / checkpoint.CHECKPOINT)
+    if saved is not None:
+        if saved["trial_id"] != tid:
+            raise ConfigError(f"{out_dir} holds a checkpoint of trial {saved['trial_id']}, not {tid}; "
+                              "use another --out folder")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        amp.scaler.load_state_dict(saved["scaler"])
+        for averaged, key in ((ema, "ema"), (swa, "swa")):
+            if averaged is not None:
+                averaged.load_state_dict(saved[key])
+        state = LoopState(saved["iteration"], saved["history"])
+        checkpoint.set_rng_state(saved["rng"], data.generator)
+        start = saved["epoch"] + 1
+        log(f"resuming trial {tid} from epoch {saved['epoch']} checkpoint")
+    for note in notices:
+        log(f"note: {note}")
+
+    _write_json(out_dir / STATUS, {"trial_id": tid, "status": "running", "epochs_done": start - 1})
+    try:
+        for epoch in range(start, t.epochs + 1):
+            if stop_after is not None and epoch > stop_after:
+                break
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            began = time.perf_counter()
+            train = train_one_epoch(model, optimizer, data.train, epoch=epoch, state=state, tools=tools,
+                                    device=device, progress=progress)
+            if swa is not None and epoch >= swa_from:
+                swa.update_parameters(model)
+            judged = swa.module if swa is not None and epoch >= swa_from else ema.module if ema is not None else model
+            scores, records = evaluate(judged, data.val, coco_gt=data.val_coco, cat_ids=data.cat_ids,
+                                       device=device, amp=amp)
+            schedule.observe(scores)
+            row = {"epoch": epoch, **{k: v for k, v in {**scores, **train}.items() if k in METRICS},
+                   "peak_mem_mb": _peak_mb(device, rss_start), "epoch_time_s": time.perf_counter() - began}
+            state.history.append(row)
+            checkpoint.save(out_dir / checkpoint.CHECKPOINT, {
+                "trial_id": tid, "seed": seed, "config": config_dict(config), "epoch": epoch,
+                "iteration": state.iteration, "history": state.history, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "scaler": amp.scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                "swa": swa.state_dict() if swa is not None else None,
+                "rng": checkpoint.rng_state(data.generator)})
+            _write_json(out_dir / DETECTIONS, records)
+            if on_epoch is not None:
+                on_epoch(row, out_dir)
+    except TrialFailed as e:
+        _write_json(out_dir / STATUS, {"trial_id": tid, "status": "failed", "reason": e.reason,
+                                       "epochs_done": len(state.history)})
+        raise
+    done = len(state.history) >= t.epochs
+    status = "completed" if done else "stopped"
+    _write_json(out_dir / STATUS, {"trial_id": tid, "status": status, "epochs_done": len(state.history)})
+    return TrialResult(tid, status, state.history, out_dir, notices)

@@ -1,0 +1,159 @@
+"""Backbones: image -> C3, C4, C5 (strides 8, 16, 32), and the backbone+neck module.
+
+Every body returns ``OrderedDict(c3=..., c4=..., c5=...)`` and is described by
+its three channel counts, which is all a neck needs.  The torchvision bodies keep
+torchvision's parameter names (``conv1.weight``, ``layer1.0...``, ``features.0...``)
+so torchvision's own classification checkpoints load with ``pretrained`` as they are.
+Nothing is ever downloaded: weights are ``None`` or a local file.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import mobilenet_v3_large, resnet18, resnet34, resnet50
+from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.models.resnet import BasicBlock
+from torchvision.ops.misc import Conv2dNormActivation
+
+from ablate.errors import ConfigError
+
+LEVELS = ("c3", "c4", "c5")
+PYRAMID = ("p3", "p4", "p5", "p6", "p7")  # what RetinaNet/FCOS heads see, strides 8..128
+
+
+class TinyBackbone(nn.Module):
+    """A small ResNet-like CNN that trains on a CPU.
+
+    A two-conv stem to stride 4, then three stages (C3, C4, C5), each a stride-2
+    conv3x3+BN+ReLU followed by one torchvision ``BasicBlock`` (residual).  Channels
+    are ``(8, 16, 32, 64, 128) x width``: at 192 px a batch of 8 takes ~35 ms forward
+    and backward on one CPU core, so the detector's head (not the backbone) sets the
+    pace of a CPU study.  BN keeps training stable at lr 0.01.
+
+    Args:
+        width: channel multiplier (the study's ``model.width``).
+    """
+
+    def __init__(self, width: float = 1.0):
+        super().__init__()
+        c = [max(8, round(base * width)) for base in (8, 16, 32, 64, 128)]
+        self.stem = nn.Sequential(Conv2dNormActivation(3, c[0], 3, stride=2), Conv2dNormActivation(c[0], c[1], 3, stride=2))
+        self.stages = nn.ModuleList(
+            nn.Sequential(Conv2dNormActivation(cin, cout, 3, stride=2), BasicBlock(cout, cout))
+            for cin, cout in zip(c[1:4], c[2:5])
+        )
+        self.channels = c[2:5]
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        x = self.stem(x)  # [B, c1, H/4, W/4]
+        out = OrderedDict()
+        for name, stage in zip(LEVELS, self.stages):
+            x = stage(x)  # [B, c_i, H/s, W/s], s = 8, 16, 32
+            out[name] = x
+        return out
+
+
+def _torchvision_body(make: Callable[..., nn.Module], nodes: tuple[str, str, str]) -> nn.Module:
+    # create_feature_extractor keeps the submodule names of the classification model
+    # and drops what comes after the last node (avgpool, fc / classifier).
+    return create_feature_extractor(make(weights=None), return_nodes=dict(zip(nodes, LEVELS)))
+
+
+# name -> (factory, nodes at strides 8/16/32, their channels).  mobilenet_v3_large's
+# features[6], [12], [16] are the last blocks before each stride-2 block, and the final 1x1 conv.
+_TORCHVISION = {
+    "resnet18": (resnet18, ("layer2", "layer3", "layer4"), [128, 256, 512]),
+    "resnet34": (resnet34, ("layer2", "layer3", "layer4"), [128, 256, 512]),
+    "resnet50": (resnet50, ("layer2", "layer3", "layer4"), [512, 1024, 2048]),
+    "mobilenet_v3": (mobilenet_v3_large, ("features.6", "features.12", "features.16"), [40, 112, 960]),
+}
+BACKBONES = ("tiny", *_TORCHVISION)
+
+# classification heads that detection never uses: skipped when loading a checkpoint
+UNUSED_PREFIXES = ("fc.", "classifier.")
+
+
+def build_body(name: str, *, width: float = 1.0) -> tuple[nn.Module, list[int]]:
+    """The backbone body and its ``[C3, C4, C5]`` channel counts.
+
+    Args:
+        name: one of ``BACKBONES``.
+        width: channel multiplier of ``tiny`` (the torchvision bodies ignore it).
+
+    Example:
+        >>> body, channels = build_body("resnet18")  # channels == [128, 256, 512]
+    """
+    if name == "tiny":
+        body = TinyBackbone(width)
+        return body, list(body.channels)
+    if name not in _TORCHVISION:
+        raise ValueError(f"unknown backbone '{name}'; valid: {', '.join(BACKBONES)}")
+    make, nodes, channels = _TORCHVISION[name]
+    return _torchvision_body(make, nodes), list(channels)
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def load_weights(body: nn.Module, path: str) -> None:
+    """Load a local backbone state dict into ``body``, strictly.
+
+    The file's keys must be the body's keys; classification-head keys (``fc.*``,
+    ``classifier.*``) are skipped so a torchvision ImageNet checkpoint loads as is.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or its keys or shapes do not
+            match (the message lists a few of the offending keys).
+    """
+    where = f"model.pretrained: {path}"
+    if not Path(path).is_file():
+        raise ConfigError(f"{where} does not exist; give the path of a local state dict file, or null")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip, or a non-tensor object refused by weights_only
+        raise ConfigError(f"{where} could not be read as a torch state dict: {err}") from err
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ConfigError(f"{where} is not a state dict (a mapping of parameter names to tensors)")
+    state = {k: v for k, v in state.items() if not k.startswith(UNUSED_PREFIXES)}
+    own = body.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state and state[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} keys missing from the file: {_few(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_few(unexpected)}")
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatches (file vs backbone): {_few(wrong, 3)}")
+    if problems:
+        raise ConfigError(f"{where} does not fit this backbone: " + "; ".join(problems))
+    body.load_state_dict(state)
+
+
+class BackboneWithNeck(nn.Module):
+    """``body`` then ``neck``: image batch -> the five levels P3..P7 torchvision's heads want.
+
+    Args:
+        body: returns ``OrderedDict(c3, c4, c5)``.
+        neck: a catalogue neck built with ``extra_levels=2``.
+        out_channels: channels of every output level (read by RetinaNet/FCOS).
+    """
+
+    def __init__(self, body: nn.Module, neck: nn.Module, out_channels: int):
+        super().__init__()
+        self.body, self.neck, self.out_channels = body, neck, out_channels
+
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+        levels = self.neck(self.body(x))  # c3, c4, c5, extra0, extra1; each [B, C, H/s, W/s]
+        if len(levels) != len(PYRAMID):
+            raise ValueError(f"the neck returned {len(levels)} levels, the heads need {len(PYRAMID)} (P3-P7)")
+        return OrderedDict(zip(PYRAMID, levels.values()))

@@ -1,0 +1,76 @@
+"""``build_model``: the one place that reads a trial's configuration to make a detector.
+
+Everything below it (backbones, necks, heads, losses, post-processing) takes
+keyword arguments, as torchvision's ``RetinaNet(backbone, num_classes, ...)`` does.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from ablate.models.backbones import BackboneWithNeck, build_body, load_weights
+from ablate.models.detector import Detector
+from ablate.models.fcos import CatalogueFCOS
+from ablate.models.retinanet import CatalogueRetinaNet
+from ablate.study.schema import TrialConfig
+from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
+from ablate.tricks.necks import NECKS
+from ablate.tricks.postprocess import POSTPROCESS, TTA
+from ablate.tricks.registry import build
+
+DETECTORS = {"retinanet": CatalogueRetinaNet, "fcos": CatalogueFCOS}
+PYRAMID_EXTRA_LEVELS = 2  # C3-C5 -> P3-P7: RetinaNet and FCOS both predict on five levels
+
+
+def params(spec: BaseModel) -> dict:
+    """A catalogue section's parameters: its fields except ``name``."""
+    return spec.model_dump(exclude={"name"})
+
+
+def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
+    """The detector of one trial, randomly initialised (or with local backbone weights).
+
+    Args:
+        config: the trial's resolved configuration (``model``, ``loss``, ``eval``,
+            and ``data.image_size`` for the evaluation resize).
+        num_classes: foreground classes; target labels are ``0..num_classes-1``.
+
+    Raises:
+        ConfigError: ``model.pretrained`` is missing or does not fit the backbone.
+
+    Example:
+        >>> detector = build_model(TrialConfig(), num_classes=3)
+        >>> losses = detector.train()(images, targets)  # {"loss_cls": ..., "loss_box": ...}
+        >>> detections = detector.eval()(images)        # [{"boxes", "scores", "labels"}, ...]
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    m = config.model
+    body, channels = build_body(m.backbone, width=m.width)
+    if m.pretrained is not None:
+        load_weights(body, m.pretrained)
+    neck = build(NECKS, m.neck.name, "neck", params(m.neck),
+                 in_channels=channels, out_channels=m.channels, extra_levels=PYRAMID_EXTRA_LEVELS)
+    backbone = BackboneWithNeck(body, neck, m.channels)
+
+    size = config.data.image_size
+    common = dict(
+        cls_loss=build(CLS_LOSSES, config.loss.cls.name, "classification loss", params(config.loss.cls)),
+        box_loss=build(BOX_LOSSES, config.loss.box.name, "box loss", params(config.loss.box)),
+        min_size=size, max_size=size * 1333 // 800,  # torchvision's 800/1333 aspect cap
+        score_thresh=config.eval.score_thresh,
+    )
+    if m.detector == "retinanet":
+        model = CatalogueRetinaNet(backbone, num_classes, anchor_scale=m.anchor_scale, **common)
+    elif m.detector == "fcos":
+        model = CatalogueFCOS(backbone, num_classes, **common)
+    else:
+        raise ValueError(f"unknown detector '{m.detector}'; valid: {', '.join(DETECTORS)}")
+
+    return Detector(
+        model,
+        method=build(POSTPROCESS, config.eval.nms.name, "postprocess", params(config.eval.nms)),
+        tta=build(TTA, config.eval.tta.name, "tta", params(config.eval.tta)),
+        score_thresh=config.eval.score_thresh,
+        max_dets=config.eval.max_dets,
+    )

@@ -1,0 +1,151 @@
+"""torchvision's RetinaNet with the catalogue's losses and inference scores.
+
+torchvision keeps everything else: the transform, the anchor generator, the IoU
+matcher (foreground IoU >= 0.5, background < 0.4, low-quality matches kept, the
+anchors in between ignored), the heads' convolutions and initialisation, the box
+coder and the per-level top-k candidate selection.  Only three things change:
+
+- the classification loss is a catalogue module fed the same one-hot targets
+  torchvision builds for ``sigmoid_focal_loss``;
+- the box loss is a catalogue module fed encoded deltas or decoded boxes,
+  whichever its ``space`` says;
+- inference scores come from the classification loss's ``scores`` (a softmax for
+  ``ce``), and no NMS runs here: ``Detector`` applies the catalogue's method after TTA.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.retinanet import (
+    RetinaNet,
+    RetinaNetClassificationHead,
+    RetinaNetHead,
+    RetinaNetRegressionHead,
+)
+from torchvision.ops import clip_boxes_to_image
+
+from ablate.models.common import IMAGENET_MEAN, IMAGENET_STD, STRIDES, box_loss, rename, top_candidates
+
+LOSS_NAMES = {"classification": "loss_cls", "bbox_regression": "loss_box"}
+
+
+def retinanet_anchors(anchor_scale: float) -> AnchorGenerator:
+    """9 anchors per location: ``anchor_scale x stride`` x octaves ``2^(0, 1/3, 2/3)`` x ratios (0.5, 1, 2).
+
+    torchvision's default is 32..512 px (``anchor_scale`` 4); a smaller scale suits small images.
+    """
+    sizes = tuple(tuple(anchor_scale * stride * 2 ** (i / 3) for i in range(3)) for stride in STRIDES)
+    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(STRIDES))
+
+
+class ClassificationHead(RetinaNetClassificationHead):
+    """torchvision's classification head; its loss is ``loss`` (a catalogue CLS_LOSSES module)."""
+
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, *, loss: nn.Module):
+        super().__init__(in_channels, num_anchors, num_classes)
+        self.loss = loss
+
+    def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
+                     matched_idxs: list[Tensor]) -> Tensor:
+        losses = []
+        for target, logits, matched in zip(targets, head_outputs["cls_logits"], matched_idxs):
+            # logits [HWA, C]; matched [HWA]: gt index, -1 background, -2 between thresholds
+            foreground = matched >= 0
+            onehot = torch.zeros_like(logits)  # [HWA, C], all-zero rows are background
+            onehot[foreground, target["labels"][matched[foreground]]] = 1.0
+            valid = matched != self.BETWEEN_THRESHOLDS  # ambiguous anchors train nothing, as torchvision
+            per_anchor = self.loss(logits[valid], onehot[valid])  # [V]
+            losses.append(per_anchor.sum() / foreground.sum().clamp(min=1))
+        return torch.stack(losses).mean()  # torchvision: normalise per image, then average images
+
+
+class RegressionHead(RetinaNetRegressionHead):
+    """torchvision's regression head; its loss is ``loss`` (a catalogue BOX_LOSSES module)."""
+
+    def __init__(self, in_channels: int, num_anchors: int, *, loss: nn.Module):
+        super().__init__(in_channels, num_anchors)
+        self.loss = loss
+
+    def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
+                     anchors: list[Tensor], matched_idxs: list[Tensor]) -> Tensor:
+        losses = []
+        for target, deltas, image_anchors, matched in zip(
+            targets, head_outputs["bbox_regression"], anchors, matched_idxs
+        ):
+            foreground = torch.where(matched >= 0)[0]  # [F]
+            fg_anchors = image_anchors[foreground]  # [F, 4]
+            per_pair = box_loss(
+                self.loss, deltas[foreground], target["boxes"][matched[foreground]],  # [F, 4], [F, 4]
+                encode=partial(self.box_coder.encode_single, proposals=fg_anchors),
+                decode=partial(self.box_coder.decode_single, boxes=fg_anchors),
+            )  # [F]
+            losses.append(per_pair.sum() / max(1, foreground.numel()))
+        return torch.stack(losses).mean()
+
+
+class Head(RetinaNetHead):
+    """torchvision's RetinaNet head made of the two catalogue-loss heads above."""
+
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, *,
+                 cls_loss: nn.Module, box_loss: nn.Module):
+        nn.Module.__init__(self)  # RetinaNetHead.__init__ would build two heads only to replace them
+        self.classification_head = ClassificationHead(in_channels, num_anchors, num_classes, loss=cls_loss)
+        self.regression_head = RegressionHead(in_channels, num_anchors, loss=box_loss)
+
+
+class CatalogueRetinaNet(RetinaNet):
+    """torchvision ``RetinaNet`` whose losses and scores come from the catalogue.
+
+    Train mode returns ``{"loss_cls", "loss_box"}``; eval mode returns, per image,
+    every candidate above ``score_thresh`` (top ``topk_candidates`` per level) in
+    original image coordinates, *without* NMS: the caller merges them.
+
+    Args:
+        backbone: returns P3..P7 and has ``out_channels``.
+        num_classes: foreground classes; labels are ``0..num_classes-1``.
+        cls_loss, box_loss: catalogue modules (``CLS_LOSSES``, ``BOX_LOSSES``).
+        anchor_scale: anchor base size in strides.
+        min_size, max_size: evaluation resize (training images are used as given).
+        score_thresh: candidate threshold at inference.
+        topk_candidates: candidates kept per level at inference, as torchvision.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, *, cls_loss: nn.Module, box_loss: nn.Module,
+                 anchor_scale: float = 4.0, min_size: int = 800, max_size: int = 1333,
+                 score_thresh: float = 0.05, topk_candidates: int = 1000):
+        anchors = retinanet_anchors(anchor_scale)
+        head = Head(backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes,
+                    cls_loss=cls_loss, box_loss=box_loss)
+        super().__init__(
+            backbone, num_classes, min_size=min_size, max_size=max_size,
+            image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, anchor_generator=anchors, head=head,
+            score_thresh=score_thresh, topk_candidates=topk_candidates,
+            _skip_resize=True,  # the data pipeline already sized the training images
+        )
+
+    def compute_loss(self, targets, head_outputs, anchors):
+        return rename(super().compute_loss(targets, head_outputs, anchors), LOSS_NAMES)
+
+    def postprocess_detections(self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]],
+                               image_shapes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        # head_outputs[k][level]: [B, HWA_l, C or 4]; anchors[image][level]: [HWA_l, 4]
+        scores_of = self.head.classification_head.loss.scores  # sigmoid, or softmax for ce
+        detections = []
+        for index, image_shape in enumerate(image_shapes):
+            boxes, scores, labels = [], [], []
+            for logits, deltas, level_anchors in zip(
+                head_outputs["cls_logits"], head_outputs["bbox_regression"], anchors[index]
+            ):
+                top, anchor_idxs, top_labels = top_candidates(
+                    scores_of(logits[index]), self.score_thresh, self.topk_candidates
+                )
+                decoded = self.box_coder.decode_single(deltas[index][anchor_idxs], level_anchors[anchor_idxs])
+                boxes.append(clip_boxes_to_image(decoded, image_shape))  # [K, 4]
+                scores.append(top)
+                labels.append(top_labels)
+            detections.append({"boxes": torch.cat(boxes), "scores": torch.cat(scores), "labels": torch.cat(labels)})
+        return detections

@@ -1,0 +1,99 @@
+"""Backbone bodies and local pretrained weights."""
+
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from ablate.errors import ConfigError
+from ablate.models import BACKBONES, build_body, load_weights
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_body_levels_and_channels(name):
+    body, channels = build_body(name, width=0.5)
+    levels = body.eval()(torch.rand(1, 3, 64, 96))
+    assert list(levels) == ["c3", "c4", "c5"]
+    assert [f.shape[1] for f in levels.values()] == channels  # what the neck is built for
+    assert [tuple(f.shape[-2:]) for f in levels.values()] == [(8, 12), (4, 6), (2, 3)]  # strides 8, 16, 32
+
+
+def test_tiny_width_scales_channels():
+    assert build_body("tiny", width=1.0)[1] == [32, 64, 128]
+    assert build_body("tiny", width=2.0)[1] == [64, 128, 256]
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError, match="valid: tiny, resnet18"):
+        build_body("resnet19")
+
+
+def body_state(detector):
+    return detector.model.backbone.body.state_dict()
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "resnet18"])
+def test_pretrained_weights_load_into_a_fresh_detector(backbone, tmp_path, make_config, make_detector):
+    source = make_detector(make_config(model={"backbone": backbone}), seed=1)
+    with torch.no_grad():  # make the saved weights distinguishable from any init, BN statistics included
+        for value in source.model.backbone.body.state_dict().values():
+            if value.is_floating_point():
+                value.add_(torch.rand_like(value))
+    path = tmp_path / "backbone.pt"
+    torch.save(body_state(source), path)
+
+    fresh = make_detector(make_config(model={"backbone": backbone}), seed=2)
+    loaded = make_detector(make_config(model={"backbone": backbone, "pretrained": str(path)}), seed=2)
+    expected = body_state(source)
+    for key, value in body_state(loaded).items():
+        assert torch.equal(value, expected[key]), key
+    assert not all(torch.equal(v, expected[k]) for k, v in body_state(fresh).items())
+
+
+def test_torchvision_classification_checkpoint_loads(tmp_path):
+    """A torchvision ImageNet checkpoint (with its fc layer) loads as it is: fc is skipped."""
+    torch.manual_seed(0)
+    classifier = resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(classifier.state_dict(), path)
+    body, _ = build_body("resnet18")
+    load_weights(body, str(path))
+    assert torch.equal(body.state_dict()["layer4.1.conv2.weight"], classifier.state_dict()["layer4.1.conv2.weight"])
+
+
+def test_missing_file_is_a_config_error(tmp_path, make_config, make_detector):
+    path = tmp_path / "nowhere" / "weights.pt"
+    with pytest.raises(ConfigError, match="model.pretrained") as err:
+        make_detector(make_config(model={"pretrained": str(path)}))
+    assert str(path) in str(err.value)
+
+
+def test_weights_of_another_backbone_are_rejected_with_the_keys(tmp_path):
+    body, _ = build_body("resnet18")
+    path = tmp_path / "resnet.pt"
+    torch.save(body.state_dict(), path)
+    tiny, _ = build_body("tiny")
+    with pytest.raises(ConfigError, match="model.pretrained") as err:
+        load_weights(tiny, str(path))
+    message = str(err.value)
+    assert "missing" in message and "stem.0.0.weight" in message
+    assert "unexpected" in message and "conv1.weight" in message
+
+
+def test_weights_of_another_width_are_rejected_with_the_shapes(tmp_path):
+    wide, _ = build_body("tiny", width=2.0)
+    path = tmp_path / "wide.pt"
+    torch.save(wide.state_dict(), path)
+    narrow, _ = build_body("tiny", width=1.0)
+    with pytest.raises(ConfigError, match="shape mismatch") as err:
+        load_weights(narrow, str(path))
+    assert "stem.0.0.weight (16, 3, 3, 3) vs (8, 3, 3, 3)" in str(err.value)
+
+
+def test_not_a_state_dict(tmp_path):
+    path = tmp_path / "bad.pt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match="could not be read"):
+        load_weights(build_body("tiny")[0], str(path))
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(ConfigError, match="not a state dict"):
+        load_weights(build_body("tiny")[0], str(path))
