@@ -28,7 +28,7 @@ def test_plan_prints_variants_and_counts():
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "baseline ◀" in out
-    for name in ("loss.box=giou", "loss.box=eiou", "loss.cls=bce"):
+    for name in ("loss.box=diou", "loss.box=eiou", "loss.cls=bce"):
         assert name in out
     assert "7 variants x 3 seeds = 21 trials" in out
     assert "at most 252 epochs" in out
@@ -41,10 +41,10 @@ def test_plan_json_lists_every_trial_with_its_config():
     assert len(rows) == 7 * 2
     assert set(rows[0]) == {"trial_id", "variant", "variant_name", "seed", "overrides", "config"}
     assert rows[0]["variant"] == 0 and rows[0]["overrides"] == {}
-    giou = [r for r in rows if r["variant_name"] == "loss.box=giou"]
-    assert [r["seed"] for r in giou] == [0, 1]
-    assert giou[0]["overrides"] == {"loss.box": "giou"} and giou[0]["config"]["loss"]["box"]["name"] == "giou"
-    assert giou[0]["config"]["train"]["lr_effective"] == pytest.approx(0.01 * 8 / 16)
+    ciou = [r for r in rows if r["variant_name"] == "loss.box=ciou"]
+    assert [r["seed"] for r in ciou] == [0, 1]
+    assert ciou[0]["overrides"] == {"loss.box": "ciou"} and ciou[0]["config"]["loss"]["box"]["name"] == "ciou"
+    assert ciou[0]["config"]["train"]["lr_effective"] == pytest.approx(0.016 * 8 / 16)
     assert len({r["trial_id"] for r in rows}) == len(rows)
 
 
@@ -62,7 +62,7 @@ def test_show_config_prints_the_resolved_variant_with_lr_effective():
     assert result.stdout.startswith("# variant 2: loss.box=diou")
     doc = yaml.safe_load(result.stdout)
     assert doc["loss"]["box"] == {"name": "diou", "weight": 1.0}
-    assert doc["train"]["lr_effective"] == pytest.approx(0.01 * 4 / 16)
+    assert doc["train"]["lr_effective"] == pytest.approx(0.016 * 4 / 16)
     assert doc["train"]["batch_size"] == 4
     assert doc["scheduler"]["name"] == "asha"
     assert "# derived" in result.stdout

@@ -40,7 +40,7 @@ def coco_summary(coco_gt: COCO, results: list[dict]) -> dict[str, float]:
     if not results:
         return dict.fromkeys(STAT_NAMES, 0.0)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(results)
+        coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys to the records it is given
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.evaluate()
         evaluator.accumulate()

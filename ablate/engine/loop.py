@@ -73,8 +73,8 @@ def train_one_epoch(
                 losses = model(images, targets)  # {"loss_cls": ..., "loss_box": ...}
             total = sum(losses.values())
             for name, value in {**losses, "loss": total}.items():
-                if not math.isfinite(float(value)):
-                    raise TrialFailed(f"non-finite {name} ({float(value)}) at epoch {epoch}, iteration {i}")
+                if not math.isfinite(float(value.detach())):
+                    raise TrialFailed(f"non-finite {name} ({float(value.detach())}) at epoch {epoch}, iteration {i}")
             tools.amp.scaler.scale(total / tools.accumulate).backward()
             if (i + 1) % tools.accumulate == 0 or i + 1 == steps:
                 _step(model, optimizer, state, tools)
@@ -84,9 +84,9 @@ def train_one_epoch(
             raise
         images_seen += len(images)
         for name, value in {**losses, "loss": total}.items():
-            sums[name] = sums.get(name, 0.0) + float(value)
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
         if progress is not None:
-            progress({"epoch": epoch, "iteration": i + 1, "iterations": steps, "loss": float(total),
+            progress({"epoch": epoch, "iteration": i + 1, "iterations": steps, "loss": float(total.detach()),
                       "lr": optimizer.param_groups[0]["lr"]})
     elapsed = time.perf_counter() - started
     means = {name: total / max(1, steps) for name, total in sums.items()}

@@ -61,7 +61,7 @@ def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
         score_thresh=config.eval.score_thresh,
     )
     if m.detector == "retinanet":
-        model = CatalogueRetinaNet(backbone, num_classes, anchor_scale=m.anchor_scale, **common)
+        model = CatalogueRetinaNet(backbone, num_classes, anchor_scale=m.anchor_scale, head_norm=m.head_norm, **common)
     elif m.detector == "fcos":
         model = CatalogueFCOS(backbone, num_classes, **common)
     else:

@@ -56,3 +56,11 @@ def rename(losses: dict[str, Tensor], names: dict[str, str]) -> dict[str, Tensor
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 STRIDES = (8, 16, 32, 64, 128)  # P3..P7
+
+
+def group_count(channels: int) -> int:
+    """GroupNorm groups: torchvision's 32 where ``channels`` allows, else the most groups of >= 2 channels.
+
+    One channel per group would be instance norm, which zeroes a 1x1 map (P7 of a small image).
+    """
+    return max(g for g in range(1, 33) if channels % g == 0 and (channels // g >= 2 or g == 1))

@@ -20,7 +20,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOS, FCOSClassificationHead, FCOSHead, FCOSRegressionHead
 from torchvision.ops import clip_boxes_to_image
 
-from ablate.models.common import IMAGENET_MEAN, IMAGENET_STD, STRIDES, box_loss, rename, top_candidates
+from ablate.models.common import IMAGENET_MEAN, IMAGENET_STD, STRIDES, box_loss, group_count, rename, top_candidates
 
 LOSS_NAMES = {"classification": "loss_cls", "bbox_regression": "loss_box", "bbox_ctrness": "loss_ctr"}
 
@@ -28,14 +28,6 @@ LOSS_NAMES = {"classification": "loss_cls", "bbox_regression": "loss_box", "bbox
 def fcos_anchors() -> AnchorGenerator:
     """One square anchor per location, its side the level's stride: FCOS's points (torchvision's default)."""
     return AnchorGenerator(tuple((stride,) for stride in STRIDES), ((1.0,),) * len(STRIDES))
-
-
-def group_count(channels: int) -> int:
-    """GroupNorm groups: torchvision's 32 where ``channels`` allows, else the most groups of >= 2 channels.
-
-    One channel per group would be instance norm, which zeroes a 1x1 map (P7 of a small image).
-    """
-    return max(g for g in range(1, 33) if channels % g == 0 and (channels // g >= 2 or g == 1))
 
 
 class Head(FCOSHead):

@@ -69,6 +69,9 @@ class Model(Section):
     )
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier of the tiny backbone")
     channels: int = Field(64, ge=8, le=1024, description="width of the neck and heads")
+    head_norm: Literal["group", "none"] = Field(
+        "group", description="retinanet: GroupNorm in the head convs (torchvision's v2) | none (the paper's)"
+    )
     anchor_scale: float = Field(
         4.0, gt=0, le=16, description="retinanet: anchor base size in strides (4 as in the paper; 2 suits small images)"
     )
