@@ -53,16 +53,23 @@ def handled(debug: bool):
     except AblateError as e:
         if debug:
             raise
-        err.print(f"[bold red]error[/] {escape(str(e))}", highlight=False)
+        err.print(f"[bold red]error[/] {escape(_last_line(e))}", highlight=False)
         raise typer.Exit(2) from None
     except typer.Exit:
         raise
     except Exception as e:
         if debug:
             raise
-        err.print(f"[bold red]error[/] {escape(f'{type(e).__name__}: {e}')}", highlight=False)
+        err.print(f"[bold red]error[/] {escape(type(e).__name__ + ': ' + _last_line(e))}", highlight=False)
         err.print("rerun with --debug for the traceback", style="dim")
         raise typer.Exit(1) from None
+
+
+def _last_line(e: Exception) -> str:
+    """The message itself: torch re-raises a DataLoader worker's error with the worker's
+    traceback in the message, and the user needs only its last line (the DataError)."""
+    text = str(e).strip()
+    return text.splitlines()[-1] if "Original Traceback" in text else text
 
 
 def _level_label(value: Any) -> str:

@@ -18,3 +18,13 @@ METRICS = COCO_METRICS + LOSS_METRICS + COST_METRICS
 
 # Which way is better, for validation and for ``mode`` defaults.
 HIGHER_IS_BETTER = frozenset(COCO_METRICS + ("imgs_per_s",))
+
+
+def check_metric(name: str) -> str:
+    """``name`` if the engine reports it, else a ValueError with the closest valid name."""
+    from ablate.tricks.registry import did_you_mean
+
+    if name not in METRICS:
+        raise ValueError(f"'{name}' is not reported by the engine{did_you_mean(name, METRICS)}; "
+                         f"valid: {', '.join(METRICS)}")
+    return name

@@ -25,13 +25,13 @@ from pydantic import (
     model_validator,
 )
 
-from ablate.engine.metrics import HIGHER_IS_BETTER, METRICS
+from ablate.engine.metrics import HIGHER_IS_BETTER, METRICS, check_metric
 from ablate.tricks.augment import AUGMENTS
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
 from ablate.tricks.optim import OPTIMIZERS, AmpParams, ClipParams, EmaParams, SwaParams
 from ablate.tricks.postprocess import POSTPROCESS, TTA
-from ablate.tricks.registry import Trick, did_you_mean
+from ablate.tricks.registry import Trick
 from ablate.tricks.scaling import LR_SCALING
 from ablate.tricks.schedules import SCHEDULES, STEP_PRESETS, WARMUPS, step_milestones
 
@@ -256,12 +256,7 @@ class Scheduler(Section):
     reduction_factor: float = Field(3.0, gt=1, description="1/reduction_factor of trials go on at each rung")
     protect_baseline: bool = Field(True, description="never stop baseline trials")
 
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, v: str) -> str:
-        if v not in METRICS:
-            raise ValueError(f"'{v}' is not reported by the engine{did_you_mean(v, METRICS)}; valid: {', '.join(METRICS)}")
-        return v
+    _known_metric = field_validator("metric")(classmethod(lambda cls, v: check_metric(v)))
 
     @model_validator(mode="after")
     def _consistent(self) -> Scheduler:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ablate.engine.metrics import HIGHER_IS_BETTER, METRICS
+from ablate.engine.metrics import HIGHER_IS_BETTER, METRICS, check_metric
 from ablate.tricks.registry import NoParams, Params, Trick
 
 # preset -> (epochs, decay epochs), as in mmdetection's 1x/2x/3x configs.
@@ -90,14 +90,7 @@ class PlateauParams(Params):
     factor: float = Field(0.1, gt=0, lt=1, description="multiplier applied at each decay")
     min_lr: float = Field(0.0, ge=0, description="the lr never goes below this (absolute)")
 
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from ablate.tricks.registry import did_you_mean
-
-        if v not in METRICS:
-            raise ValueError(f"unknown metric '{v}'{did_you_mean(v, METRICS)}; valid: {', '.join(METRICS)}")
-        return v
+    _known_metric = field_validator("metric")(classmethod(lambda cls, v: check_metric(v)))
 
 
 class WarmupParams(Params):

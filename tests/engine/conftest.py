@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from ablate.study.schema import TrialConfig
 from ablate.study.paths import merge
+from ablate.study.schema import TrialConfig
 
 TINY = {
     "model": {"detector": "fcos", "backbone": "tiny", "channels": 32},

@@ -13,8 +13,6 @@ from typer.testing import CliRunner
 from ablate.cli import app
 from ablate.data import ensure_shapes
 
-
-
 runner = CliRunner(env={"COLUMNS": "200"})
 
 
@@ -99,3 +97,19 @@ def _tiny() -> dict:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.TINY
+
+
+def test_a_truncated_image_read_in_a_worker_is_a_clear_error(tmp_path):
+    import shutil
+
+    source = ensure_shapes(train_images=24, val_images=8, image_size=128, seed=3,
+                           cache_dir=Path(os.environ["ABLATE_CACHE"]))
+    root = tmp_path / "coco"
+    shutil.copytree(source, root)
+    victim = sorted((root / "train").glob("*.png"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    path = _study(tmp_path, dataset="coco", root=str(root), train_ann="train.json", train_images="train",
+                  val_ann="val.json", val_images="val", num_workers=1)
+    result = runner.invoke(app, ["train", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert victim.name in result.stderr and "Original Traceback" not in result.stderr

@@ -41,15 +41,6 @@ def ids(params) -> set[int]:
 # ---- catalogue hygiene --------------------------------------------------------
 
 
-@pytest.mark.parametrize(("table", "name"), [(OPTIMIZERS, n) for n in OPTIMIZERS] + [(REGULARISERS, n) for n in REGULARISERS])
-def test_documented_and_defaults_construct(table, name):
-    trick = table[name]
-    assert trick.doc.strip() and "\n" not in trick.doc
-    for field, info in trick.params.model_fields.items():
-        assert info.description, f"{name}.{field} has no description"
-    trick.params()
-
-
 # ---- optimisers -------------------------------------------------------------------
 
 

@@ -39,15 +39,6 @@ def torch_lrs(make_scheduler, steps: int, base_lr: float = BASE_LR) -> list[floa
 # ---- catalogue hygiene --------------------------------------------------------
 
 
-@pytest.mark.parametrize(("table", "name"), [(SCHEDULES, n) for n in SCHEDULES] + [(WARMUPS, n) for n in WARMUPS])
-def test_documented_and_defaults_construct(table, name):
-    trick = table[name]
-    assert trick.doc.strip() and "\n" not in trick.doc
-    for field, info in trick.params.model_fields.items():
-        assert info.description, f"{name}.{field} has no description"
-    trick.params()
-
-
 @pytest.mark.parametrize("name", SCHEDULES)
 def test_every_schedule_builds_with_defaults_and_starts_positive(name):
     s = schedule(name)
