@@ -31,7 +31,7 @@ def test_plan_prints_variants_and_counts():
     for name in ("loss.box=diou", "loss.box=eiou", "loss.cls=bce"):
         assert name in out
     assert "7 variants x 3 seeds = 21 trials" in out
-    assert "at most 252 epochs" in out
+    assert "at most 168 epochs" in out
 
 
 def test_plan_json_lists_every_trial_with_its_config():
@@ -44,7 +44,7 @@ def test_plan_json_lists_every_trial_with_its_config():
     ciou = [r for r in rows if r["variant_name"] == "loss.box=ciou"]
     assert [r["seed"] for r in ciou] == [0, 1]
     assert ciou[0]["overrides"] == {"loss.box": "ciou"} and ciou[0]["config"]["loss"]["box"]["name"] == "ciou"
-    assert ciou[0]["config"]["train"]["lr_effective"] == pytest.approx(0.016 * 8 / 16)
+    assert ciou[0]["config"]["train"]["lr_effective"] == pytest.approx(0.016 * 4 / 16)
     assert len({r["trial_id"] for r in rows}) == len(rows)
 
 

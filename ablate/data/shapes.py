@@ -20,11 +20,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CLASSES = ("square", "circle", "triangle", "diamond", "hexagon", "cross")
-VERSION = 1  # bump when the drawing changes, so stale caches are not reused
+VERSION = 2  # bump whenever the generator changes: the cache is keyed by it
 
 # (probability, shortest side, longest side) in px; capped at 0.8 * image_size
 _BUCKETS = ((0.35, 12, 30), (0.45, 36, 90), (0.20, 100, 160))
-_MAX_OBJECTS = 6
+_MAX_OBJECTS = 10
+_MIN_OBJECTS = 3  # dense images: more positives per iteration, the main lever on CPU learning speed
 _HIDDEN_MAX = 0.6  # an object hidden more than this by later ones is not drawn (nor labelled)
 
 
@@ -145,7 +146,7 @@ def _plan(rng: np.random.Generator, size: int) -> list[tuple[int, tuple[int, int
     buckets = [(p, lo, min(hi, cap)) for p, lo, hi in _BUCKETS if lo <= cap]
     probs = np.array([b[0] for b in buckets])
     planned: list[tuple[int, tuple[int, int, int, int]]] = []
-    for _ in range(int(rng.integers(1, _MAX_OBJECTS + 1))):
+    for _ in range(int(rng.integers(_MIN_OBJECTS, _MAX_OBJECTS + 1))):
         label = int(rng.integers(len(CLASSES)))
         _, lo, hi = buckets[int(rng.choice(len(buckets), p=probs / probs.sum()))]
         w = int(rng.integers(lo, hi + 1))

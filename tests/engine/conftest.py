@@ -13,7 +13,7 @@ from ablate.study.schema import TrialConfig
 TINY = {
     "model": {"detector": "fcos", "backbone": "tiny", "channels": 32},
     "data": {"image_size": 128, "shapes": {"train_images": 96, "val_images": 32, "seed": 0}},
-    "train": {"epochs": 3, "batch_size": 8, "optimizer": {"name": "adamw", "lr": 0.008, "weight_decay": 0.05},
+    "train": {"epochs": 3, "batch_size": 4, "optimizer": {"name": "adamw", "lr": 0.016, "weight_decay": 0.05},
               "schedule": "cosine", "warmup": {"name": "linear", "iters": 10}},
     "loss": {"box": "giou"},
 }

@@ -20,12 +20,13 @@ def _same_learning(a: list[dict], b: list[dict]) -> None:
 
 
 def test_trial_learns_reports_every_metric_and_resumes_exactly(tiny, tmp_path):
-    config = tiny()
+    config = tiny(train={"epochs": 5})
     full = run_trial(config, seed=0, out_dir=tmp_path / "full", log=lambda m: None)
-    assert full.status == "completed" and len(full.history) == 3
+    assert full.status == "completed" and len(full.history) == 5
     assert set(METRICS) - {"loss_ctr"} <= set(full.final) or set(METRICS) <= set(full.final)
     assert full.history[-1]["mAP"] > full.history[0]["mAP"]
-    assert full.final["mAP"] > 0.02, full.history  # real learning, far above an untrained detector's 0
+    maps = [row["mAP"] for row in full.history]
+    assert maps[-1] > 0.01 and maps[-1] > 2 * maps[0], maps  # an untrained detector scores ~0
     assert full.final["loss"] < full.history[0]["loss"]
     assert (tmp_path / "full" / "checkpoint.pt").is_file()
     detections = json.loads((tmp_path / "full" / "detections.json").read_text())
