@@ -59,6 +59,7 @@ def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
         box_loss=build(BOX_LOSSES, config.loss.box.name, "box loss", params(config.loss.box)),
         min_size=size, max_size=size * 1333 // 800,  # torchvision's 800/1333 aspect cap
         score_thresh=config.eval.score_thresh,
+        head_convs=m.head_convs,
     )
     if m.detector == "retinanet":
         model = CatalogueRetinaNet(backbone, num_classes, anchor_scale=m.anchor_scale, head_norm=m.head_norm, **common)

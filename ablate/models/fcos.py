@@ -113,8 +113,8 @@ class CatalogueFCOS(FCOS):
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, cls_loss: nn.Module, box_loss: nn.Module,
                  min_size: int = 800, max_size: int = 1333, score_thresh: float = 0.05,
-                 topk_candidates: int = 1000):
-        head = Head(backbone.out_channels, num_classes, cls_loss=cls_loss, box_loss=box_loss)
+                 topk_candidates: int = 1000, head_convs: int = 4):
+        head = Head(backbone.out_channels, num_classes, cls_loss=cls_loss, box_loss=box_loss, num_convs=head_convs)
         super().__init__(
             backbone, num_classes, min_size=min_size, max_size=max_size,
             image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, anchor_generator=fcos_anchors(), head=head,

@@ -45,8 +45,10 @@ def retinanet_anchors(anchor_scale: float) -> AnchorGenerator:
 class ClassificationHead(RetinaNetClassificationHead):
     """torchvision's classification head; its loss is ``loss`` (a catalogue CLS_LOSSES module)."""
 
-    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, *, loss: nn.Module, norm_layer=None):
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, *, loss: nn.Module, norm_layer=None,
+                 num_convs: int = 4):
         super().__init__(in_channels, num_anchors, num_classes, norm_layer=norm_layer)
+        self.conv = self.conv[:num_convs]  # torchvision builds 4; fewer is cheaper on a CPU
         self.loss = loss
 
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
@@ -66,8 +68,9 @@ class ClassificationHead(RetinaNetClassificationHead):
 class RegressionHead(RetinaNetRegressionHead):
     """torchvision's regression head; its loss is ``loss`` (a catalogue BOX_LOSSES module)."""
 
-    def __init__(self, in_channels: int, num_anchors: int, *, loss: nn.Module, norm_layer=None):
+    def __init__(self, in_channels: int, num_anchors: int, *, loss: nn.Module, norm_layer=None, num_convs: int = 4):
         super().__init__(in_channels, num_anchors, norm_layer=norm_layer)
+        self.conv = self.conv[:num_convs]
         self.loss = loss
 
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
@@ -91,14 +94,15 @@ class Head(RetinaNetHead):
     """torchvision's RetinaNet head made of the two catalogue-loss heads above."""
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, *,
-                 cls_loss: nn.Module, box_loss: nn.Module, head_norm: str = "group"):
+                 cls_loss: nn.Module, box_loss: nn.Module, head_norm: str = "group", head_convs: int = 4):
         nn.Module.__init__(self)  # RetinaNetHead.__init__ would build two heads only to replace them
         # GroupNorm as torchvision's RetinaNet v2: without it, narrow heads initialised with
         # std 0.01 pass almost no signal and the classifier barely trains from scratch.
         norm = partial(nn.GroupNorm, group_count(in_channels)) if head_norm == "group" else None
         self.classification_head = ClassificationHead(in_channels, num_anchors, num_classes, loss=cls_loss,
-                                                      norm_layer=norm)
-        self.regression_head = RegressionHead(in_channels, num_anchors, loss=box_loss, norm_layer=norm)
+                                                      norm_layer=norm, num_convs=head_convs)
+        self.regression_head = RegressionHead(in_channels, num_anchors, loss=box_loss, norm_layer=norm,
+                                              num_convs=head_convs)
 
 
 class CatalogueRetinaNet(RetinaNet):
@@ -114,17 +118,18 @@ class CatalogueRetinaNet(RetinaNet):
         cls_loss, box_loss: catalogue modules (``CLS_LOSSES``, ``BOX_LOSSES``).
         anchor_scale: anchor base size in strides.
         head_norm: "group" (GroupNorm in the head convs, torchvision's v2) or "none" (the paper's).
+        head_convs: 3x3 convs per head branch before the predictor (4 in the paper).
         min_size, max_size: evaluation resize (training images are used as given).
         score_thresh: candidate threshold at inference.
         topk_candidates: candidates kept per level at inference, as torchvision.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, cls_loss: nn.Module, box_loss: nn.Module,
-                 anchor_scale: float = 4.0, head_norm: str = "group", min_size: int = 800, max_size: int = 1333,
+                 anchor_scale: float = 4.0, head_norm: str = "group", head_convs: int = 4, min_size: int = 800, max_size: int = 1333,
                  score_thresh: float = 0.05, topk_candidates: int = 1000):
         anchors = retinanet_anchors(anchor_scale)
         head = Head(backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes,
-                    cls_loss=cls_loss, box_loss=box_loss, head_norm=head_norm)
+                    cls_loss=cls_loss, box_loss=box_loss, head_norm=head_norm, head_convs=head_convs)
         super().__init__(
             backbone, num_classes, min_size=min_size, max_size=max_size,
             image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, anchor_generator=anchors, head=head,

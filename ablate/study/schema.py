@@ -69,6 +69,7 @@ class Model(Section):
     )
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier of the tiny backbone")
     channels: int = Field(64, ge=8, le=1024, description="width of the neck and heads")
+    head_convs: int = Field(4, ge=1, le=4, description="3x3 convs per head branch, 1..4 (4 as in RetinaNet and FCOS)")
     head_norm: Literal["group", "none"] = Field(
         "group", description="retinanet: GroupNorm in the head convs (torchvision's v2) | none (the paper's)"
     )

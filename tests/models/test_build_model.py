@@ -150,3 +150,18 @@ def test_unknown_sizes_and_classes_rejected(make_config):
 
     with pytest.raises(ValueError, match="num_classes"):
         build_model(make_config(), num_classes=0)
+
+
+def test_head_convs_sets_the_depth_of_both_head_branches():
+    from ablate.models import build_model
+    from ablate.study.schema import TrialConfig
+
+    for detector in ("retinanet", "fcos"):
+        deep = build_model(TrialConfig.model_validate({"model": {"detector": detector}}), num_classes=3)
+        shallow = build_model(TrialConfig.model_validate({"model": {"detector": detector, "head_convs": 2}}),
+                              num_classes=3)
+        def convs(model, branch):
+            return sum(isinstance(m, torch.nn.Conv2d) for m in getattr(model.model.head, branch).conv.modules())
+
+        for branch in ("classification_head", "regression_head"):
+            assert (convs(deep, branch), convs(shallow, branch)) == (4, 2), (detector, branch)
