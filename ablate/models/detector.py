@@ -45,12 +45,8 @@ class Detector(nn.Module):
         candidates = self.tta(self.model, images)  # per image: all views, original coordinates
         detections = []
         for image, raw in zip(images, candidates):
-            # collapsed boxes (an untrained FCOS predicts points; clipping flattens boxes off the
-            # image) match nothing, and two of them have IoU 0/0 = NaN inside the NMS variants
-            wh = raw["boxes"][:, 2:] - raw["boxes"][:, :2]  # [K, 2]
-            keep = (wh > 0).all(dim=1)
             boxes, scores, labels = postprocess(
-                raw["boxes"][keep], raw["scores"][keep], raw["labels"][keep], method=self.method,
+                raw["boxes"], raw["scores"], raw["labels"], method=self.method,
                 score_thresh=self.score_thresh, max_dets=self.max_dets, image_size=tuple(image.shape[-2:]),
             )
             detections.append({"boxes": boxes, "scores": scores, "labels": labels})

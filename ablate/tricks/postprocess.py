@@ -122,8 +122,14 @@ def postprocess(
     boxes: Tensor, scores: Tensor, labels: Tensor, *,
     method: Callable[..., Detections], score_thresh: float, max_dets: int, image_size: tuple[int, int],
 ) -> Detections:
-    """Drop scores <= ``score_thresh``, merge with ``method``, keep the best ``max_dets``."""
-    keep = scores > score_thresh
+    """Drop scores <= ``score_thresh`` and collapsed boxes, merge with ``method``, keep the best ``max_dets``.
+
+    A box of zero width or height matches nothing, and two of them have IoU 0/0 = NaN
+    inside the NMS variants (an untrained FCOS predicts points; clipping flattens boxes
+    that lie off the image), so they never reach ``method``.
+    """
+    wh = boxes[:, 2:] - boxes[:, :2]  # [N, 2]
+    keep = (scores > score_thresh) & (wh > 0).all(dim=1)
     boxes, scores, labels = method(boxes[keep], scores[keep], labels[keep], image_size)
     return boxes[:max_dets], scores[:max_dets], labels[:max_dets]
 

@@ -170,3 +170,13 @@ def test_documented_and_default_constructible(table, name):
     for field in trick.params.model_fields.values():
         assert field.description
     assert callable(trick.build(**trick.params().model_dump()))
+
+
+@pytest.mark.parametrize("name", ["nms", "soft_nms", "diou_nms", "wbf"])
+def test_postprocess_drops_collapsed_boxes_before_any_method(name):
+    boxes, scores, labels = dets([[5, 5, 5, 9], [7, 2, 9, 2], [0, 0, 10, 10]], [0.9, 0.8, 0.7], [0, 0, 0])
+    out_boxes, out_scores, _ = postprocess(
+        boxes, scores, labels, method=method(name), score_thresh=0.1, max_dets=10, image_size=SIZE
+    )
+    assert torch.isfinite(out_scores).all()
+    assert out_scores.tolist() == pytest.approx([0.7]) and out_boxes.tolist() == [[0.0, 0.0, 10.0, 10.0]]
