@@ -170,10 +170,7 @@ def show_config(
     with handled(debug):
         study = load_study(file, override or [])
         variants = expand(study)
-        if not 0 <= variant < len(variants):
-            raise StudyError([_problem(file, "--variant", f"{variant} is out of range; this study has variants "
-                                       f"0..{len(variants) - 1} (see `ablate plan`)")])
-        v = variants[variant]
+        v = _variant(file, variants, variant)
         header = {k: v_ for k, v_ in study.model_dump(mode="json").items()
                   if k in ("name", "description", "design", "seeds")}
         text = yaml.safe_dump(header, sort_keys=False) + yaml.safe_dump(_resolved(v.config), sort_keys=False)
@@ -184,6 +181,14 @@ def show_config(
         ]
         rest = study.model_dump(mode="json", include={"scheduler", "resources", "tracking", "max_failures"})
         print("\n".join(lines) + "\n" + yaml.safe_dump(rest, sort_keys=False), end="")
+
+
+def _variant(file, variants, index: int):
+    """Variant ``index`` of the study, or an error that gives the valid range."""
+    if not 0 <= index < len(variants):
+        raise StudyError([_problem(file, "--variant", f"{index} is out of range; this study has variants "
+                                   f"0..{len(variants) - 1} (see `ablate plan`)")])
+    return variants[index]
 
 
 def _problem(file, key, message) -> Problem:
@@ -202,7 +207,6 @@ def train(
     debug: Debug = False,
 ) -> None:
     """Train one trial in this process (no Ray), with a progress bar; resumes from --out if interrupted."""
-    from ablate.engine.trial import run_trial
     from ablate.study.expand import trial_id
 
     with handled(debug):
@@ -217,15 +221,11 @@ def train(
                                            "(see `ablate plan --json`)")])
             v, seed = match[0].variant, match[0].seed if seed is None else seed
         else:
-            index = variant or 0
-            if not 0 <= index < len(variants):
-                raise StudyError([_problem(file, "--variant", f"{index} is out of range; this study has variants "
-                                           f"0..{len(variants) - 1} (see `ablate plan`)")])
-            v, seed = variants[index], study.seeds[0] if seed is None else seed
+            v, seed = _variant(file, variants, variant or 0), study.seeds[0] if seed is None else seed
         tid = trial_id(v.config, seed)
         folder = out_dir or Path("results") / study.name / "train" / tid
         err.print(f"trial [bold]{tid}[/]: variant {v.index} ({escape(v.name)}), seed {seed} -> {escape(str(folder))}")
-        result = _train_with_progress(run_trial, v.config, seed, folder, v.config.train.epochs)
+        result = _train_with_progress(v.config, seed, folder)
         final = {"trial_id": tid, "variant": v.index, "variant_name": v.name, "seed": seed,
                  "status": result.status, **result.final}
         _print_metrics(final)
@@ -233,11 +233,13 @@ def train(
             print(json.dumps(final))
 
 
-def _train_with_progress(run_trial, config, seed, folder, epochs):
+def _train_with_progress(config, seed: int, folder: Path):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from ablate.engine.trial import run_trial
     from ablate.errors import TrialFailed
 
+    epochs = config.train.epochs
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("it {task.fields[it]}"),
                TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TextColumn("eta"),
                TimeRemainingColumn())

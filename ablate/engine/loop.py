@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -29,7 +29,7 @@ class StepTools:
     """The per-step tricks, built once per trial from the catalogue."""
 
     lr_at: Callable[[int], float]  # optimiser step -> absolute lr
-    clip: Callable[[list[torch.Tensor]], float | None]
+    clip: Callable[[Iterable[torch.Tensor]], float | None]
     amp: Amp
     accumulate: int = 1
     ema: AveragedModel | None = None
@@ -72,9 +72,10 @@ def train_one_epoch(
             with tools.amp.autocast():
                 losses = model(images, targets)  # {"loss_cls": ..., "loss_box": ...}
             total = sum(losses.values())
-            for name, value in {**losses, "loss": total}.items():
-                if not math.isfinite(float(value.detach())):
-                    raise TrialFailed(f"non-finite {name} ({float(value.detach())}) at epoch {epoch}, iteration {i}")
+            scalars = {name: float(value.detach()) for name, value in {**losses, "loss": total}.items()}  # one sync
+            for name, value in scalars.items():
+                if not math.isfinite(value):
+                    raise TrialFailed(f"non-finite {name} ({value}) at epoch {epoch}, iteration {i}")
             tools.amp.scaler.scale(total / tools.accumulate).backward()
             if (i + 1) % tools.accumulate == 0 or i + 1 == steps:
                 _step(model, optimizer, state, tools)
@@ -83,10 +84,10 @@ def train_one_epoch(
                 raise TrialFailed(f"OOM at batch_size {len(images)} (epoch {epoch}, iteration {i}): {e}") from e
             raise
         images_seen += len(images)
-        for name, value in {**losses, "loss": total}.items():
-            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        for name, value in scalars.items():
+            sums[name] = sums.get(name, 0.0) + value
         if progress is not None:
-            progress({"epoch": epoch, "iteration": i + 1, "iterations": steps, "loss": float(total.detach()),
+            progress({"epoch": epoch, "iteration": i + 1, "iterations": steps, "loss": scalars["loss"],
                       "lr": optimizer.param_groups[0]["lr"]})
     elapsed = time.perf_counter() - started
     means = {name: total / max(1, steps) for name, total in sums.items()}
@@ -100,7 +101,7 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, state: LoopState, 
     for group in optimizer.param_groups:
         group["lr"] = lr
     tools.amp.scaler.unscale_(optimizer)
-    tools.clip([p for p in model.parameters() if p.grad is not None])
+    tools.clip(model.parameters())  # clip_grad_norm_ skips parameters without a gradient
     tools.amp.scaler.step(optimizer)
     tools.amp.scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -119,7 +120,6 @@ def evaluate(model: nn.Module, loader, *, coco_gt, cat_ids: list[int], device: t
         images, _ = _to(device, images, [])
         with amp.autocast():
             detections = model(images)
-        records += to_coco_results([t["image_id"] for t in targets], [
-            {k: v.float() if k != "labels" else v for k, v in d.items()} for d in detections], cat_ids)
+        records += to_coco_results([t["image_id"] for t in targets], detections, cat_ids)
     stats = coco_summary(coco_gt, records)
     return {**stats, "eval_time_s": time.perf_counter() - started}, records

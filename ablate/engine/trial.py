@@ -7,7 +7,6 @@ the same metrics as one never interrupted (on CPU, exactly).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import resource
@@ -63,12 +62,6 @@ def _peak_mb(device: torch.device, rss_start: float) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_start)
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def default_device() -> torch.device:
@@ -151,19 +144,19 @@ def run_trial(
     for note in notices:
         log(f"note: {note}")
 
-    _write_json(out_dir / STATUS, {"trial_id": tid, "status": "running", "epochs_done": start - 1})
+    checkpoint.save_json(out_dir / STATUS, {"trial_id": tid, "status": "running", "epochs_done": start - 1})
+    last = t.epochs if stop_after is None else min(t.epochs, stop_after)
     try:
-        for epoch in range(start, t.epochs + 1):
-            if stop_after is not None and epoch > stop_after:
-                break
+        for epoch in range(start, last + 1):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             began = time.perf_counter()
             train = train_one_epoch(model, optimizer, data.train, epoch=epoch, state=state, tools=tools,
                                     device=device, progress=progress)
+            judged = ema.module if ema is not None else model  # what this epoch's metrics describe
             if swa is not None and epoch >= swa_from:
                 swa.update_parameters(model)
-            judged = swa.module if swa is not None and epoch >= swa_from else ema.module if ema is not None else model
+                judged = swa.module
             scores, records = evaluate(judged, data.val, coco_gt=data.val_coco, cat_ids=data.cat_ids,
                                        device=device, amp=amp)
             schedule.observe(scores)
@@ -177,14 +170,15 @@ def run_trial(
                 "scaler": amp.scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                 "swa": swa.state_dict() if swa is not None else None,
                 "rng": checkpoint.rng_state(data.generator)})
-            _write_json(out_dir / DETECTIONS, records)
+            if epoch == last:  # once: on COCO val this file is ~500k records
+                checkpoint.save_json(out_dir / DETECTIONS, records)
             if on_epoch is not None:
                 on_epoch(row, out_dir)
     except TrialFailed as e:
-        _write_json(out_dir / STATUS, {"trial_id": tid, "status": "failed", "reason": e.reason,
+        checkpoint.save_json(out_dir / STATUS, {"trial_id": tid, "status": "failed", "reason": e.reason,
                                        "epochs_done": len(state.history)})
         raise
     done = len(state.history) >= t.epochs
     status = "completed" if done else "stopped"
-    _write_json(out_dir / STATUS, {"trial_id": tid, "status": status, "epochs_done": len(state.history)})
+    checkpoint.save_json(out_dir / STATUS, {"trial_id": tid, "status": status, "epochs_done": len(state.history)})
     return TrialResult(tid, status, state.history, out_dir, notices)

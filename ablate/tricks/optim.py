@@ -11,7 +11,7 @@ when AMP is asked for on a CPU.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -135,10 +135,10 @@ def swa(*, enabled: bool, epochs: int, lr: float | None, model: nn.Module) -> Av
     return AveragedModel(model, use_buffers=True) if enabled else None
 
 
-def clip_grad(*, max_norm: float | None, norm_type: float) -> Callable[[list[torch.Tensor]], float | None]:
+def clip_grad(*, max_norm: float | None, norm_type: float) -> Callable[[Iterable[torch.Tensor]], float | None]:
     """A function that clips the gradients in place and returns their norm before clipping."""
 
-    def clip(params: list[torch.Tensor]) -> float | None:
+    def clip(params: Iterable[torch.Tensor]) -> float | None:
         if max_norm is None:
             return None
         return float(nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type))
