@@ -69,7 +69,11 @@ def _last_line(e: Exception) -> str:
     """The message itself: torch re-raises a DataLoader worker's error with the worker's
     traceback in the message, and the user needs only its last line (the DataError)."""
     text = str(e).strip()
-    return text.splitlines()[-1] if "Original Traceback" in text else text
+    if "Original Traceback" not in text:
+        return text
+    line = text.splitlines()[-1]  # "ablate.errors.DataError: cannot read image ..."
+    prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+    return line.removeprefix(prefix)
 
 
 def _level_label(value: Any) -> str:

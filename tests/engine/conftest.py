@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -30,6 +31,12 @@ def shapes_cache(tmp_path_factory):
         os.environ.pop("ABLATE_CACHE", None)
     else:
         os.environ["ABLATE_CACHE"] = old
+
+
+@pytest.fixture
+def tiny_raw() -> dict:
+    """The tiny configuration as plain data, to write into a study file."""
+    return copy.deepcopy(TINY)
 
 
 @pytest.fixture
