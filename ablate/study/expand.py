@@ -72,6 +72,11 @@ def apply(base: dict, overrides: dict[str, Any]) -> dict:
     return base
 
 
+def _origin(study: Study, parts: tuple) -> str:
+    """The file (or -o override) that set ``parts``, for error messages."""
+    return study._source.of(parts) if study._source else "study"
+
+
 def _config_paths(data: dict) -> list[str]:
     return [".".join(p) for p in paths.leaves(data)]
 
@@ -84,7 +89,7 @@ def _factor_paths(study: Study) -> dict[str, tuple[str, ...]]:
     problems, out = [], {}
     for path in keys:
         parts = tuple(path.split("."))
-        origin = study._source.of((*paths.split(where), path)) if study._source else "study"
+        origin = _origin(study, (*paths.split(where), path))
         if parts[0] not in CONFIG_KEYS:
             problems.append(Problem(origin, f"{where}.{path}", f"'{parts[0]}' is not part of a trial's configuration; "
                                     f"{where} vary keys under {', '.join(CONFIG_KEYS)}"))
@@ -103,7 +108,7 @@ def _resolve(study: Study, overrides: dict[str, Any], label: str) -> TrialConfig
     try:
         return TrialConfig.model_validate(data)
     except ValidationError as e:
-        origin = study._source.of(("factors",)) if study._source else "study"
+        origin = _origin(study, ("factors",))
         inner = problems_from_validation(e, data, lambda p: origin, TrialConfig)
         raise StudyError([Problem(origin, label, f"{p.key}: {p.message}" if p.key else p.message) for p in inner]) from None
 
@@ -112,7 +117,7 @@ def _levels(study: Study) -> dict[str, list[TrialConfig]]:
     """Each factor's levels resolved against the baseline; empty and duplicate levels are errors."""
     out = {}
     for path, levels in study.factors.items():
-        origin = study._source.of(("factors", path)) if study._source else "study"
+        origin = _origin(study, ("factors", path))
         if not levels:
             raise StudyError([Problem(origin, f"factors.{path}", "has no levels; list at least one value")])
         configs = [_resolve(study, {path: level}, f"factors.{path}[{i}]") for i, level in enumerate(levels)]
@@ -151,7 +156,7 @@ def _excluded(study: Study, config: TrialConfig, rules: list[list[tuple[tuple, A
 def _exclusion_rules(study: Study, levels: dict[str, list[TrialConfig]]) -> list[list[tuple[tuple, Any]]]:
     rules = []
     for i, rule in enumerate(study.exclude):
-        origin = study._source.of(("exclude",)) if study._source else "study"
+        origin = _origin(study, ("exclude",))
         if not rule:
             raise StudyError([Problem(origin, f"exclude[{i}]", "is empty; give factor: level pairs")])
         entries = []
@@ -211,7 +216,7 @@ def _check_scheduler(study: Study, variants: list[Variant]) -> None:
     s = study.scheduler
     if s.name != "asha":
         return
-    origin = study._source.of(("scheduler",)) if study._source else "study"
+    origin = _origin(study, ("scheduler",))
     longest = max(v.config.train.epochs for v in variants)
     max_t = s.max_t or study.train.epochs
     if max_t < longest:
