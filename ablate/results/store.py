@@ -1,0 +1,108 @@
+"""The results store of a study: two Parquet tables, rewritten atomically as trials report.
+
+``results/<study>/trials.parquet``: one row per trial (id, variant, seed, factors,
+status, reason, epochs run, final and best metrics, memory, throughput, wall time,
+MLflow run id).  ``results/<study>/epochs.parquet``: one row per trial and epoch.
+
+Only the driver of ``ablate run`` writes (one writer, no lock contention); a reader
+may open either file at any time and always sees a whole table, because each write
+goes to a temporary file that replaces the old one.  Rows are keyed (trial id; trial
+id and epoch), so writing a row twice never duplicates it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ablate.engine.metrics import COCO_METRICS, HIGHER_IS_BETTER, METRICS
+
+TRIALS = "trials.parquet"
+EPOCHS = "epochs.parquet"
+
+# Statuses a trial ends with; "pruned@epoch k" and "failed: reason" carry a suffix in
+# `status_label`, while the `status` column holds the bare word.
+FINAL_STATUSES = ("completed", "pruned", "failed")
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def summarise(history: list[dict]) -> dict:
+    """Final and best value of each metric, peak memory and median throughput of a trial's epochs."""
+    if not history:
+        return {}
+    out = {f"final_{k}": history[-1].get(k) for k in METRICS if k in history[-1]}
+    for k in COCO_METRICS:
+        values = [row[k] for row in history if row.get(k) is not None and row[k] == row[k]]
+        if values:
+            out[f"best_{k}"] = max(values) if k in HIGHER_IS_BETTER else min(values)
+    out["peak_mem_mb"] = max(row.get("peak_mem_mb", 0.0) for row in history)
+    out["imgs_per_s"] = float(pd.Series([row.get("imgs_per_s") for row in history]).median())
+    out["train_time_s"] = float(sum(row.get("epoch_time_s", 0.0) for row in history))
+    return out
+
+
+class ResultsStore:
+    """The two tables of one study folder, held in memory and flushed atomically.
+
+    Args:
+        folder: ``results/<study>``; created when missing.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.trials: dict[str, dict] = {}
+        self.epochs: dict[tuple[str, int], dict] = {}
+        if (self.folder / TRIALS).exists():
+            for row in pd.read_parquet(self.folder / TRIALS).to_dict("records"):
+                self.trials[row["trial_id"]] = {k: v for k, v in row.items() if not _missing(v)}
+        if (self.folder / EPOCHS).exists():
+            for row in pd.read_parquet(self.folder / EPOCHS).to_dict("records"):
+                self.epochs[(row["trial_id"], int(row["epoch"]))] = {k: v for k, v in row.items() if not _missing(v)}
+
+    def history(self, trial_id: str) -> list[dict]:
+        """The epoch rows of one trial, in epoch order."""
+        rows = [row for (tid, _), row in self.epochs.items() if tid == trial_id]
+        return sorted(rows, key=lambda row: row["epoch"])
+
+    def add_epoch(self, trial_id: str, row: dict) -> bool:
+        """Record one epoch's metrics; False (and nothing changes) if that epoch is already recorded."""
+        key = (trial_id, int(row["epoch"]))
+        if key in self.epochs:
+            return False
+        self.epochs[key] = {"trial_id": trial_id, **row, "epoch": int(row["epoch"])}
+        return True
+
+    def upsert_trial(self, trial_id: str, **fields) -> dict:
+        """Create or update a trial's row; its metric summary is recomputed from its epochs."""
+        row = self.trials.setdefault(trial_id, {"trial_id": trial_id})
+        row.update({k: v for k, v in fields.items() if v is not None})
+        history = self.history(trial_id)
+        row["epochs"] = len(history)
+        row.update(summarise(history))
+        return row
+
+    def status(self, trial_id: str) -> str | None:
+        return self.trials.get(trial_id, {}).get("status")
+
+    def flush(self) -> None:
+        """Write both tables (atomically, each file whole)."""
+        _write(pd.DataFrame(list(self.trials.values())), self.folder / TRIALS)
+        epochs = pd.DataFrame(list(self.epochs.values()))
+        if not epochs.empty:
+            epochs = epochs.sort_values(["trial_id", "epoch"], kind="stable")
+        _write(epochs, self.folder / EPOCHS)
+
+
+def _missing(value) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists, dicts
+        return False
