@@ -83,6 +83,36 @@ def _level_label(value: Any) -> str:
 
 
 @app.command()
+def run(
+    file: StudyFile,
+    override: Overrides = None,
+    address: Annotated[str | None, typer.Option(help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)",
+                                                show_default=False)] = None,
+    max_concurrent: Annotated[int | None, typer.Option(help="at most N trials at once (default: as resources allow)",
+                                                       show_default=False)] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="discard this study's results and MLflow runs first")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would run, start nothing")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="show Ray's own console output")] = False,
+    results: Annotated[Path, typer.Option(help="folder of the study results (results/<study>/)")] = Path("results"),
+    debug: Debug = False,
+) -> None:
+    """Run a study: every trial through Ray Tune (ASHA / Optuna), logged to MLflow and results/<study>/.
+
+    Running it again resumes: ended trials are kept, unfinished ones continue from their last epoch.
+    """
+    from ablate.orchestrate.run import describe, run_study
+
+    with handled(debug):
+        outcome = run_study(file, override or [], results_root=results, address=address,
+                            max_concurrent=max_concurrent, restart=restart, dry_run=dry_run, verbose=verbose,
+                            console=err)
+        if not dry_run:
+            describe(outcome, err)
+        if outcome.interrupted:
+            raise typer.Exit(1)
+
+
+@app.command()
 def plan(
     file: StudyFile,
     override: Overrides = None,

@@ -7,6 +7,7 @@ the same metrics as one never interrupted (on CPU, exactly).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
@@ -62,6 +63,14 @@ def _peak_mb(device: torch.device, rss_start: float) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_start)
+
+
+def read_status(out_dir: Path) -> dict:
+    """A trial folder's status.json ({} if there is none yet or it cannot be read)."""
+    try:
+        return json.loads((Path(out_dir) / STATUS).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def default_device() -> torch.device:
@@ -144,7 +153,15 @@ def run_trial(
     for note in notices:
         log(f"note: {note}")
 
-    checkpoint.save_json(out_dir / STATUS, {"trial_id": tid, "status": "running", "epochs_done": start - 1})
+    # every (re)start of this trial: the epoch it started from and the process (a resume shows as two)
+    starts = [*read_status(out_dir).get("starts", []), {"epoch": start, "pid": os.getpid()}]
+
+    def record(status: str, **extra) -> None:  # status.json: what a driver reads back, history included
+        checkpoint.save_json(out_dir / STATUS, {"trial_id": tid, "status": status, **extra, "pid": os.getpid(),
+                                                "starts": starts, "epochs_done": len(state.history),
+                                                "history": state.history})
+
+    record("running")
     last = t.epochs if stop_after is None else min(t.epochs, stop_after)
     try:
         for epoch in range(start, last + 1):
@@ -172,13 +189,13 @@ def run_trial(
                 "rng": checkpoint.rng_state(data.generator)})
             if epoch == last:  # once: on COCO val this file is ~500k records
                 checkpoint.save_json(out_dir / DETECTIONS, records)
+            record("completed" if epoch == t.epochs else "running")
             if on_epoch is not None:
                 on_epoch(row, out_dir)
     except TrialFailed as e:
-        checkpoint.save_json(out_dir / STATUS, {"trial_id": tid, "status": "failed", "reason": e.reason,
-                                       "epochs_done": len(state.history)})
+        record("failed", reason=e.reason)
         raise
     done = len(state.history) >= t.epochs
     status = "completed" if done else "stopped"
-    checkpoint.save_json(out_dir / STATUS, {"trial_id": tid, "status": status, "epochs_done": len(state.history)})
+    record(status)
     return TrialResult(tid, status, state.history, out_dir, notices)

@@ -219,3 +219,13 @@ def test_invalid_parameters_are_rejected(kind, name, params):
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(KeyError, match=re.escape("did you mean 'giou'")):
         registry.lookup(BOX_LOSSES, "gio", "box loss")
+
+
+@pytest.mark.parametrize("name", IOU_FAMILY)
+def test_degenerate_predicted_boxes_give_finite_loss_and_gradient(name):
+    # FCOS predicts ltrb = 0 at initialisation: zero-size boxes (torchvision's CIoU gave NaN)
+    pred = torch.tensor([[10.0, 10.0, 10.0, 10.0], [5.0, 5.0, 25.0, 5.0]], requires_grad=True)
+    target = torch.tensor([[8.0, 8.0, 20.0, 24.0], [4.0, 4.0, 30.0, 12.0]])
+    loss = make("box", name)(pred, target)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(pred.grad).all()

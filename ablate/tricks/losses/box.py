@@ -184,6 +184,10 @@ class CIoULoss(_BoxLoss):
     space = "box"
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # torchvision's aspect term divides w / h without eps: a zero-height predicted box (FCOS
+        # at initialisation predicts ltrb = 0) would give NaN, so boxes are at least 1e-3 px wide and
+        # high (a float32 coordinate near 1000 px still resolves that).
+        pred = torch.cat([pred[:, :2], torch.maximum(pred[:, 2:], pred[:, :2] + 1e-3)], dim=1)  # [N, 4]
         return self.weight * complete_box_iou_loss(pred, target, reduction="none", eps=EPS)  # [N]
 
 

@@ -1,0 +1,304 @@
+"""``ablate run``: a study's trials as Ray Tune trials, resumable and idempotent.
+
+The study folder ``results/<study>/`` is the source of truth: its Parquet tables
+say which trials already ended (completed, pruned, or failed deterministically),
+and its ``trials/<id>/`` folders hold each trial's checkpoint and ``status.json``.
+Running the same study again runs only what has not ended, resuming unfinished
+trials from their last epoch; a trial id is a hash of its config and seed, so an
+added level is a new id and runs, and nothing recorded is ever recorded twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from ablate.errors import ConfigError
+from ablate.orchestrate.lock import LOCK, study_lock
+from ablate.orchestrate.recorder import CRASHED, Recorder, StudyCallback, read_status
+from ablate.orchestrate.tracking import Tracker
+from ablate.orchestrate.worker import TRIALS_DIR, Plan, train, trial_dir
+from ablate.results.store import ResultsStore
+from ablate.study import load_study
+from ablate.study.expand import Trial, check, trials
+from ablate.study.schema import Study
+
+
+@dataclass
+class Outcome:
+    study: str
+    folder: Path
+    planned: int
+    counts: dict[str, int] = field(default_factory=dict)
+    ran: int = 0
+    tracking_uri: str = ""
+    interrupted: bool = False
+
+
+def ended(row: dict) -> bool:
+    """A trial that a rerun leaves alone: completed, pruned, or failed for a reason that would repeat."""
+    status = row.get("status")
+    return status in ("completed", "pruned") or (status == "failed" and not str(row.get("reason", "")).startswith(CRASHED))
+
+
+def launch_order(todo: list[Trial], seed: int = 0) -> list[Trial]:
+    """Baseline trials first, the rest shuffled with a fixed seed (an ascending grid defeats ASHA's rungs)."""
+    first = [t for t in todo if t.variant.is_baseline]
+    rest = [t for t in todo if not t.variant.is_baseline]
+    random.Random(seed).shuffle(rest)
+    return first + rest
+
+
+def _counts(store: ResultsStore, ids: list[str] | None = None) -> dict[str, int]:
+    rows = [store.trials[t] for t in (ids if ids is not None else store.trials) if t in store.trials]
+    return {s: sum(1 for r in rows if r.get("status") == s) for s in ("completed", "pruned", "failed")}
+
+
+def _tracker(study: Study) -> Tracker:
+    return Tracker(study.tracking.uri, study.tracking.experiment or study.name, study.name,
+                   {"design": study.design, "description": study.description[:5000]})
+
+
+def _discard(folder: Path, study: Study, console: Console) -> None:
+    """``--restart``: say what goes, then delete the study's results and its MLflow runs."""
+    store = ResultsStore(folder)
+    tracker = _tracker(study)
+    dirs = list((folder / TRIALS_DIR).glob("*")) if (folder / TRIALS_DIR).exists() else []
+    console.print(f"--restart: discarding {len(store.trials)} recorded trials and {len(dirs)} trial folders in "
+                  f"{folder}, and {len(tracker.children)} MLflow trial runs under run {tracker.parent_id}")
+    runs = tracker.discard()
+    for path in folder.iterdir():
+        if path.name != LOCK:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    del runs
+
+
+def _reconcile(recorder: Recorder, planned: list[Trial]) -> int:
+    """Record trials whose folders say they ended but the store does not (a driver killed at the wrong time)."""
+    fixed = 0
+    for t in planned:
+        if ended(recorder.store.trials.get(t.trial_id, {})):
+            continue
+        status = read_status(trial_dir(recorder.root, t.trial_id)).get("status")
+        if status in ("completed", "failed"):
+            recorder.start(t)
+            recorder.finish(t)
+            fixed += 1
+    return fixed
+
+
+def _ray_init(address: str | None, verbose: bool) -> bool:
+    """Join ``address`` (or RAY_ADDRESS) or start a local Ray; True if this process started it."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    quiet = logging.WARNING if verbose else logging.ERROR
+    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(quiet)
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=quiet,
+             configure_logging=True)
+    return address is None
+
+
+def _resources(study: Study, console: Console) -> dict[str, float]:
+    import ray
+
+    have = ray.cluster_resources()
+    cpu, gpu = study.resources.cpu, study.resources.gpu
+    if cpu > have.get("CPU", 0):
+        raise ConfigError(f"resources.cpu: {cpu:g} per trial, but the Ray cluster has {have.get('CPU', 0):g} CPUs; "
+                          f"lower it (-o resources.cpu={max(1, int(have.get('CPU', 1)))})")
+    if gpu > 0 and have.get("GPU", 0) == 0:
+        console.print(f"[yellow]note[/] resources.gpu: {gpu:g}, but the Ray cluster has no GPU: trials run on CPU")
+        gpu = 0.0
+    if gpu > have.get("GPU", 0):
+        raise ConfigError(f"resources.gpu: {gpu:g} per trial, but the Ray cluster has {have.get('GPU', 0):g} GPUs")
+    return {"cpu": cpu, "gpu": gpu}
+
+
+def run_study(
+    file: Path,
+    overrides: list[str],
+    *,
+    results_root: Path = Path("results"),
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    restart: bool = False,
+    dry_run: bool = False,
+    verbose: bool = False,
+    console: Console | None = None,
+) -> Outcome:
+    """Run (or resume) a study; see the module doc.  Raises StudyError before anything starts."""
+    console = console or Console(stderr=True)
+    if not verbose:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its sqlite set-up and migration chatter
+    study = load_study(file, overrides)
+    variants = check(study)
+    planned = trials(study, variants)
+    if study.design == "optuna":
+        planned = planned[:1]  # the baseline on the first seed; the searcher adds the samples
+    plan = Plan(study, {t.trial_id: t for t in planned}, planned[0].trial_id)
+    folder = Path(results_root) / study.name
+    total = len(planned) + (study.search.num_samples if study.design == "optuna" else 0)
+    outcome = Outcome(study.name, folder, total)
+
+    if dry_run:
+        store_rows = ResultsStore(folder).trials if (folder / "trials.parquet").exists() else {}
+        done = [t for t in planned if ended(store_rows.get(t.trial_id, {}))]
+        console.print(f"{study.name}: {total} trials planned, {len(done)} already ended, "
+                      f"{total - len(done)} would run (dry run: nothing started)")
+        outcome.counts = {"would_run": total - len(done)}
+        return outcome
+
+    with study_lock(folder, study.name):
+        if restart:
+            _discard(folder, study, console)
+        tracker = _tracker(study)
+        store = ResultsStore(folder)
+        recorder = Recorder(plan, store, tracker, folder)
+        outcome.tracking_uri = tracker.uri
+        fixed = _reconcile(recorder, planned)
+        todo = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
+        samples_left = 0
+        if study.design == "optuna":
+            finished = [r for r in store.trials.values() if ended(r) and r.get("variant") != 0]
+            samples_left = max(0, study.search.num_samples - len(finished))
+        recorded = _counts(store)
+        console.print(f"{study.name}: {total} trials planned; already ended: {recorded['completed']} completed, "
+                      f"{recorded['pruned']} pruned, {recorded['failed']} failed"
+                      + (f" ({fixed} recorded now from their folders)" if fixed else "")
+                      + f"; to run: {len(todo) + samples_left}")
+        if not todo and not samples_left:
+            tracker.end_study(True)
+            outcome.counts = _counts(store)
+            return outcome
+
+        started_ray = _ray_init(address, verbose)
+        try:
+            outcome.ran = len(todo) + samples_left
+            outcome.interrupted = _tune(study, plan, launch_order(todo, study.search.seed if study.search else 0), samples_left, store,
+                                        recorder, folder, max_concurrent, verbose, console)
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+        outcome.counts = _counts(store)
+        unfinished = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
+        outcome.interrupted = outcome.interrupted or bool(unfinished)
+        tracker.end_study(not outcome.interrupted)
+        return outcome
+
+
+def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: ResultsStore, recorder: Recorder,
+          folder: Path, max_concurrent: int | None, verbose: bool, console: Console) -> bool:
+    """Build and fit the Tuner; True if it was interrupted."""
+    from ray import tune
+
+    from ablate.orchestrate.scheduler import build_scheduler
+    from ablate.orchestrate.search import searcher
+    from ablate.orchestrate.view import View
+
+    resources = _resources(study, console)
+    by_ray_id: dict[str, Trial] = {}
+    next_index = [max([int(r.get("variant", 0)) for r in store.trials.values()] + [0]) + 1]
+
+    def resolve(ray_trial) -> Trial:
+        if ray_trial.trial_id not in by_ray_id:
+            index = -1 if "trial_id" in ray_trial.config else next_index[0]
+            trial = plan.resolve(ray_trial.config, index)
+            if trial.variant.index == next_index[0]:
+                next_index[0] += 1
+            by_ray_id[ray_trial.trial_id] = trial
+        return by_ray_id[ray_trial.trial_id]
+
+    max_t = max(v.variant.config.train.epochs for v in plan.lookup.values())
+    max_t = study.scheduler.max_t or max(max_t, study.train.epochs)
+    prior = {tid: [(int(r["epoch"]), r.get(study.scheduler.metric)) for r in store.history(tid)]
+             for tid in store.trials}
+    scheduler, echo = build_scheduler(study.scheduler, max_t=max_t, key=lambda t: resolve(t).trial_id,
+                                      protected={t.trial_id for t in plan.lookup.values() if t.variant.is_baseline},
+                                      prior=prior)
+    console.print(echo)
+    console.print(f"resources per trial: cpu {resources['cpu']:g}, gpu {resources['gpu']:g}"
+                  + (f"; at most {max_concurrent} at once" if max_concurrent else ""))
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train, plan=plan, root=str(folder.resolve()),
+                             threads=max(1, int(resources["cpu"])), use_gpu=resources["gpu"] > 0),
+        resources)
+    if study.design == "optuna":
+        from ablate.orchestrate.search import baseline_point
+
+        points = [baseline_point(study)] if todo and baseline_point(study) is not None else []
+        done = [(_point(r), r.get(f"final_{study.scheduler.metric}"), r.get("status") == "pruned")
+                for r in store.trials.values() if ended(r) and r.get("variant") != 0 and r.get("sample")]
+        unfinished = [_point(r) for r in store.trials.values() if not ended(r) and r.get("sample")]
+        search = searcher(study, metric=study.scheduler.metric, mode=study.scheduler.mode,
+                          points=points + unfinished, done=done)
+        param_space, num_samples = {}, samples_left + len(points)
+    else:
+        search = None
+        param_space, num_samples = {"trial_id": tune.grid_search([t.trial_id for t in todo])}, 1
+
+    view = View(console, store, [t.trial_id for t in todo], metric=study.scheduler.metric,
+                mode=study.scheduler.mode, epochs=max_t, total=len(plan.lookup) + samples_left
+                + sum(1 for r in store.trials.values() if r.get("sample")))
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler, search_alg=search, num_samples=num_samples,
+            max_concurrent_trials=max_concurrent, reuse_actors=False,
+            trial_name_creator=lambda t: resolve(t).trial_id, trial_dirname_creator=lambda t: resolve(t).trial_id,
+            **({} if scheduler is not None or search is not None else
+               {"metric": study.scheduler.metric, "mode": study.scheduler.mode}),
+        ),
+        run_config=tune.RunConfig(
+            name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str((folder / "ray").resolve()),
+            failure_config=tune.FailureConfig(max_failures=study.max_failures),
+            callbacks=[StudyCallback(recorder, resolve, view)],
+            verbose=1 if verbose else 0,
+        ),
+    )
+    interrupted = False
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())  # Tune's banners
+    with view, quiet:
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:
+            interrupted = True
+    view.ended(recorder.events)
+    return interrupted
+
+
+def _point(row: dict) -> dict:
+    import json
+
+    return json.loads(row["sample"])
+
+
+def describe(outcome: Outcome, console: Console) -> None:
+    """Where the results are, after a run."""
+    c = outcome.counts
+    console.print(f"[bold]{escape(outcome.study)}[/]: {c.get('completed', 0)} completed, {c.get('pruned', 0)} pruned, "
+                  f"{c.get('failed', 0)} failed of {outcome.planned} planned", highlight=False)
+    if outcome.interrupted:
+        console.print("[yellow]not finished[/]: run the same command again to resume (finished trials are kept)")
+    console.print(f"results: {outcome.folder}/trials.parquet, {outcome.folder}/epochs.parquet")
+    if outcome.tracking_uri:
+        console.print(f"MLflow: {outcome.tracking_uri} -- browse it with: mlflow ui --backend-store-uri "
+                      f"{outcome.tracking_uri}")

@@ -1,0 +1,72 @@
+"""The Ray Tune trainable: one ablate trial, reported epoch by epoch.
+
+The trial's folder (``results/<study>/trials/<trial id>/``) is its checkpoint:
+when Ray retries a crashed trial, or a killed study runs again, ``run_trial``
+resumes from the last epoch written there.  A deterministic failure (non-finite
+loss, OOM, bad data, a bad path) is written to the folder's ``status.json`` and the
+function returns normally, so Ray does not retry what would fail the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ablate.errors import AblateError
+from ablate.study.expand import Trial, sampled_variant, trial_id
+from ablate.study.schema import Study
+
+TRIALS_DIR = "trials"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the driver and every worker agree on: how a Tune config names an ablate trial."""
+
+    study: Study
+    lookup: dict[str, Trial]  # trial id -> Trial (grid, one_at_a_time, cumulative)
+    baseline_id: str
+
+    def resolve(self, tune_config: dict, index: int = -1) -> Trial:
+        """The ablate trial behind a Ray Tune config: ``{"trial_id": ...}`` or Optuna's sampled values."""
+        if "trial_id" in tune_config:
+            return self.lookup[tune_config["trial_id"]]
+        from ablate.orchestrate.search import values
+
+        variant = sampled_variant(self.study, index, values(self.study, tune_config))
+        seed = self.study.seeds[0]
+        tid = trial_id(variant.config, seed)
+        if tid == self.baseline_id:
+            variant = self.lookup[tid].variant
+        return Trial(tid, variant, seed)
+
+
+def trial_dir(root: Path, tid: str) -> Path:
+    return Path(root) / TRIALS_DIR / tid
+
+
+def train(tune_config: dict, *, plan: Plan, root: str, threads: int, use_gpu: bool) -> None:
+    """Run (or resume) one trial, reporting every epoch's metrics to Ray Tune."""
+    import torch
+    from ray import tune
+
+    from ablate.engine import checkpoint
+    from ablate.engine.trial import STATUS, run_trial
+    from ablate.errors import TrialFailed
+
+    trial = plan.resolve(tune_config)
+    out = trial_dir(Path(root), trial.trial_id)
+    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+
+    def report(row: dict, _out: Path) -> None:
+        tune.report({**row, "trial_id": trial.trial_id})
+
+    try:
+        run_trial(trial.variant.config, seed=trial.seed, out_dir=out, device=device, threads=threads,
+                  on_epoch=report, log=lambda line: print(f"[{trial.trial_id}] {line}", flush=True))
+    except TrialFailed:
+        return  # run_trial wrote status.json with the reason
+    except AblateError as e:  # bad data or a bad path: found while building, before any epoch
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.save_json(out / STATUS, {"trial_id": trial.trial_id, "status": "failed",
+                                            "reason": str(e).strip().splitlines()[-1], "epochs_done": 0, "history": []})
