@@ -85,7 +85,16 @@ class Recorder:
             fields["status"] = "running"
         self.store.upsert_trial(tid, **fields)
         self.started[tid] = time.time()
+        self._catch_up(tid)  # epochs a killed driver ran but never recorded
         self.store.flush()
+
+    def _catch_up(self, tid: str) -> dict:
+        status_file = read_status(trial_dir(self.root, tid))
+        for row in status_file.get("history", []):
+            self.store.add_epoch(tid, {k: v for k, v in row.items() if k == "epoch" or k in METRICS})
+            self.tracker.log_epoch(tid, row)
+        self.store.upsert_trial(tid)
+        return status_file
 
     def epoch(self, tid: str, row: dict) -> None:
         clean = {"epoch": int(row["epoch"]), **{k: float(row[k]) for k in METRICS if row.get(k) is not None}}
@@ -97,10 +106,7 @@ class Recorder:
     def finish(self, trial: Trial, error: str | None = None) -> str:
         """Record how a trial ended (from its folder's status.json); returns the status label."""
         tid = trial.trial_id
-        status_file = read_status(trial_dir(self.root, tid))
-        for row in status_file.get("history", []):
-            self.store.add_epoch(tid, {k: v for k, v in row.items() if k == "epoch" or k in METRICS})
-            self.tracker.log_epoch(tid, row)
+        status_file = self._catch_up(tid)
         status, reason, label = ending(status_file, trial.variant.config.train.epochs, error)
         previous = self.store.trials.get(tid, {}).get("wall_time_s", 0.0)
         wall = previous + (time.time() - self.started.pop(tid)) if tid in self.started else previous

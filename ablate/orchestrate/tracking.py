@@ -7,8 +7,9 @@ idempotent, which is what lets a killed study resume without duplicates:
 - the parent run is found again by its tags (``ablate.study``, ``ablate.role``);
 - a child run is found again by ``ablate.trial_id`` under that parent;
 - an epoch's metrics go out in one ``log_batch`` together with the tag
-  ``ablate.epochs_logged`` (one transaction), and an epoch at or below that tag is
-  never logged again.
+  ``ablate.epochs_logged`` (the epochs logged so far, one transaction), and an epoch
+  in that tag is never logged again (a resumed trial may report epoch 3 before the
+  driver catches up on epoch 2, so this is a set, not a high-water mark).
 """
 
 from __future__ import annotations
@@ -84,14 +85,14 @@ class Tracker:
             self.parent_id = self.client.create_run(
                 self.experiment_id, run_name=study, tags={ROLE: "study", STUDY: study, **tags}).info.run_id
         self.children: dict[str, str] = {}  # trial id -> run id
-        self.logged: dict[str, int] = {}  # trial id -> last epoch logged
+        self.logged: dict[str, set[int]] = {}  # trial id -> epochs logged
         children = self.client.search_runs(
             [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_id}'", max_results=50_000)
         for run in children:
             tid = run.data.tags.get(TRIAL)
             if tid is not None:
                 self.children[tid] = run.info.run_id
-                self.logged[tid] = int(run.data.tags.get(LOGGED, 0))
+                self.logged[tid] = {int(e) for e in run.data.tags.get(LOGGED, "").split(",") if e}
 
     def trial_run(self, trial_id: str, *, name: str, tags: dict[str, str], params: dict[str, str],
                   config: dict) -> str:
@@ -105,18 +106,20 @@ class Tracker:
         for start in range(0, len(items), 100):  # log_batch takes at most 100 params per call
             self.client.log_batch(run_id, params=[Param(k, v) for k, v in items[start:start + 100]])
         self.client.log_text(run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
-        self.children[trial_id], self.logged[trial_id] = run_id, 0
+        self.children[trial_id], self.logged[trial_id] = run_id, set()
         return run_id
 
     def log_epoch(self, trial_id: str, row: dict) -> bool:
         """Log one epoch's metrics (step = epoch) once; False if it was logged before."""
         epoch = int(row["epoch"])
-        if epoch <= self.logged.get(trial_id, 0):
+        logged = self.logged.setdefault(trial_id, set())
+        if epoch in logged:
             return False
         stamp = int(time.time() * 1000)
         metrics = [Metric(k, float(row[k]), stamp, epoch) for k in METRICS if row.get(k) is not None]
-        self.client.log_batch(self.children[trial_id], metrics=metrics, tags=[RunTag(LOGGED, str(epoch))])
-        self.logged[trial_id] = epoch
+        tag = ",".join(str(e) for e in sorted(logged | {epoch}))
+        self.client.log_batch(self.children[trial_id], metrics=metrics, tags=[RunTag(LOGGED, tag)])
+        logged.add(epoch)
         return True
 
     def end_trial(self, trial_id: str, *, status: str, label: str, final: dict) -> None:
