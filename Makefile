@@ -8,7 +8,7 @@ STUDY ?= studies/loss_ablation.yaml
 .PHONY: run test lint
 
 run: $(UV)
-	$(UV) run --locked ablate plan $(STUDY)
+	$(UV) run --locked ablate run $(STUDY)
 
 test: $(UV)
 	$(UV) run --locked pytest

@@ -18,6 +18,7 @@ from ablate.errors import AblateError
 from ablate.study import StudyError, expand, load_study, trials
 from ablate.study.errors import Problem
 from ablate.study.expand import config_dict, short
+from ablate.study.loader import require_env
 from ablate.study.paths import get
 
 app = typer.Typer(
@@ -245,6 +246,7 @@ def train(
 
     with handled(debug):
         study = load_study(file, override or [])
+        require_env(study)
         variants = expand(study)
         if trial is not None:
             if variant is not None:

@@ -30,15 +30,15 @@ def test_plan_prints_variants_and_counts():
     assert "baseline ◀" in out
     for name in ("loss.box=diou", "loss.box=eiou", "loss.cls=bce"):
         assert name in out
-    assert "7 variants x 3 seeds = 21 trials" in out
-    assert "at most 168 epochs" in out
+    assert "5 variants x 2 seeds = 10 trials" in out
+    assert "at most 80 epochs" in out
 
 
 def test_plan_json_lists_every_trial_with_its_config():
     result = run("plan", STUDIES / "loss_ablation.yaml", "--json", "-o", "seeds=[0, 1]")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert len(rows) == 7 * 2
+    assert len(rows) == 5 * 2
     assert set(rows[0]) == {"trial_id", "variant", "variant_name", "seed", "overrides", "config"}
     assert rows[0]["variant"] == 0 and rows[0]["overrides"] == {}
     ciou = [r for r in rows if r["variant_name"] == "loss.box=ciou"]
@@ -57,9 +57,9 @@ def test_plan_json_ids_match_a_second_run_and_change_with_overrides():
 
 
 def test_show_config_prints_the_resolved_variant_with_lr_effective():
-    result = run("show-config", STUDIES / "loss_ablation.yaml", "--variant", "2", "-o", "train.batch_size=4")
+    result = run("show-config", STUDIES / "loss_ablation.yaml", "--variant", "1", "-o", "train.batch_size=4")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("# variant 2: loss.box=diou")
+    assert result.stdout.startswith("# variant 1: loss.box=diou")
     doc = yaml.safe_load(result.stdout)
     assert doc["loss"]["box"] == {"name": "diou", "weight": 1.0}
     assert doc["train"]["lr_effective"] == pytest.approx(0.016 * 4 / 16)
@@ -71,7 +71,7 @@ def test_show_config_prints_the_resolved_variant_with_lr_effective():
 def test_show_config_rejects_an_unknown_variant():
     result = run("show-config", STUDIES / "loss_ablation.yaml", "--variant", "99")
     assert result.exit_code == 2
-    assert "--variant: 99 is out of range" in result.stderr and "0..6" in result.stderr
+    assert "--variant: 99 is out of range" in result.stderr and "0..4" in result.stderr
 
 
 def test_a_typo_fails_with_the_key_a_suggestion_and_no_traceback(write):
@@ -111,4 +111,4 @@ def test_python_dash_m_runs_the_same_app():
     result = subprocess.run([sys.executable, "-m", "ablate", "plan", str(STUDIES / "neck_ablation.yaml")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "4 variants x 3 seeds = 12 trials" in result.stdout
+    assert "4 variants x 2 seeds = 8 trials" in result.stdout

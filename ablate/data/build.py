@@ -22,6 +22,7 @@ from ablate.data.coco import Annotations, load_coco
 from ablate.data.dataset import DetectionDataset, SeededSampler, collate
 from ablate.data.shapes import ensure_shapes
 from ablate.data.voc import load_voc
+from ablate.study.loader import expand_env
 from ablate.study.schema import Data, TrialConfig
 from ablate.tricks.augment import AUGMENTS
 from ablate.tricks.registry import build
@@ -118,17 +119,18 @@ def _load(d: Data, cache_dir: Path | None) -> tuple[Annotations, Annotations]:
                              seed=s.seed, cache_dir=cache_dir)
         train = load_coco(root / "train.json", root / "train")
         return train, load_coco(root / "val.json", root / "val", categories=train.categories)
-    train_ann, val_ann = _path(d.root, d.train_ann), _path(d.root, d.val_ann)
+    root = expand_env(d.root, key="data.root") if d.root is not None else None  # ${ABLATE_COCO_ROOT}/...
+    train_ann, val_ann = _path(root, d.train_ann), _path(root, d.val_ann)
     if d.dataset == "coco":
         # without an image folder, file names are relative to data.root or to the json's folder
-        default = Path(d.root).expanduser() if d.root else None
-        train_images = _path(d.root, d.train_images) if d.train_images else default or train_ann.parent
-        val_images = _path(d.root, d.val_images) if d.val_images else default or val_ann.parent
+        default = Path(root).expanduser() if root else None
+        train_images = _path(root, d.train_images) if d.train_images else default or train_ann.parent
+        val_images = _path(root, d.val_images) if d.val_images else default or val_ann.parent
         train = load_coco(train_ann, train_images)
         return train, load_coco(val_ann, val_images, categories=train.categories)
     # voc: without an image folder, the JPEGImages folder beside the XML folder (VOCdevkit's layout)
-    train_images = _path(d.root, d.train_images) if d.train_images else train_ann.parent / "JPEGImages"
-    val_images = _path(d.root, d.val_images) if d.val_images else val_ann.parent / "JPEGImages"
+    train_images = _path(root, d.train_images) if d.train_images else train_ann.parent / "JPEGImages"
+    val_images = _path(root, d.val_images) if d.val_images else val_ann.parent / "JPEGImages"
     train = load_voc(train_ann, train_images, classes=d.classes)
     return train, load_voc(val_ann, val_images, classes=train.classes)
 

@@ -7,3 +7,4 @@ import os
 # instead rebuild an environment per worker from the current folder, the user's, not ablate's.
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the Recorder is the logger
+os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # relative paths in a study mean what they mean to the driver

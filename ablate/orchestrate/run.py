@@ -31,6 +31,7 @@ from ablate.orchestrate.worker import TRIALS_DIR, Plan, train, trial_dir
 from ablate.results.store import ResultsStore
 from ablate.study import load_study
 from ablate.study.expand import Trial, check, trials
+from ablate.study.loader import require_env
 from ablate.study.schema import Study
 
 
@@ -154,6 +155,7 @@ def run_study(
     total = len(planned) + (study.search.num_samples if study.design == "optuna" else 0)
     outcome = Outcome(study.name, folder, total)
 
+    require_env(study)  # a $VAR in data.root must be set before any trial starts
     if dry_run:
         store_rows = ResultsStore(folder).trials if (folder / "trials.parquet").exists() else {}
         done = [t for t in planned if ended(store_rows.get(t.trial_id, {}))]
@@ -300,5 +302,6 @@ def describe(outcome: Outcome, console: Console) -> None:
         console.print("[yellow]not finished[/]: run the same command again to resume (finished trials are kept)")
     console.print(f"results: {outcome.folder}/trials.parquet, {outcome.folder}/epochs.parquet")
     if outcome.tracking_uri:
-        console.print(f"MLflow: {outcome.tracking_uri} -- browse it with: mlflow ui --backend-store-uri "
-                      f"{outcome.tracking_uri}")
+        here = outcome.tracking_uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}"  # MLflow's default, `mlflow ui`'s too
+        browse = "mlflow ui" if here else f"mlflow ui --backend-store-uri {outcome.tracking_uri}"
+        console.print(f"MLflow: {outcome.tracking_uri} -- browse it with: {browse}")

@@ -206,6 +206,10 @@ def sampled_variant(study: Study, index: int, sample: dict[str, Any]) -> Variant
 
 
 def _check_search(study: Study) -> None:
+    if len(study.seeds) != 1:
+        raise StudyError([Problem(_origin(study, ("seeds",)), "seeds", f"design optuna runs each sampled "
+                                  f"configuration once, on one seed; got {study.seeds} -- give one seed, e.g. "
+                                  f"seeds: [{study.seeds[0]}], and confirm the winner in a one_at_a_time study")])
     for path, dist in study.search.space.items():
         values = dist.choices if isinstance(dist, CategoricalDist) else [dist.low, dist.high]
         for i, value in enumerate(values):

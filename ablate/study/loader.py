@@ -3,11 +3,18 @@
 Everything a user can get wrong is reported here, before any trial starts, as a
 ``StudyError`` whose every problem names the file that set the key, the dotted
 key path, and what would be valid.
+
+``data.root`` may name environment variables (``${ABLATE_COCO_ROOT}``, ``$HOME``).
+They stay unexpanded in the configuration, so a trial's id does not depend on where
+a machine keeps its data and ``ablate plan`` works without them; ``expand_env`` fills
+them in where the data is read (``ablate.data.build``), and ``require_env`` checks them
+up front with the file that set the key.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,7 @@ from ablate.study.errors import Problem, StudyError, problems_from_validation
 from ablate.study.schema import Study
 
 MAX_BYTES = 1 << 20  # a study file is configuration, not data
+ENV_VAR = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)  # $NAME or ${NAME}, as os.path.expandvars reads them
 
 
 @dataclass
@@ -159,3 +167,43 @@ def load_study(file: str | Path, overrides: tuple[str, ...] | list[str] = ()) ->
     study._source = source
     check(study)
     return study
+
+
+def env_vars(text: str) -> list[str]:
+    """The environment variables ``text`` names, in order: ``"${A}/x/$B"`` -> ``["A", "B"]``."""
+    return [name for name in (m.group(1).strip("{}") for m in ENV_VAR.finditer(text)) if name]
+
+
+def expand_env(text: str, *, key: str, file: str | None = None) -> str:
+    """``text`` with each ``$NAME`` / ``${NAME}`` replaced by its value in the environment.
+
+    Raises:
+        StudyError: a variable it names is unset or empty; the problem names ``file``
+            (the study file that set ``key``, when known), ``key`` and the variable to set.
+    """
+    unset = list(dict.fromkeys(v for v in env_vars(text) if not os.environ.get(v)))
+    if unset:
+        plural = len(unset) > 1
+        raise StudyError([Problem(
+            file or "study", key,
+            f"'{text}' needs the environment variable{'s' * plural} {' and '.join(unset)}, which "
+            f"{'are' if plural else 'is'} not set; set {'them' if plural else 'it'} where the trials run, "
+            f"e.g. {'; '.join(f'export {v}=/path/to/dataset' for v in unset)}",
+        )])
+
+    def value(m: re.Match) -> str:
+        name = m.group(1).strip("{}")
+        return os.environ[name] if name else m.group(0)
+
+    return ENV_VAR.sub(value, text)
+
+
+def require_env(study: Study) -> None:
+    """Fail now, naming the file that set ``data.root``, if a variable it names is unset.
+
+    ``load_study`` does not check this (``ablate plan`` must work without the data);
+    call it before training starts.
+    """
+    if study.data.root is not None:
+        origin = study._source.of(("data", "root")) if study._source else None
+        expand_env(study.data.root, key="data.root", file=origin)

@@ -229,7 +229,7 @@ Distribution = Annotated[Union[FloatDist, IntDist, CategoricalDist], Field(discr
 
 
 class Search(Section):
-    num_samples: int = Field(16, ge=1, le=100_000, description="configurations Optuna samples (each x seeds)")
+    num_samples: int = Field(16, ge=1, le=100_000, description="configurations Optuna samples, each one trial on the one seed")
     seed: int = Field(0, ge=0, description="seed of Optuna's TPE sampler (same seed, same samples)")
     space: dict[str, Distribution] = Field(
         default_factory=dict, description="dotted config path -> {type: float|int|categorical, ...} as in Optuna"

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from ablate.study import expand, load_study, trials
+from ablate.study.errors import StudyError
 from ablate.study.expand import trial_id
 from ablate.study.schema import TrialConfig
 
@@ -66,11 +67,13 @@ def test_exclude_skips_matching_combinations(write):
 
 
 def test_optuna_plans_the_baseline_and_validates_the_space(write):
-    study = _study(write, design="optuna", search={"num_samples": 5, "space": {
-        "train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
-        "loss.box": {"type": "categorical", "choices": ["giou", "ciou"]}}})
+    space = {"train.optimizer.lr": {"type": "float", "low": 1e-3, "high": 0.1, "log": True},
+             "loss.box": {"type": "categorical", "choices": ["giou", "ciou"]}}
+    study = _study(write, design="optuna", seeds=[0], search={"num_samples": 5, "space": space})
     assert [v.name for v in expand(study)] == ["baseline"]
-    assert len(trials(study)) == 2  # baseline x seeds; samples are drawn at run time
+    assert len(trials(study)) == 1  # the baseline; samples are drawn at run time
+    with pytest.raises(StudyError, match=r"s\.yaml: seeds: design optuna runs each sampled configuration once"):
+        _study(write, design="optuna", seeds=[0, 1], search={"num_samples": 5, "space": space})
 
 
 def test_trials_are_variants_times_seeds_with_distinct_ids(write):
