@@ -34,6 +34,7 @@ class View:
         self.live: Live | None = None
         self.printed = 0
         self.running = 0
+        self.parallel = 1  # the most trials seen running at once: what the ETA divides by
 
     def __enter__(self) -> View:
         if self.console.is_terminal:
@@ -54,12 +55,14 @@ class View:
             style = "green" if label == "completed" else "yellow" if label.startswith("pruned") else "red"
             value = self.store.trials.get(tid, {}).get(f"final_{self.metric}")
             score = f" {self.metric} {value:.3f}" if isinstance(value, float) else ""
+            tail = "" if self.live is not None else f"  [dim]({escape(str(self.summary()))})[/]"  # logs get the counts too
             self.console.print(f"[{style}]{escape(label)}[/] {tid} {escape(name)} seed "
-                               f"{self.store.trials.get(tid, {}).get('seed', '?')}{score}", highlight=False)
+                               f"{self.store.trials.get(tid, {}).get('seed', '?')}{score}{tail}", highlight=False)
         self.printed = len(events)
 
     def update(self, ray_trials) -> None:
         self.running = sum(1 for t in ray_trials if t.status == "RUNNING")
+        self.parallel = max(self.parallel, self.running)
         if self.live is not None:
             self.live.update(self.summary())
 
@@ -87,7 +90,7 @@ class View:
         done_running = sum(len(self.store.history(t)) for t in self.todo
                            if self.store.trials.get(t, {}).get("status") == "running")
         left = (c["pending"] + c["running"]) * self.epochs - done_running
-        return max(0.0, left) * (sum(times) / len(times)) / max(1, self.running)
+        return max(0.0, left) * (sum(times) / len(times)) / self.parallel
 
     def summary(self) -> Text:
         c = self.counts()
