@@ -76,6 +76,7 @@ class Recorder:
         fields = {"study": self.plan.study.name, "variant": v.index, "variant_name": v.name, "seed": trial.seed,
                   "design": self.plan.study.design, "mlflow_run_id": run_id,
                   "overrides": json.dumps(v.overrides, sort_keys=True),
+                  "config": json.dumps(config, sort_keys=True),  # the resolved config, for reports
                   **{f"factor.{k}": lv for k, lv in levels.items()}}
         if self.plan.study.design == "optuna" and v.overrides:  # the point Optuna sampled, for a resume
             space = self.plan.study.search.space
