@@ -84,6 +84,8 @@ class Recorder:
                                            for p, x in v.overrides.items()}, sort_keys=True)
         if self.store.status(tid) not in ("completed", "pruned", "failed"):
             fields["status"] = "running"
+        if "started_at" not in self.store.trials.get(tid, {}):
+            fields["started_at"] = time.time()  # unix seconds, first start (the report's timeline)
         self.store.upsert_trial(tid, **fields)
         self.started[tid] = time.time()
         self._catch_up(tid)  # epochs a killed driver ran but never recorded
@@ -111,7 +113,8 @@ class Recorder:
         status, reason, label = ending(status_file, trial.variant.config.train.epochs, error)
         previous = self.store.trials.get(tid, {}).get("wall_time_s", 0.0)
         wall = previous + (time.time() - self.started.pop(tid)) if tid in self.started else previous
-        self.store.upsert_trial(tid, status=status, reason=reason or "", status_label=label, wall_time_s=wall)
+        self.store.upsert_trial(tid, status=status, reason=reason or "", status_label=label, wall_time_s=wall,
+                                ended_at=time.time(), retries=max(0, len(status_file.get("starts", [])) - 1))
         history = self.store.history(tid)
         self.tracker.end_trial(tid, status=status, label=label, final=history[-1] if history else {})
         self.store.flush()
