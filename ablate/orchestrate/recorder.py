@@ -31,7 +31,14 @@ def factor_levels(plan: Plan, trial: Trial) -> dict[str, str]:
     study = plan.study
     paths = list(study.search.space) if study.design == "optuna" else list(study.factors)
     config = config_dict(trial.variant.config)
-    return {path: short(trial.variant.overrides.get(path, get(config, tuple(path.split("."))))) for path in paths}
+    levels = {}
+    for path in paths:
+        if path in trial.variant.overrides:
+            levels[path] = short(trial.variant.overrides[path])
+        else:  # the baseline's value, named as a study would write it: `giou`, not `giou(weight=1.0)`
+            value = get(config, tuple(path.split(".")))
+            levels[path] = str(value["name"]) if isinstance(value, dict) and "name" in value else short(value)
+    return levels
 
 
 def ending(status_file: dict, epochs: int, error: str | None) -> tuple[str, str | None, str]:

@@ -1,0 +1,84 @@
+"""The results tables rebuilt from the MLflow tracking store alone (``ablate report --from-mlflow``).
+
+For a user who can reach the tracking server but not the study folder: every number
+the Parquet store holds was also logged to the study's child runs (metrics per epoch
+with step = epoch, tags, ``factor.*`` params, ``config.yaml``), so the same two tables
+come back from there, with the same columns the report reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from mlflow.tracking import MlflowClient
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one config.yaml per trial
+
+from ablate.engine.metrics import METRICS
+from ablate.errors import DataError
+from ablate.orchestrate.tracking import ROLE, STUDY, TRIAL
+from ablate.results.store import summarise
+
+
+def _status(label: str) -> tuple[str, str]:
+    """'pruned@epoch 2' -> ('pruned', ''); 'failed: reason' -> ('failed', 'reason')."""
+    if label.startswith("failed"):
+        return "failed", label.partition(": ")[2]
+    return ("pruned" if label.startswith("pruned") else label), ""
+
+
+def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(trials, epochs, info) of a study as logged to MLflow; info holds the parent run and experiment ids.
+
+    Raises:
+        DataError: the experiment or the study's parent run is not in the store.
+    """
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment or study)
+    if found is None:
+        raise DataError(f"MLflow store {client.tracking_uri} has no experiment '{experiment or study}'; "
+                        "pass the study file (its tracking.uri / tracking.experiment) or set MLFLOW_TRACKING_URI")
+    parents = client.search_runs([found.experiment_id], f"tags.`{STUDY}` = '{study}' and tags.`{ROLE}` = 'study'",
+                                 max_results=1)
+    if not parents:
+        raise DataError(f"MLflow experiment '{found.name}' in {client.tracking_uri} has no run of study '{study}'")
+    parent = parents[0]
+    runs = client.search_runs([found.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                              max_results=50_000)
+    trials, epochs = [], []
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        tid = tags.get(TRIAL)
+        if tid is None:
+            continue
+        history: dict[int, dict] = {}
+        for name in METRICS:
+            for m in client.get_metric_history(run.info.run_id, name):
+                history.setdefault(int(m.step), {"epoch": int(m.step)})[name] = m.value
+        rows = [history[e] for e in sorted(history)]
+        epochs += [{"trial_id": tid, **row} for row in rows]
+        status, reason = _status(tags.get("status", "running"))
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", tmp)).read_text())
+        except Exception:  # noqa: BLE001 -- an artifact store the reader cannot reach: the table lacks zoo columns
+            config = None
+        trials.append({
+            "trial_id": tid, "study": study, "variant": int(tags.get("variant", -1)),
+            "variant_name": tags.get("variant_name", run.info.run_name), "seed": int(tags.get("seed", 0)),
+            "design": tags.get("design", ""), "mlflow_run_id": run.info.run_id,
+            **{k: v for k, v in params.items() if k.startswith("factor.")},
+            **({"config": json.dumps(config, sort_keys=True)} if config else {}),
+            "status": status, "reason": reason, "status_label": tags.get("status", "running"),
+            "epochs": len(rows), **summarise(rows),
+            "started_at": run.info.start_time / 1000 if run.info.start_time else None,
+            "ended_at": run.info.end_time / 1000 if run.info.end_time else None,
+        })
+    info = {"experiment_id": found.experiment_id, "parent_run_id": parent.info.run_id,
+            "tracking_uri": client.tracking_uri, "description": parent.data.tags.get("description", "")}
+    return pd.DataFrame(trials), pd.DataFrame(epochs), info
