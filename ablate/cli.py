@@ -114,6 +114,35 @@ def run(
 
 
 @app.command()
+def report(
+    study: Annotated[str, typer.Argument(help="study file (studies/x.yaml) or study name", show_default=False)],
+    from_mlflow: Annotated[bool, typer.Option("--from-mlflow", help="read the tracking store, not results/")] = False,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: reports/<study>/)", show_default=False)] = None,
+    baseline: Annotated[str | None, typer.Option(help="variant index or name the deltas are taken against "
+                                                      "(default: the study's baseline, variant 0)",
+                                                 show_default=False)] = None,
+    percent: Annotated[bool, typer.Option("--percent", help="AP in percent instead of fractions")] = False,
+    results: Annotated[Path, typer.Option(help="folder of the study results (results/<study>/)")] = Path("results"),
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for a study given by name "
+                                                          "(default: MLFLOW_TRACKING_URI or ./mlflow.db)",
+                                                     show_default=False)] = None,
+    debug: Debug = False,
+) -> None:
+    """Write the model-zoo table (table.md/.csv/.tex) and the HTML report of a study."""
+    from ablate.report.build import Source, build_report
+
+    with handled(debug):
+        if Path(study).is_file():
+            s = load_study(Path(study), [])
+            source = Source(s.name, s.description, results, tracking_uri or s.tracking.uri, s.tracking.experiment)
+        else:
+            source = Source(study, results=results, tracking_uri=tracking_uri)
+        paths = build_report(source, out_dir=out, from_mlflow=from_mlflow, baseline=baseline, percent=percent)
+        print(paths["md"].read_text(), end="")
+        err.print(f"report: {paths['html']} (tables: {', '.join(str(paths[k]) for k in ('md', 'csv', 'tex'))})")
+
+
+@app.command()
 def plan(
     file: StudyFile,
     override: Overrides = None,

@@ -44,6 +44,7 @@ class Outcome:
     ran: int = 0
     tracking_uri: str = ""
     interrupted: bool = False
+    report: Path | None = None
 
 
 def ended(row: dict) -> bool:
@@ -185,6 +186,7 @@ def run_study(
         if not todo and not samples_left:
             tracker.end_study(True)
             outcome.counts = _counts(store)
+            outcome.report = _report(study, results_root, console)
             return outcome
 
         started_ray = _ray_init(address, verbose)
@@ -201,7 +203,22 @@ def run_study(
         unfinished = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
         outcome.interrupted = outcome.interrupted or bool(unfinished)
         tracker.end_study(not outcome.interrupted)
+        outcome.report = _report(study, results_root, console)
         return outcome
+
+
+def _report(study: Study, results_root: Path, console: Console) -> Path | None:
+    """The study's report, rebuilt from what is recorded; a failure here loses nothing recorded."""
+    from ablate.report.build import Source, build_report
+
+    try:
+        paths = build_report(Source(study.name, study.description, Path(results_root), study.tracking.uri,
+                                    study.tracking.experiment))
+    except Exception as e:  # noqa: BLE001 -- the results are safe in results/<study>/; say so and go on
+        console.print(f"[yellow]note[/] the report could not be written ({type(e).__name__}: {escape(str(e))}); "
+                      f"the results are in {results_root / study.name}; retry with: ablate report {study.name}")
+        return None
+    return paths["html"]
 
 
 def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: ResultsStore, recorder: Recorder,
@@ -301,6 +318,8 @@ def describe(outcome: Outcome, console: Console) -> None:
     if outcome.interrupted:
         console.print("[yellow]not finished[/]: run the same command again to resume (finished trials are kept)")
     console.print(f"results: {outcome.folder}/trials.parquet, {outcome.folder}/epochs.parquet")
+    if outcome.report is not None:
+        console.print(f"report: {outcome.report} and {outcome.report.parent}/table.md")
     if outcome.tracking_uri:
         here = outcome.tracking_uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}"  # MLflow's default, `mlflow ui`'s too
         browse = "mlflow ui" if here else f"mlflow ui --backend-store-uri {outcome.tracking_uri}"

@@ -1,0 +1,106 @@
+"""``ablate report``: a study's tables and HTML page from its Parquet store or from MLflow alone.
+
+Writes ``reports/<study>/`` (or ``--out``): ``table.md``, ``table.csv``, ``table.tex`` and
+``index.html``, and logs the page and the Markdown table to the study's MLflow parent
+run when the tracking store is reachable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ablate.errors import DataError
+from ablate.report.figures import curves, forest, pareto, size_bars, timeline
+from ablate.report.html import table_to_html, write_html
+from ablate.report.table import best_cells, notes, write_tables, zoo_table
+from ablate.results.aggregate import factor_paths, load_frames, variant_summary
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a study's numbers come from and where its MLflow runs are."""
+
+    study: str
+    description: str = ""
+    results: Path = Path("results")
+    tracking_uri: str | None = None
+    experiment: str | None = None  # None: the study name
+
+
+def baseline_index(trials: pd.DataFrame, baseline: str | None) -> int:
+    """``--baseline``: a variant index or name; None: variant 0."""
+    if baseline is None:
+        return 0
+    names = trials.drop_duplicates("variant").set_index("variant")["variant_name"]
+    if baseline.lstrip("-").isdigit() and int(baseline) in names.index:
+        return int(baseline)
+    match = names[names == baseline]
+    if match.empty:
+        choices = ", ".join(f"{i} ({n})" for i, n in names.sort_index().items())
+        raise DataError(f"--baseline {baseline!r} is not a variant of this study; choose one of: {choices}")
+    return int(match.index[0])
+
+
+def _mlflow(source: Source):
+    """(client, experiment id, parent run id) or None when the store cannot be reached."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from ablate.orchestrate.tracking import ROLE, STUDY
+
+        client = MlflowClient(tracking_uri=source.tracking_uri)
+        experiment = client.get_experiment_by_name(source.experiment or source.study)
+        if experiment is None:
+            return None
+        parents = client.search_runs([experiment.experiment_id],
+                                     f"tags.`{STUDY}` = '{source.study}' and tags.`{ROLE}` = 'study'", max_results=1)
+        return client, experiment.experiment_id, parents[0].info.run_id if parents else None
+    except Exception:  # noqa: BLE001 -- a report from Parquet must not need a tracking server
+        return None
+
+
+def run_links(summary: pd.DataFrame, tracking_uri: str, experiment_id: str) -> list[str | None]:
+    """Each variant's first MLflow run in the UI (``mlflow ui`` locally, the server itself for http URIs)."""
+    ui = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    return [f"{ui}/#/experiments/{experiment_id}/runs/{ids[0]}" if len(ids) else None
+            for ids in summary["mlflow_run_ids"]]
+
+
+def build_report(source: Source, *, out_dir: Path | None = None, from_mlflow: bool = False,
+                 baseline: str | None = None, percent: bool = False) -> dict[str, Path]:
+    """Write the study's report; returns the written files by kind (md, csv, tex, html)."""
+    if from_mlflow:
+        from ablate.results.mlflow_source import frames_from_mlflow
+
+        trials, epochs, info = frames_from_mlflow(source.study, uri=source.tracking_uri, experiment=source.experiment)
+        description = source.description or info["description"]
+    else:
+        trials, epochs = load_frames(Path(source.results) / source.study)
+        description = source.description
+    if trials.empty:
+        raise DataError(f"study '{source.study}' has no recorded trial yet; run it first (ablate run)")
+    out_dir = Path(out_dir) if out_dir is not None else Path("reports") / source.study
+    summary = variant_summary(trials, factors=factor_paths(trials), baseline=baseline_index(trials, baseline),
+                              epochs=epochs)
+    paths = write_tables(summary, out_dir, percent=percent)
+
+    tracking = _mlflow(source)
+    links = run_links(summary, tracking[0].tracking_uri, tracking[1]) if tracking else None
+    display = zoo_table(summary, percent=percent)
+    display.insert(0, "variant", summary["variant_name"].astype(str))
+    best = best_cells(summary, percent=percent)
+    best.insert(0, "variant", False)
+    figures = [("mAP per epoch", curves(trials, epochs)), ("ΔmAP against the baseline", forest(summary)),
+               ("mAP vs Mem", pareto(summary, x="Mem")), ("mAP vs img/s", pareto(summary, x="img/s")),
+               ("APs, APm, APl", size_bars(summary)), ("Trials over time", timeline(trials))]
+    paths["html"] = write_html(out_dir / "index.html", title=f"ablate: {source.study}", description=description,
+                               table_html=table_to_html(display, best=best, links=links), notes=notes(summary),
+                               figures=figures)
+    if tracking and tracking[2]:
+        client, _, parent = tracking
+        for kind in ("html", "md"):
+            client.log_artifact(parent, str(paths[kind]), artifact_path="report")
+    return paths

@@ -1,0 +1,145 @@
+"""The report page: one self-contained HTML file that works offline.
+
+plotly.js is inlined once in ``<head>``; each figure is a ``<div>`` with a stable id
+(``fig-<slug of its name>``) and a small script that draws it.  No script, style or font
+is fetched from anywhere, so the page opens from a laptop, a CI artifact or an MLflow
+artifact view without network access.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
+       padding: 0 1rem; color: #222; }
+h1 { font-size: 1.6rem; margin-bottom: .3rem; }
+h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
+p.description { color: #555; }
+.table-wrap { overflow-x: auto; }
+table.results { border-collapse: collapse; font-size: .85rem; font-variant-numeric: tabular-nums; }
+table.results th, table.results td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; white-space: nowrap; }
+table.results th { background: #f4f4f4; position: sticky; top: 0; }
+table.results td:first-child, table.results th:first-child { text-align: left; }
+table.results tbody tr:nth-child(even) { background: #fafafa; }
+ul.notes { color: #444; font-size: .9rem; }
+.figure { margin: 1rem 0 2rem; }
+"""
+
+
+def figure_id(name: str, taken: set[str]) -> str:
+    """A stable, unique HTML id for a figure named ``name``: ``fig-`` and its slug."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "figure"
+    fid, n = f"fig-{slug}", 2
+    while fid in taken:
+        fid, n = f"fig-{slug}-{n}", n + 1
+    taken.add(fid)
+    return fid
+
+
+def table_to_html(
+    display: pd.DataFrame,
+    *,
+    best: set[tuple[int, str]] | pd.DataFrame | None = None,
+    links: list[str | None] | None = None,
+) -> str:
+    """A plain HTML table of already formatted cells.
+
+    Args:
+        display: the table as display strings, one row per variant.
+        best: ``(row position, column name)`` pairs to show in bold (best value of a column);
+            the position is 0-based in ``display``'s row order, not its index label.  A
+            boolean frame shaped like ``display`` (``table.best_cells``) is accepted too.
+        links: per row, a URL (the variant's MLflow run) that the row's first cell links
+            to, or None for no link.
+
+    Example:
+        ``table_to_html(display, best={(0, "mAP")}, links=[run_url, None])`` bolds the first
+        row's mAP and links the first row's first cell to ``run_url``.
+    """
+    if isinstance(best, pd.DataFrame):
+        marked = best.reindex(index=display.index, columns=display.columns, fill_value=False).fillna(False).to_numpy(bool)
+        best = {(int(i), display.columns[j]) for i, j in zip(*marked.nonzero())}
+    best = best or set()
+    if links is not None and len(links) != len(display):
+        raise ValueError(f"links has {len(links)} entries for {len(display)} table rows")
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in display.columns)
+    rows = []
+    for i, values in enumerate(display.itertuples(index=False, name=None)):
+        cells = []
+        for j, (column, value) in enumerate(zip(display.columns, values)):
+            text = "" if value is None or (isinstance(value, float) and value != value) else html.escape(str(value))
+            if (i, column) in best:
+                text = f"<b>{text}</b>"
+            if j == 0 and links is not None and links[i]:
+                text = f'<a href="{html.escape(links[i], quote=True)}">{text}</a>'
+            cells.append(f"<td>{text}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<table class="results">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(rows) + "\n</tbody>\n</table>"
+
+
+def write_html(
+    path: Path,
+    *,
+    title: str,
+    description: str,
+    table_html: str,
+    notes: list[str],
+    figures: list[tuple[str, go.Figure]],
+) -> Path:
+    """Write the report page to ``path`` atomically and return ``path``.
+
+    Args:
+        path: the page, e.g. ``reports/<study>/index.html``; parent folders are created.
+        title: the page title and heading (plain text).
+        description: a paragraph under the heading (plain text).
+        table_html: the main table as HTML (see `table_to_html`), inserted as is.
+        notes: plain-text remarks under the table (unresolved deltas, seeds needed, ...).
+        figures: ``(name, figure)`` pairs, drawn in order under ``<h2>name</h2>``, each in a
+            ``<div id="fig-<slug of name>">``.
+    """
+    path = Path(path)
+    taken: set[str] = set()
+    sections = []
+    for name, fig in figures:
+        fid = figure_id(name, taken)
+        height = fig.layout.height or 450
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=fid, default_height=f"{height}px",
+                          config={"displaylogo": False, "responsive": True})
+        sections.append(f'<section class="figure">\n<h2>{html.escape(name)}</h2>\n{div}\n</section>')
+    notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    page = "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{CSS}</style>",
+        f'<script type="text/javascript">{get_plotlyjs()}</script>',
+        "</head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="description">{html.escape(description)}</p>',
+        f'<div class="table-wrap">{table_html}</div>',
+        f'<ul class="notes">{notes_html}</ul>' if notes else "",
+        *sections,
+        "</body>",
+        "</html>",
+        "",
+    ])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,236 @@
+"""The comparison table as model zoos print it, from ``variant_summary``: Markdown, CSV, LaTeX.
+
+Columns: ``Network | Dataset | Backbone | style | Lr schd | Mem | mAP | AP50 | APs | APm |
+APl``, then the varied factors (headed by their paths, e.g. ``loss.box``), then ``ΔmAP``
+(mean and confidence interval vs the baseline), ``img/s``, ``epochs``, ``status``.
+``zoo_table`` gives the display strings and ``best_cells`` which of them are best in
+their column, so each writer marks them its own way (bold in Markdown, ``\\textbf`` in
+LaTeX, a class in HTML).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ablate.results.aggregate import AP_COLUMNS
+
+ZOO_COLUMNS = ("Network", "Dataset", "Backbone", "style", "Lr schd", "Mem", "mAP", "AP50", "APs", "APm", "APl")
+HIGHER_BETTER, LOWER_BETTER = (*AP_COLUMNS, "img/s"), ("Mem",)
+MISSING = "—"
+
+
+def factors_of(summary: pd.DataFrame) -> list[str]:
+    """The factor paths of a summary, from its ``factor.<path>`` columns."""
+    return [c[len("factor."):] for c in summary.columns if c.startswith("factor.")]
+
+
+def delta_header(summary: pd.DataFrame) -> str:
+    """``ΔmAP``, or ``Δ<metric>`` when the summary took the delta of another metric."""
+    return "Δ" + summary.attrs.get("metric", "mAP")
+
+
+def table_columns(summary: pd.DataFrame) -> list[str]:
+    """The display columns in order: zoo columns, factor paths, delta, img/s, epochs, status."""
+    return [*ZOO_COLUMNS, *factors_of(summary), delta_header(summary), "img/s", "epochs", "status"]
+
+
+def _is_baseline(summary: pd.DataFrame) -> pd.Series:
+    return summary["variant"] == summary.attrs.get("baseline", summary["variant"].iloc[0])
+
+
+def _rounded(summary: pd.DataFrame, column: str, percent: bool) -> pd.Series:
+    """A numeric column at its display precision (best marks compare what the reader sees)."""
+    values = summary[column].astype(float)
+    if column in AP_COLUMNS:
+        return (values * 100).round(1) if percent else values.round(3)
+    return values.round(0 if column == "Mem" else 1)
+
+
+def format_number(value: float, column: str, percent: bool = False) -> str:
+    """One numeric cell: Mem as integer MiB, AP as 0.405 (or 40.5 with percent), img/s as 43.1.
+
+    Example:
+        >>> format_number(0.40426, "mAP"), format_number(0.40426, "mAP", True), format_number(106.3, "Mem")
+        ('0.404', '40.4', '106')
+    """
+    if value is None or math.isnan(value):
+        return MISSING
+    if column in AP_COLUMNS:
+        return f"{value * 100:.1f}" if percent else f"{value:.3f}"
+    if column == "Mem":
+        return f"{value:.0f}"
+    return f"{value:.1f}"
+
+
+def format_delta(row: dict, *, baseline: bool = False, percent: bool = False) -> str:
+    """The ``ΔmAP`` cell: ``+0.005 [-0.010, +0.020] (n.s.)``, ``+0.005 (1 seed)``, ``—`` for the baseline.
+
+    Args:
+        row: a summary row (``dmAP``, ``dmAP_lo``, ``dmAP_hi``, ``n_seeds``).
+        baseline: the row is the baseline itself.
+        percent: points of AP (one decimal) instead of fractions (three).
+    """
+    mean = row["dmAP"]
+    if baseline or mean is None or math.isnan(mean):
+        return MISSING
+
+    def num(x: float) -> str:
+        return f"{x * 100:+.1f}" if percent else f"{x:+.3f}"
+
+    lo, hi = row["dmAP_lo"], row["dmAP_hi"]
+    if math.isnan(lo) or math.isnan(hi):
+        return f"{num(mean)} ({'1 seed' if row['n_seeds'] <= 1 else 'no interval'})"
+    flag = " (n.s.)" if lo <= 0 <= hi else ""
+    return f"{num(mean)} [{num(lo)}, {num(hi)}]{flag}"
+
+
+def zoo_table(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
+    """The table's display strings, one row per summary row, columns ``table_columns(summary)``.
+
+    Args:
+        summary: ``variant_summary`` output (baseline first).
+        percent: AP columns and the delta in percent with one decimal instead of fractions.
+    """
+    baseline = _is_baseline(summary)
+    out = pd.DataFrame(index=summary.index)
+    for column in ZOO_COLUMNS[:5]:
+        out[column] = summary[column].fillna("").astype(str)
+    for column in ZOO_COLUMNS[5:]:
+        out[column] = [format_number(float(x), column, percent) for x in summary[column]]
+    for path in factors_of(summary):
+        out[path] = summary[f"factor.{path}"].fillna("").astype(str)
+    out[delta_header(summary)] = [format_delta(row, baseline=b, percent=percent)
+                                  for row, b in zip(summary.to_dict("records"), baseline)]
+    out["img/s"] = [format_number(float(x), "img/s") for x in summary["img/s"]]
+    out["epochs"] = summary["epochs"].astype(int).astype(str)
+    out["status"] = summary["status"].astype(str)
+    return out
+
+
+def best_cells(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
+    """True where a cell of ``zoo_table(summary, percent=percent)`` is its column's best.
+
+    Best is the highest AP and img/s and the lowest Mem, compared at display precision
+    (ties are all marked); a column with fewer than two values marks nothing.
+    """
+    best = pd.DataFrame(False, index=summary.index, columns=table_columns(summary))
+    for column in (*HIGHER_BETTER, *LOWER_BETTER):
+        values = _rounded(summary, column, percent)
+        if values.notna().sum() >= 2:
+            best[column] = values == (values.min() if column in LOWER_BETTER else values.max())
+    return best
+
+
+def _numeric(column: str) -> bool:
+    """Right-aligned columns: the numbers and the delta."""
+    return column in ("Mem", *AP_COLUMNS, "img/s", "epochs") or column.startswith("Δ")
+
+
+def markdown(table: pd.DataFrame, best: pd.DataFrame) -> str:
+    """A GitHub pipe table; best cells in bold, numbers right-aligned."""
+    def cell(text: str) -> str:
+        return str(text).replace("|", r"\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(table.columns) + " |",
+             "|" + "|".join("---:" if _numeric(c) else "---" for c in table.columns) + "|"]
+    for texts, marks in zip(table.to_numpy(), best[list(table.columns)].to_numpy()):
+        lines.append("| " + " | ".join(f"**{cell(x)}**" if m else cell(x) for x, m in zip(texts, marks)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}", "<": r"\textless{}",
+        ">": r"\textgreater{}", "Δ": r"$\Delta$", "—": "---"}
+
+
+def tex_escape(text: str) -> str:
+    """LaTeX-safe text for pdflatex: special characters escaped, ``Δ`` and ``—`` spelled out."""
+    return "".join(_TEX.get(c, c) for c in str(text))
+
+
+def latex(table: pd.DataFrame, best: pd.DataFrame) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``); best cells in ``\\textbf``."""
+    spec = "".join("r" if _numeric(c) else "l" for c in table.columns)
+    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(tex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
+    for texts, marks in zip(table.to_numpy(), best[list(table.columns)].to_numpy()):
+        lines.append(" & ".join(rf"\textbf{{{tex_escape(x)}}}" if m else tex_escape(x) for x, m in zip(texts, marks))
+                     + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """The table as plain numbers: the display column order, the delta as ``dmAP, dmAP_lo, dmAP_hi``.
+
+    AP columns stay fractions and Mem stays MiB (unrounded) whatever the display.
+    """
+    columns = [*ZOO_COLUMNS, *(f"factor.{p}" for p in factors_of(summary)),
+               "dmAP", "dmAP_lo", "dmAP_hi", "img/s", "epochs", "status"]
+    out = summary[columns].copy()
+    return out.rename(columns={f"factor.{p}": p for p in factors_of(summary)})
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_tables(summary: pd.DataFrame, out_dir: Path, *, percent: bool = False) -> dict[str, Path]:
+    """Write ``table.md``, ``table.csv`` and ``table.tex`` into ``out_dir``, each atomically.
+
+    Args:
+        summary: ``variant_summary`` output.
+        out_dir: created when missing (e.g. ``reports/<study>``).
+        percent: AP in percent in the Markdown and LaTeX tables (the CSV keeps fractions).
+
+    Returns:
+        ``{"md": path, "csv": path, "tex": path}``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table, best = zoo_table(summary, percent=percent), best_cells(summary, percent=percent)
+    paths = {"md": out_dir / "table.md", "csv": out_dir / "table.csv", "tex": out_dir / "table.tex"}
+    _write_text(paths["md"], markdown(table, best))
+    _write_text(paths["csv"], csv_frame(summary).to_csv(index=False))
+    _write_text(paths["tex"], latex(table, best))
+    return paths
+
+
+def notes(summary: pd.DataFrame) -> list[str]:
+    """Plain sentences for the report: which deltas the seeds cannot tell from noise.
+
+    One per unresolved variant (its delta, seeds, and about how many seeds would resolve
+    it at the measured spread), one per variant without an interval, or a single line
+    when every variant has one seed.
+    """
+    header, baseline = delta_header(summary), _is_baseline(summary)
+    if (summary["n_seeds"] <= 1).all():
+        return ["one seed per variant: no confidence intervals; add seeds to tell tricks from noise"]
+    out = []
+    for row, is_base in zip(summary.to_dict("records"), baseline):
+        if is_base:
+            continue
+        name, mean, n = row["variant_name"], row["dmAP"], int(row["n_seeds"])
+        if math.isnan(mean):
+            why = f"no {header[1:]} to compare ({row['status']})" if n == 0 else "the baseline has no value to compare"
+            out.append(f"{name}: {why}")
+        elif row["resolved"] is None:
+            base_n = int(summary.loc[baseline, "n_seeds"].iloc[0])
+            out.append(f"{name}: {header} {mean:+.3f} from {n} seed{'s' * (n != 1)} against {base_n} of the "
+                       "baseline: no confidence interval; add seeds to tell it from noise")
+        elif not row["resolved"]:
+            need = row["seeds_to_resolve"]
+            fix = (f"about {int(need)} seeds would resolve it at the measured spread" if need is not None
+                   else "no difference was measured" if mean == 0
+                   else "more than 1000 seeds would be needed at the measured spread")
+            out.append(f"{name}: {header} {mean:+.3f} is within the noise of {n} seeds; {fix}")
+    if summary["status"].astype(str).str.contains("pruned").any():
+        out.append(f"pruned variants show their last evaluation; their {header} is taken against the baseline "
+                   "at the same epoch and seed, so it says how far behind they were when ASHA stopped them")
+    return out

@@ -1,0 +1,348 @@
+"""The report's figures and its self-contained HTML page, checked by hand and in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from plotly.offline import get_plotlyjs
+
+from ablate.report import figures
+from ablate.report.html import table_to_html, write_html
+
+T0 = 1_700_000_000.0
+NAMES = {0: "baseline", 1: "loss.box=diou", 2: "loss.box=eiou"}
+
+
+def _store() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """3 variants x 2 seeds x 4 epochs; (2, seed 1) is pruned after epoch 2, (1, seed 1) fails in epoch 3."""
+    trials, epochs = [], []
+    for i, (variant, seed) in enumerate((v, s) for v in NAMES for s in (0, 1)):
+        status, label, reason, n = "completed", "completed", "", 4
+        if (variant, seed) == (2, 1):
+            status, label, n = "pruned", "pruned@epoch 2", 2
+        if (variant, seed) == (1, 1):
+            status, reason, n = "failed", "loss is nan at epoch 3", 2
+            label = f"failed: {reason}"
+        tid = f"t{variant}{seed}"
+        start = T0 + 60 * i
+        trials.append(dict(
+            trial_id=tid, variant=variant, variant_name=NAMES[variant], seed=seed, status=status, status_label=label,
+            reason=reason, epochs=n, final_mAP=0.1 * n + 0.02 * variant, started_at=start, ended_at=start + 30 * n,
+            retries=1 if status == "failed" else 0, mlflow_run_id=f"run{tid}", **{"factor.loss.box": NAMES[variant]},
+        ))
+        epochs += [dict(trial_id=tid, epoch=e, mAP=0.1 * e + 0.02 * variant + 0.01 * seed, loss=2.0 / e) for e in range(1, n + 1)]
+    return pd.DataFrame(trials), pd.DataFrame(epochs)
+
+
+def _summary() -> pd.DataFrame:
+    """The per-variant summary as the aggregation builds it, for the store above."""
+    return pd.DataFrame({
+        "variant": [0, 1, 2],
+        "variant_name": list(NAMES.values()),
+        "factor.loss.box": list(NAMES.values()),
+        "Network": "FCOS", "Dataset": "toy", "Backbone": "R-18", "style": "pytorch", "Lr schd": "0.01_4e",
+        "Mem": [100.0, 120.0, 90.0],
+        "mAP": [0.405, 0.42, 0.24],
+        "AP50": [0.6, 0.62, 0.4],
+        "APs": [0.2, 0.21, 0.1], "APm": [0.4, 0.42, 0.3], "APl": [0.5, 0.52, 0.35],
+        "n_seeds": [2, 1, 1],
+        "seeds": [[0, 1], [0], [0]],
+        "dmAP": [np.nan, 0.02, -0.165],
+        "dmAP_lo": [np.nan, -0.01, np.nan],
+        "dmAP_hi": [np.nan, 0.05, np.nan],
+        "paired": [None, True, False],
+        "resolved": [None, False, None],
+        "seeds_to_resolve": [np.nan, 9, np.nan],
+        "img/s": [40.0, 30.0, 50.0],
+        "epochs": [4, 4, 2],
+        "status": ["completed", "completed (1 failed)", "pruned@epoch 2"],
+        "mlflow_run_ids": [["runt00", "runt01"], ["runt10"], ["runt20", "runt21"]],
+    })
+
+
+def _all_figures(trials, epochs, summary) -> list[tuple[str, go.Figure]]:
+    return [
+        ("mAP per epoch", figures.curves(trials, epochs)),
+        ("ΔmAP vs baseline", figures.forest(summary)),
+        ("mAP vs Mem", figures.pareto(summary, x="Mem")),
+        ("mAP vs img/s", figures.pareto(summary, x="img/s")),
+        ("AP by object size", figures.size_bars(summary)),
+        ("Timeline", figures.timeline(trials)),
+    ]
+
+
+def _page(path: Path, figs, table_html: str = "<table><tr><td>t</td></tr></table>") -> Path:
+    return write_html(path, title="loss_ablation", description="A <toy> study.", table_html=table_html,
+                      notes=["1 delta is not resolved"], figures=figs)
+
+
+FIGURE_IDS = ["fig-map-per-epoch", "fig-map-vs-baseline", "fig-map-vs-mem", "fig-map-vs-img-s", "fig-ap-by-object-size",
+              "fig-timeline"]
+
+
+# --- figures ---------------------------------------------------------------------------------------------------------
+
+
+def test_curves_mean_band_pruning_and_failures():
+    trials, epochs = _store()
+    fig = figures.curves(trials, epochs)
+    means = {t.legendgroup: t for t in fig.data if t.mode == "lines+markers"}
+    # failed trial left out of the line and named in the legend and hover
+    assert means["v1"].name == "loss.box=diou (1 failed)"
+    assert "loss is nan at epoch 3" in means["v1"].hovertemplate
+    assert list(means["v1"].y) == pytest.approx([0.12, 0.22, 0.32, 0.42])
+    # mean over the two seeds where both ran, the survivor alone after the pruning
+    assert list(means["v2"].y) == pytest.approx([0.145, 0.245, 0.34, 0.44])
+    band_lo = next(t for t in fig.data if t.legendgroup == "v0" and t.fill == "tonexty")
+    assert list(band_lo.y) == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    pruned = [t for t in fig.data if t.mode == "markers" and t.marker.symbol == "x" and t.legendgroup == "v2"]
+    assert len(pruned) == 1 and list(pruned[0].x) == [2] and list(pruned[0].y) == pytest.approx([0.25])
+
+
+def test_curves_names_the_metrics_it_has():
+    trials, epochs = _store()
+    with pytest.raises(ValueError, match=r"'AP99'.*'mAP'"):
+        figures.curves(trials, epochs, metric="AP99")
+
+
+def test_forest_styles_resolved_unresolved_and_no_interval():
+    summary = pd.concat([_summary(), _summary().iloc[[1]].assign(
+        variant=3, variant_name="loss.box=ciou", dmAP=0.05, dmAP_lo=0.02, dmAP_hi=0.08, resolved=True)], ignore_index=True)
+    fig = figures.forest(summary)
+    traces = {t.name: t for t in fig.data}
+    assert set(traces) == {"resolved, better", "not resolved (interval contains 0)", "no interval (one seed)"}
+    unresolved = traces["not resolved (interval contains 0)"]
+    assert list(unresolved.y) == ["loss.box=diou"]
+    assert list(unresolved.error_x.array) == pytest.approx([0.03])
+    assert list(unresolved.error_x.arrayminus) == pytest.approx([0.03])
+    assert traces["no interval (one seed)"].error_x.array is None
+    assert list(traces["resolved, better"].y) == ["loss.box=ciou"]
+    assert any(s.type == "line" and s.x0 == 0 and s.x1 == 0 for s in fig.layout.shapes)
+
+
+@pytest.mark.parametrize("x, front", [("Mem", [90.0, 100.0, 120.0]), ("img/s", [30.0, 40.0, 50.0])])
+def test_pareto_front(x, front):
+    summary = pd.DataFrame({"variant": range(4), "variant_name": list("abcd"), "status": "completed",
+                            "mAP": [0.40, 0.45, 0.30, 0.44], "Mem": [100.0, 120.0, 90.0, 150.0],
+                            "img/s": [40.0, 30.0, 50.0, 20.0]})
+    fig = figures.pareto(summary, x=x)
+    line = next(t for t in fig.data if t.name == "Pareto front")
+    assert list(line.x) == front
+    assert line.line.shape == ("hv" if x == "Mem" else "vh")
+    assert list(next(t for t in fig.data if t.name == "dominated").text) == ["d"]
+
+
+def test_pareto_keeps_partial_variants_off_the_front():
+    fig = figures.pareto(_summary(), x="Mem")
+    assert list(next(t for t in fig.data if t.name == "not completed (partial mAP)").text) == ["loss.box=eiou"]
+    assert list(next(t for t in fig.data if t.name == "Pareto front").x) == [100.0, 120.0]
+    with pytest.raises(ValueError, match="img/s"):
+        figures.pareto(_summary(), x="AP50")
+
+
+def test_size_bars_and_timeline():
+    trials, _ = _store()
+    bars = figures.size_bars(_summary())
+    assert [t.name for t in bars.data] == ["APs", "APm", "APl"] and bars.layout.barmode == "group"
+    fig = figures.timeline(trials)
+    by_status = {t.name: t for t in fig.data}
+    assert set(by_status) == {"completed (4)", "pruned (1)", "failed (1)"}
+    failed = by_status["failed (1)"]
+    assert list(failed.base) == pytest.approx([3.0]) and list(failed.x) == pytest.approx([1.0])
+    assert "retries" in failed.hovertemplate and failed.customdata[0][5] == "1"
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_timeline_without_timestamps_says_so(drop):
+    trials, _ = _store()
+    trials = trials.drop(columns=["started_at", "ended_at", "retries"]) if drop else trials.assign(started_at=np.nan)
+    fig = figures.timeline(trials)
+    assert fig.data == () and "timestamp" in fig.layout.annotations[0].text
+
+
+# --- page --------------------------------------------------------------------------------------------------------------
+
+
+def test_page_is_self_contained(tmp_path):
+    trials, epochs = _store()
+    path = _page(tmp_path / "reports" / "index.html", _all_figures(trials, epochs, _summary()))
+    page = path.read_text()
+    assert page.count(get_plotlyjs()) == 1
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.I)
+    assert not re.search(r"<link[^>]*\bhref\s*=\s*[\"']?(https?:)?//", page, re.I)
+    for fid in FIGURE_IDS:
+        assert page.count(f'id="{fid}"') == 1
+    assert "A &lt;toy&gt; study." in page
+    assert [p.name for p in path.parent.iterdir()] == ["index.html"]  # no temp file left behind
+
+
+def test_table_to_html_escapes_bolds_and_links():
+    display = pd.DataFrame({"Network": ["FCOS <R18>", "FCOS"], "mAP": ["0.412", "0.398"], "status": ["completed", None]})
+    out = table_to_html(display, best={(0, "mAP")}, links=['http://mlflow/#/runs/a?x=1&y="2"', None])
+    rows = re.findall(r"<tr>(.*?)</tr>", out)
+    assert rows[0] == "<th>Network</th><th>mAP</th><th>status</th>"
+    assert rows[1] == ('<td><a href="http://mlflow/#/runs/a?x=1&amp;y=&quot;2&quot;">FCOS &lt;R18&gt;</a></td>'
+                       "<td><b>0.412</b></td><td>completed</td>")
+    assert rows[2] == "<td>FCOS</td><td>0.398</td><td></td>"
+    # a boolean frame like table.best_cells marks the same cells
+    best = pd.DataFrame({"Network": [False, False], "mAP": [True, False]}, index=[5, 6])
+    assert table_to_html(display.set_axis([5, 6]), best=best) == table_to_html(display, best={(0, "mAP")})
+    with pytest.raises(ValueError, match="links"):
+        table_to_html(display, links=[None])
+
+
+def _synthetic(n_variants: int = 200, n_seeds: int = 50, n_epochs: int = 50):
+    """n_variants x n_seeds trials x n_epochs epochs; every 10th trial is pruned, every 50th failed."""
+    rng = np.random.default_rng(0)
+    n = n_variants * n_seeds
+    variant, seed = np.repeat(np.arange(n_variants), n_seeds), np.tile(np.arange(n_seeds), n_variants)
+    ids = np.array([f"t{i:05d}" for i in range(n)])
+    status = np.where(np.arange(n) % 50 == 7, "failed", np.where(np.arange(n) % 10 == 3, "pruned", "completed"))
+    last = np.where(status == "completed", n_epochs, rng.integers(1, n_epochs, n))
+    start = T0 + np.arange(n) * 5.0
+    trials = pd.DataFrame({
+        "trial_id": ids, "variant": variant, "variant_name": [f"v{v}" for v in variant], "seed": seed,
+        "status": status, "status_label": status, "reason": np.where(status == "failed", "nan loss", ""),
+        "started_at": start, "ended_at": start + last * 3.0, "retries": (np.arange(n) % 97 == 0).astype(int),
+    })
+    epoch = np.tile(np.arange(1, n_epochs + 1), n)
+    rows = np.repeat(np.arange(n), n_epochs)
+    keep = epoch <= last[rows]
+    epochs = pd.DataFrame({"trial_id": ids[rows][keep], "epoch": epoch[keep],
+                           "mAP": (0.4 * (1 - np.exp(-epoch / 10)) + 0.001 * variant[rows] + rng.normal(0, 0.01, rows.size))[keep]})
+    summary = pd.DataFrame({"variant": np.arange(n_variants), "variant_name": [f"v{v}" for v in range(n_variants)],
+                            "Mem": rng.uniform(90, 200, n_variants), "img/s": rng.uniform(20, 60, n_variants),
+                            "mAP": rng.uniform(0.3, 0.45, n_variants), "APs": 0.2, "APm": 0.4, "APl": 0.5,
+                            "dmAP": rng.normal(0, 0.01, n_variants), "n_seeds": n_seeds, "status": "completed"})
+    summary["dmAP_lo"], summary["dmAP_hi"] = summary["dmAP"] - 0.005, summary["dmAP"] + 0.005
+    return trials, epochs, summary
+
+
+def test_report_over_10000_trials_is_fast(tmp_path):
+    trials, epochs, summary = _synthetic()
+    started = time.perf_counter()
+    path = _page(tmp_path / "index.html", _all_figures(trials, epochs, summary))
+    elapsed = time.perf_counter() - started
+    print(f"{len(trials)} trials, {len(epochs)} epoch rows: figures and page in {elapsed:.1f} s, "
+          f"{path.stat().st_size / 1e6:.1f} MB")
+    assert elapsed < 60  # a sanity bound; it takes a few seconds
+
+
+# --- headless Chromium -------------------------------------------------------------------------------------------------
+
+BROWSERS = ("chromium", "chromium-browser")
+
+
+def _find_or_install_chromium() -> tuple[str | None, str]:
+    """(path to chromium or None, why not): installs Debian's package when root with apt-get."""
+    found = next(filter(None, map(shutil.which, BROWSERS)), None)
+    if found:
+        return found, ""
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
+        return None, "chromium not found and cannot be installed here (needs root and apt-get)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    try:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=300)
+        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"installing chromium failed: {e}"
+    found = next(filter(None, map(shutil.which, BROWSERS)), None)
+    return found, "" if found else f"apt-get install chromium failed: {done.stderr.strip()[-500:]}"
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    path, why = _find_or_install_chromium()
+    if path is None:
+        print(f"skipping the Chromium check: {why}")
+        pytest.skip(why)
+    return path
+
+
+def _render(chromium: str, page: Path, profile: Path) -> tuple[list[str], str]:
+    """(console messages, DOM after scripts ran).
+
+    Chromium logs every console message (log, warn, error, uncaught exception) to
+    stderr as ``[...:INFO:CONSOLE:<line>] "<message>", source: <url> (<line>)``, all at
+    INFO level, so the level cannot be told apart: any console line counts as an error
+    (the report page writes none).
+    """
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+               "--virtual-time-budget=10000", f"--user-data-dir={profile}", "--dump-dom", page.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    return console, done.stdout
+
+
+class _RenderedPlots(HTMLParser):
+    """Ids of the given divs that contain a plotly ``<svg class="main-svg">``."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self, ids):
+        super().__init__()
+        self.ids, self.stack, self.rendered = set(ids), [], set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        inside = self.stack[-1][1] if self.stack else None
+        inside = attrs.get("id") if attrs.get("id") in self.ids else inside
+        if inside and "main-svg" in (attrs.get("class") or "").split():
+            self.rendered.add(inside)
+        if tag not in self.VOID:
+            self.stack.append((tag, inside))
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in self.VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        while self.stack and self.stack.pop()[0] != tag:
+            pass
+
+
+def _rendered(dom: str, ids) -> set[str]:
+    parser = _RenderedPlots(ids)
+    parser.feed(dom)
+    return parser.rendered
+
+
+def test_page_renders_in_headless_chromium(tmp_path, chromium):
+    trials, epochs = _store()
+    summary = _summary()
+    display = summary[["variant_name", "mAP", "status"]].astype(str)
+    table = table_to_html(display, best={(1, "mAP")}, links=[f"http://localhost:5000/#/runs/{r[0]}" for r in summary["mlflow_run_ids"]])
+    page = _page(tmp_path / "index.html", _all_figures(trials, epochs, summary), table_html=table)
+    started = time.perf_counter()
+    console, dom = _render(chromium, page, tmp_path / "profile")
+    print(f"chromium rendered the page in {time.perf_counter() - started:.1f} s")
+    assert console == []
+    assert _rendered(dom, FIGURE_IDS) == set(FIGURE_IDS)
+    assert 'href="http://localhost:5000/#/runs/runt00"' in dom
+
+
+def test_chromium_check_catches_a_broken_page(tmp_path, chromium):
+    """The check above can fail: a throwing script is reported, an undrawn figure is missed."""
+    trials, epochs = _store()
+    figs = [("mAP per epoch", figures.curves(trials, epochs))]
+    page = _page(tmp_path / "index.html", figs, table_html='<script>throw new Error("deliberately broken")</script>')
+    text = page.read_text()
+    at = text.rfind("Plotly.newPlot(")  # the figure's own call, after the inlined plotly.js
+    page.write_text(text[:at] + "Plotly.newPlotX(" + text[at + len("Plotly.newPlot("):])
+    console, dom = _render(chromium, page, tmp_path / "profile")
+    assert any("Uncaught Error: deliberately broken" in line for line in console)
+    assert any("newPlotX is not a function" in line for line in console)
+    assert _rendered(dom, ["fig-map-per-epoch"]) == set()

@@ -1,0 +1,168 @@
+"""The comparison table: column order, delta cells, best marks, and the three files."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ablate.report.table import (
+    ZOO_COLUMNS,
+    best_cells,
+    format_delta,
+    notes,
+    tex_escape,
+    write_tables,
+    zoo_table,
+)
+from ablate.results.aggregate import variant_summary
+
+HEADER = ("| Network | Dataset | Backbone | style | Lr schd | Mem | mAP | AP50 | APs | APm | APl | loss.box "
+          "| ΔmAP | img/s | epochs | status |")
+LEVELS = {0: "smooth_l1", 1: "giou", 2: "diou", 3: "ciou"}
+
+
+def _trial(variant: int, seed: int, mAP: float | None, *, status: str = "completed", epochs: int = 3,
+           reason: str = "", mem: float = 100.0, speed: float = 40.0) -> dict:
+    ap = {} if mAP is None else {"final_mAP": mAP, "final_AP50": mAP + 0.2, "final_APs": mAP - 0.1,
+                                  "final_APm": mAP + 0.05, "final_APl": mAP + 0.1}
+    return {"trial_id": f"t{variant}-{seed}", "variant": variant,
+            "variant_name": "baseline" if variant == 0 else f"loss.box={LEVELS[variant]}", "seed": seed,
+            "mlflow_run_id": f"run{variant}{seed}", "factor.loss.box": LEVELS[variant], "status": status,
+            "reason": reason, "epochs": epochs, **ap, "peak_mem_mb": mem, "imgs_per_s": speed}
+
+
+def _summary(rows: list[dict]) -> pd.DataFrame:
+    return variant_summary(pd.DataFrame(rows), factors=["loss.box"])
+
+
+STUDY = _summary([
+    _trial(0, 0, 0.400, mem=100.4, speed=40), _trial(0, 1, 0.410, mem=100.2, speed=41),
+    _trial(1, 0, 0.405, mem=120.0, speed=30), _trial(1, 1, 0.420, mem=121.0, speed=31),  # unresolved
+    _trial(2, 0, 0.450, mem=90.0, speed=50), _trial(2, 1, 0.462, mem=90.0, speed=50),  # resolved, best
+    _trial(3, 0, 0.100, status="pruned", epochs=1, mem=80.0, speed=60),
+    _trial(3, 1, None, status="failed", epochs=0, reason="OOM at batch_size 16", mem=math.nan, speed=math.nan),
+])
+
+
+def test_markdown_header_matches_the_column_order_exactly(tmp_path):
+    paths = write_tables(STUDY, tmp_path)
+    lines = paths["md"].read_text().splitlines()
+    assert lines[0] == HEADER
+    assert lines[1] == "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"
+    assert len(lines) == 2 + len(STUDY)
+    assert list(zoo_table(STUDY).columns) == [*ZOO_COLUMNS, "loss.box", "ΔmAP", "img/s", "epochs", "status"]
+
+
+def test_delta_cells_show_the_paired_interval_computed_independently():
+    table = zoo_table(STUDY)
+    d = pd.Series([0.405 - 0.400, 0.420 - 0.410])
+    half = stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
+    lo, hi = d.mean() - half, d.mean() + half
+    assert lo < 0 < hi
+    assert table.loc[1, "ΔmAP"] == f"{d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] (n.s.)"
+    assert table.loc[0, "ΔmAP"] == "—"
+    assert "(n.s.)" not in table.loc[2, "ΔmAP"] and table.loc[2, "ΔmAP"].startswith("+0.051 [")
+
+
+def test_format_delta_cases():
+    row = {"dmAP": 0.005, "dmAP_lo": -0.010, "dmAP_hi": 0.020, "n_seeds": 3}
+    assert format_delta(row) == "+0.005 [-0.010, +0.020] (n.s.)"
+    assert format_delta(row, percent=True) == "+0.5 [-1.0, +2.0] (n.s.)"
+    assert format_delta({**row, "dmAP_lo": 0.001}) == "+0.005 [+0.001, +0.020]"
+    assert format_delta({**row, "dmAP_lo": math.nan, "dmAP_hi": math.nan, "n_seeds": 1}) == "+0.005 (1 seed)"
+    assert format_delta({**row, "dmAP_lo": math.nan, "dmAP_hi": math.nan}) == "+0.005 (no interval)"
+    assert format_delta(row, baseline=True) == "—"
+    assert format_delta({**row, "dmAP": math.nan}) == "—"
+
+
+def test_one_seed_study_shows_no_interval_and_says_so():
+    one = _summary([_trial(0, 0, 0.40), _trial(1, 0, 0.43), _trial(2, 0, 0.39)])
+    deltas = zoo_table(one)["ΔmAP"].tolist()
+    assert deltas == ["—", "+0.030 (1 seed)", "-0.010 (1 seed)"]
+    assert notes(one) == ["one seed per variant: no confidence intervals; add seeds to tell tricks from noise"]
+
+
+def test_notes_name_unresolved_variants_and_the_seeds_they_need():
+    need = STUDY.loc[1, "seeds_to_resolve"]
+    assert isinstance(need, int) and need > 2
+    giou, ciou = STUDY.loc[1, "dmAP"], STUDY.loc[3, "dmAP"]
+    assert ciou == pytest.approx(0.100 - 0.405)
+    assert notes(STUDY) == [
+        f"loss.box=giou: ΔmAP {giou:+.3f} is within the noise of 2 seeds; about {need} seeds would resolve it "
+        "at the measured spread",
+        f"loss.box=ciou: ΔmAP {ciou:+.3f} from 1 seed against 2 of the baseline: no confidence interval; "
+        "add seeds to tell it from noise",
+        "pruned variants show their last evaluation; their ΔmAP is taken against the baseline at the same "
+        "epoch and seed, so it says how far behind they were when ASHA stopped them",
+    ]
+
+
+def test_pruned_and_failed_variants_are_in_the_table_with_their_status():
+    table = zoo_table(STUDY)
+    assert table["loss.box"].tolist() == ["smooth_l1", "giou", "diou", "ciou"]
+    assert table.loc[3, "status"] == "pruned@1 1, failed 1 (OOM at batch_size 16)"
+    assert table.loc[3, "mAP"] == "0.100" and table.loc[3, "epochs"] == "1"
+    all_failed = _summary([_trial(0, 0, 0.4), _trial(1, 0, None, status="failed", epochs=0, reason="OOM",
+                                                       mem=math.nan, speed=math.nan)])
+    row = zoo_table(all_failed).loc[1]
+    assert (row["mAP"], row["Mem"], row["ΔmAP"], row["status"]) == ("—", "—", "—", "failed: OOM")
+    two = _summary([_trial(0, 0, 0.4), _trial(0, 1, 0.41), _trial(1, 0, None, status="failed", epochs=0, reason="OOM")])
+    assert notes(two) == ["loss.box=giou: no mAP to compare (failed: OOM)"]
+
+
+def test_numbers_are_formatted_like_model_zoos():
+    table = zoo_table(STUDY)
+    assert table.loc[0, ["Mem", "mAP", "AP50", "APs", "img/s"]].tolist() == ["100", "0.405", "0.605", "0.305", "40.5"]
+    percent = zoo_table(STUDY, percent=True)
+    assert percent.loc[0, ["mAP", "AP50"]].tolist() == ["40.5", "60.5"]
+    assert percent.loc[1, "ΔmAP"].startswith(f"{STUDY.loc[1, 'dmAP'] * 100:+.1f} [")
+
+
+def test_best_cells_mark_max_ap_and_speed_min_memory_and_ties():
+    best = best_cells(STUDY)
+    for column in ("mAP", "AP50", "APs", "APm", "APl"):
+        assert best[column].tolist() == [False, False, True, False]
+    assert best["Mem"].tolist() == [False, False, False, True]  # 80 MiB; the failed seed has no value
+    assert best["img/s"].tolist() == [False, False, False, True]
+    assert not best[["Network", "loss.box", "ΔmAP", "epochs", "status"]].any().any()
+    tie = _summary([_trial(0, 0, 0.4, mem=100.2), _trial(1, 0, 0.4, mem=99.8)])
+    assert best_cells(tie)["mAP"].tolist() == [True, True]
+    assert best_cells(tie)["Mem"].tolist() == [True, True]  # both show 100
+
+
+def test_writers_mark_best_cells_their_own_way(tmp_path):
+    paths = write_tables(STUDY, tmp_path)
+    md = paths["md"].read_text().splitlines()
+    assert "| **0.456** |" in md[4] and "| **50.0** |" not in md[4]
+    assert "| **80** |" in md[5] and "| **60.0** |" in md[5]
+    tex = paths["tex"].read_text()
+    assert r"\textbf{0.456}" in tex and r"\textbf{80}" in tex
+
+
+def test_latex_is_a_booktabs_tabular_with_escaped_text(tmp_path):
+    tex = write_tables(STUDY, tmp_path)["tex"].read_text().splitlines()
+    assert tex[0] == r"\begin{tabular}{lllllrrrrrrlrrrl}"
+    assert tex[1] == r"\toprule" and tex[3] == r"\midrule" and tex[-2:] == [r"\bottomrule", r"\end{tabular}"]
+    assert tex[2].startswith(r"Network & Dataset & Backbone & style & Lr schd & Mem & mAP")
+    assert r"loss.box & $\Delta$mAP & img/s" in tex[2]
+    assert r"smooth\_l1" in tex[4] and "---" in tex[4]
+    assert tex_escape("a_b & 50% #1 {x} $ ~ ^ \\") == (
+        r"a\_b \& 50\% \#1 \{x\} \$ \textasciitilde{} \textasciicircum{} \textbackslash{}")
+
+
+def test_csv_holds_plain_numbers_in_the_table_order(tmp_path):
+    csv = pd.read_csv(write_tables(STUDY, tmp_path, percent=True)["csv"])
+    assert list(csv.columns) == [*ZOO_COLUMNS, "loss.box", "dmAP", "dmAP_lo", "dmAP_hi", "img/s", "epochs", "status"]
+    for column in ("Mem", "mAP", "AP50", "dmAP", "dmAP_lo", "dmAP_hi", "img/s"):
+        assert csv[column].to_numpy() == pytest.approx(STUDY[column].to_numpy(dtype=float), nan_ok=True)
+    assert csv["status"].tolist() == STUDY["status"].tolist()
+
+
+def test_write_tables_leaves_no_temporary_files(tmp_path):
+    out = tmp_path / "reports" / "s"
+    paths = write_tables(STUDY, out)
+    assert set(paths) == {"md", "csv", "tex"}
+    assert sorted(p.name for p in out.iterdir()) == ["table.csv", "table.md", "table.tex"]

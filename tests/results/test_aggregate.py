@@ -1,0 +1,253 @@
+"""variant_summary: seeds aggregated, deltas vs the baseline, checked against independent computations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ablate.errors import DataError
+from ablate.results.aggregate import (
+    delta_stats,
+    factor_paths,
+    load_frames,
+    seeds_to_resolve,
+    status_text,
+    trial_status,
+    variant_summary,
+    zoo_fields,
+)
+from ablate.results.store import ResultsStore
+from ablate.study.expand import config_dict
+from ablate.study.schema import TrialConfig
+
+LEVELS = {0: "smooth_l1", 1: "giou", 2: "diou", 3: "ciou"}
+
+
+def _trial(variant: int, seed: int, mAP: float | None, *, status: str = "completed", epochs: int = 3,
+           reason: str = "", mem: float = 100.0, speed: float = 40.0, **extra) -> dict:
+    """One trials.parquet row; the other APs are offsets of mAP so each column is distinct."""
+    ap = {} if mAP is None else {"final_mAP": mAP, "final_AP50": mAP + 0.2, "final_APs": mAP - 0.1,
+                                  "final_APm": mAP + 0.05, "final_APl": mAP + 0.1}
+    return {"trial_id": f"t{variant}-{seed}", "study": "s", "variant": variant,
+            "variant_name": "baseline" if variant == 0 else f"loss.box={LEVELS[variant]}", "seed": seed,
+            "mlflow_run_id": f"run{variant}{seed}", "factor.loss.box": LEVELS[variant], "status": status,
+            "reason": reason, "epochs": epochs, **ap, "peak_mem_mb": mem, "imgs_per_s": speed, **extra}
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows)
+
+
+PAIRED = _frame([
+    _trial(0, 0, 0.400, mem=100, speed=40), _trial(0, 1, 0.410, mem=102, speed=42),
+    _trial(0, 2, 0.420, mem=101, speed=41),
+    _trial(1, 0, 0.405, mem=110, speed=30), _trial(1, 1, 0.420, mem=111, speed=31),
+    _trial(1, 2, 0.426, mem=109, speed=35),
+])
+
+
+def test_columns_are_exactly_the_documented_ones():
+    s = variant_summary(PAIRED, factors=["loss.box"])
+    assert list(s.columns) == [
+        "variant", "variant_name", "factor.loss.box", "Network", "Dataset", "Backbone", "style", "Lr schd", "Mem",
+        "mAP", "AP50", "APs", "APm", "APl", "n_seeds", "seeds", "dmAP", "dmAP_lo", "dmAP_hi", "paired", "resolved",
+        "seeds_to_resolve", "img/s", "epochs", "status", "mlflow_run_ids"]
+    assert s.attrs == {"metric": "mAP", "baseline": 0, "confidence": 0.95}
+
+
+def test_means_and_paired_interval_equal_independent_pandas_and_scipy():
+    s = variant_summary(PAIRED, factors=["loss.box"]).set_index("variant")
+    by = PAIRED.groupby("variant")
+    for col in ("mAP", "AP50", "APs", "APm", "APl"):
+        assert s[col].to_numpy() == pytest.approx(by[f"final_{col}"].mean().to_numpy())
+    assert s["Mem"].tolist() == by["peak_mem_mb"].max().tolist() == [102, 111]
+    assert s["img/s"].tolist() == by["imgs_per_s"].median().tolist() == [41, 31]
+
+    wide = PAIRED.pivot(index="seed", columns="variant", values="final_mAP")
+    d = wide[1] - wide[0]  # [0.005, 0.010, 0.006]
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    row = s.loc[1]
+    assert row["paired"] and row["n_seeds"] == 3 and row["seeds"] == [0, 1, 2]
+    assert row["dmAP"] == pytest.approx(d.mean())
+    assert (row["dmAP_lo"], row["dmAP_hi"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert row["resolved"] is True and row["seeds_to_resolve"] is None
+    assert row["mlflow_run_ids"] == ["run10", "run11", "run12"]
+
+
+def test_baseline_row_comes_first_with_zero_delta_and_no_interval():
+    s = variant_summary(PAIRED.iloc[::-1], factors=["loss.box"])
+    base = s.iloc[0]
+    assert base["variant"] == 0 and base["dmAP"] == 0.0
+    assert math.isnan(base["dmAP_lo"]) and math.isnan(base["dmAP_hi"])
+    assert base["resolved"] is None and base["seeds_to_resolve"] is None and not base["paired"]
+    other = variant_summary(PAIRED, factors=["loss.box"], baseline=1)
+    assert other["variant"].tolist() == [1, 0]
+    assert other.iloc[1]["dmAP"] == pytest.approx(-s.iloc[1]["dmAP"])
+
+
+def test_unpaired_welch_interval_when_the_seeds_differ():
+    trials = _frame([_trial(0, s, m) for s, m in zip((0, 1, 2), (0.40, 0.41, 0.43))]
+                    + [_trial(1, s, m) for s, m in zip((3, 4), (0.45, 0.46))])
+    row = variant_summary(trials, factors=["loss.box"]).iloc[1]
+    v, b = np.array([0.45, 0.46]), np.array([0.40, 0.41, 0.43])
+    expected = stats.ttest_ind(v, b, equal_var=False).confidence_interval(0.95)
+    assert not row["paired"]
+    assert row["dmAP"] == pytest.approx(v.mean() - b.mean())
+    assert (row["dmAP_lo"], row["dmAP_hi"]) == pytest.approx((expected.low, expected.high))
+
+
+def test_one_seed_gives_the_difference_of_means_and_no_interval():
+    trials = _frame([_trial(0, 0, 0.40), _trial(1, 0, 0.43)])
+    row = variant_summary(trials, factors=["loss.box"]).iloc[1]
+    assert row["dmAP"] == pytest.approx(0.03) and row["n_seeds"] == 1
+    assert math.isnan(row["dmAP_lo"]) and math.isnan(row["dmAP_hi"])
+    assert row["resolved"] is None and row["seeds_to_resolve"] is None
+
+
+def test_zero_spread_is_an_interval_of_width_zero():
+    same = delta_stats({0: 0.41, 1: 0.42}, {0: 0.40, 1: 0.41}, 0.95)
+    assert same["dmAP_lo"] == pytest.approx(0.01) and same["dmAP_hi"] == pytest.approx(0.01)
+    assert same["resolved"] is True
+    none = delta_stats({0: 0.40, 1: 0.41}, {0: 0.40, 1: 0.41}, 0.95)
+    assert (none["dmAP"], none["dmAP_lo"], none["dmAP_hi"]) == (0.0, 0.0, 0.0)
+    assert none["resolved"] is False and none["seeds_to_resolve"] is None
+    welch = delta_stats({0: 0.5, 1: 0.5}, {2: 0.4, 3: 0.4}, 0.95)
+    assert welch["paired"] is False and welch["dmAP_lo"] == welch["dmAP_hi"] == pytest.approx(0.1)
+
+
+def test_unresolved_delta_says_how_many_seeds_would_resolve_it():
+    trials = _frame([_trial(0, 0, 0.40), _trial(0, 1, 0.41), _trial(1, 0, 0.41), _trial(1, 1, 0.41)])
+    row = variant_summary(trials, factors=["loss.box"]).iloc[1]
+    d = np.array([0.01, 0.0])
+    assert row["resolved"] is False and row["dmAP_lo"] < 0 < row["dmAP_hi"]
+    n = next(n for n in range(2, 1001) if stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n) < d.mean())
+    assert row["seeds_to_resolve"] == n
+
+
+def test_seeds_to_resolve_is_the_first_n_whose_half_width_is_below_the_delta():
+    def half(n, df):
+        return stats.t.ppf(0.975, df) * 0.01 / math.sqrt(n)
+
+    n = seeds_to_resolve(0.01, 0.01, confidence=0.95)
+    assert half(n, n - 1) < 0.01 <= half(n - 1, n - 2)
+    m = seeds_to_resolve(0.01, 0.01, confidence=0.95, paired=False)
+    assert half(m, 2 * m - 2) < 0.01 <= half(m - 1, 2 * m - 4)
+    assert seeds_to_resolve(0.0, 0.01, confidence=0.95) is None
+    assert seeds_to_resolve(0.01, 0.0, confidence=0.95) is None
+    assert seeds_to_resolve(0.001, 1.0, confidence=0.95) is None  # > 1000 seeds
+
+
+def test_pruned_and_failed_variants_keep_their_rows_and_status():
+    trials = _frame([
+        _trial(0, 0, 0.40), _trial(0, 1, 0.41),
+        _trial(1, 0, 0.10, status="pruned", epochs=2), _trial(1, 1, 0.12, status="pruned", epochs=2),
+        _trial(2, 0, None, status="failed", epochs=0, reason="OOM at batch_size 16", mem=math.nan, speed=math.nan),
+        _trial(2, 1, None, status="failed", epochs=0, reason="OOM at batch_size 16", mem=math.nan, speed=math.nan),
+        _trial(3, 0, 0.42), _trial(3, 1, 0.11, status="pruned", epochs=2),
+        _trial(3, 2, 0.05, status="failed", epochs=1, reason="non-finite loss_box at epoch 2, iteration 7"),
+    ])
+    s = variant_summary(trials, factors=["loss.box"]).set_index("variant")
+    assert s.loc[1, "status"] == "pruned@2" and s.loc[1, "mAP"] == pytest.approx(0.11) and s.loc[1, "epochs"] == 2
+    failed = s.loc[2]
+    assert failed["status"] == "failed: OOM at batch_size 16"
+    assert math.isnan(failed["mAP"]) and math.isnan(failed["dmAP"]) and failed["n_seeds"] == 0
+    assert failed["seeds"] == [] and failed["epochs"] == 0
+    assert s.loc[3, "status"] == "completed 1, pruned@2 1, failed 1 (non-finite loss_box at epoch 2, iteration 7)"
+    assert s.loc[3, "mAP"] == pytest.approx((0.42 + 0.11 + 0.05) / 3)  # last evaluations, failed one included
+
+
+def test_status_labels():
+    assert trial_status("completed", 3) == "completed"
+    assert trial_status("pruned", 2) == "pruned@2"
+    assert trial_status("failed", 0, "OOM") == "failed: OOM"
+    assert trial_status("failed", 0) == "failed: unknown"
+    assert status_text(["pruned@2", "pruned@2"]) == "pruned@2"
+    assert status_text(["pruned@10", "completed", "pruned@2"]) == "completed 1, pruned@2 1, pruned@10 1"
+    assert status_text(["failed: OOM", "running"]) == "running 1, failed 1 (OOM)"
+
+
+def _config(**keys) -> str:
+    return json.dumps(config_dict(TrialConfig.model_validate(keys)), sort_keys=True)
+
+
+def test_zoo_columns_read_like_model_zoos():
+    coco = _config(model={"detector": "retinanet", "backbone": "resnet50"},
+                   data={"dataset": "coco", "train_ann": "a.json", "val_ann": "b.json"},
+                   train={"optimizer": {"name": "sgd", "lr": 0.02}, "batch_size": 2, "devices": 8,
+                          "schedule": {"name": "step", "preset": "1x"}})
+    assert zoo_fields(coco) == {"Network": "RetinaNet", "Dataset": "COCO", "Backbone": "R-50", "style": "pytorch",
+                                "Lr schd": "0.02_1x"}
+    tiny = _config(model={"detector": "fcos", "width": 0.5}, train={"epochs": 8, "schedule": "cosine",
+                                                                    "batch_size": 4, "optimizer": {"lr": 0.016}})
+    assert zoo_fields(tiny) == {"Network": "FCOS", "Dataset": "shapes", "Backbone": "tiny-w0.5", "style": "pytorch",
+                                "Lr schd": "0.004_cosine_8e"}
+    assert zoo_fields(_config(train={"epochs": 24}))["Lr schd"] == "0.005_2x"  # step, default milestones
+    custom = _config(train={"epochs": 12, "schedule": {"name": "step", "milestones": [3, 6]}})
+    assert zoo_fields(custom)["Lr schd"] == "0.005_step_12e"
+    voc = _config(model={"backbone": "mobilenet_v3"}, data={"dataset": "voc", "train_ann": "a", "val_ann": "b"})
+    assert (zoo_fields(voc)["Dataset"], zoo_fields(voc)["Backbone"]) == ("VOC", "MobileNetV3")
+    planned = json.loads(coco)
+    planned["train"]["lr_effective"] = 0.02  # `ablate plan --json` adds it
+    assert zoo_fields(json.dumps(planned))["Lr schd"] == "0.02_1x"
+
+
+def test_zoo_columns_come_from_the_config_column_or_are_empty():
+    s = variant_summary(PAIRED, factors=["loss.box"])
+    assert (s[["Network", "Dataset", "Backbone", "style", "Lr schd"]] == "").all().all()
+    with_config = PAIRED.assign(config=_config(model={"backbone": "resnet18"}))
+    row = variant_summary(with_config, factors=["loss.box"]).iloc[0]
+    assert (row["Network"], row["Backbone"], row["Lr schd"]) == ("RetinaNet", "R-18", "0.005_1x")
+
+
+def test_other_metric_and_confidence():
+    s = variant_summary(PAIRED, factors=["loss.box"], metric="AP50", confidence=0.9)
+    wide = PAIRED.pivot(index="seed", columns="variant", values="final_AP50")
+    d = wide[1] - wide[0]
+    half = stats.t.ppf(0.95, 2) * d.std(ddof=1) / math.sqrt(3)
+    assert s.attrs["metric"] == "AP50"
+    assert (s.iloc[1]["dmAP_lo"], s.iloc[1]["dmAP_hi"]) == pytest.approx((d.mean() - half, d.mean() + half))
+
+
+def test_bad_inputs_say_what_would_work():
+    with pytest.raises(DataError, match=r"baseline variant 7 has no trials; variants present: \[0, 1\]"):
+        variant_summary(PAIRED, factors=["loss.box"], baseline=7)
+    with pytest.raises(DataError, match="no factor column for loss.cls; the trials vary: loss.box"):
+        variant_summary(PAIRED, factors=["loss.cls"])
+    with pytest.raises(DataError, match="metric 'map'"):
+        variant_summary(PAIRED, factors=["loss.box"], metric="map")
+
+
+def test_factor_paths_in_column_order():
+    frame = pd.DataFrame(columns=["variant", "factor.train.schedule", "seed", "factor.loss.box"])
+    assert factor_paths(frame) == ["train.schedule", "loss.box"]
+
+
+def test_load_frames_reads_the_store_and_names_a_missing_folder(tmp_path):
+    with pytest.raises(DataError, match=str(tmp_path / "nope")):
+        load_frames(tmp_path / "nope")
+    store = ResultsStore(tmp_path / "s")
+    store.add_epoch("a", {"epoch": 1, "mAP": 0.1})
+    store.upsert_trial("a", variant=0, seed=0, status="completed")
+    store.flush()
+    trials, epochs = load_frames(tmp_path / "s")
+    assert trials["final_mAP"].tolist() == [0.1] and epochs["epoch"].tolist() == [1]
+
+
+def test_a_pruned_trial_is_compared_with_the_baseline_at_the_same_epoch():
+    trials = pd.DataFrame([
+        {"trial_id": f"b{s}", "variant": 0, "variant_name": "baseline", "seed": s, "status": "completed",
+         "epochs": 3, "final_mAP": 0.40 + s / 100} for s in (0, 1)] + [
+        {"trial_id": f"p{s}", "variant": 1, "variant_name": "bad", "seed": s, "status": "pruned",
+         "epochs": 1, "final_mAP": 0.05 + s / 100 + 0.001 * s} for s in (0, 1)])
+    epochs = pd.DataFrame([{"trial_id": f"b{s}", "epoch": e, "mAP": 0.02 * e + s / 100 + (0.38 if e == 3 else 0)}
+                           for s in (0, 1) for e in (1, 2, 3)])
+    at_same_epoch = variant_summary(trials, factors=[], epochs=epochs).set_index("variant_name")
+    diffs = [(0.05 + s / 100 + 0.001 * s) - (0.02 + s / 100) for s in (0, 1)]  # against epoch 1 of each seed
+    assert at_same_epoch.loc["bad", "dmAP"] == pytest.approx(sum(diffs) / 2)
+    against_final = variant_summary(trials, factors=[]).set_index("variant_name")
+    assert against_final.loc["bad", "dmAP"] == pytest.approx(sum((0.05 + 0.011 * s) - (0.40 + s / 100) for s in (0, 1)) / 2)
