@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import random
@@ -67,8 +68,10 @@ def _counts(store: ResultsStore, ids: list[str] | None = None) -> dict[str, int]
 
 
 def _tracker(study: Study) -> Tracker:
+    varied = list(study.search.space) if study.design == "optuna" else list(study.factors)
     return Tracker(study.tracking.uri, study.tracking.experiment or study.name, study.name,
-                   {"design": study.design, "description": study.description[:5000]})
+                   {"design": study.design, "description": study.description[:5000],
+                    "ablate.factors": json.dumps(varied)})  # their order, for a report from MLflow alone
 
 
 def _discard(folder: Path, study: Study, console: Console) -> None:
@@ -305,8 +308,6 @@ def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store:
 
 
 def _point(row: dict) -> dict:
-    import json
-
     return json.loads(row["sample"])
 
 

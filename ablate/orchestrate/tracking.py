@@ -81,6 +81,8 @@ class Tracker:
         if parents:
             self.parent_id = parents[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
+            for key, value in tags.items():  # the study may have been edited since
+                self.client.set_tag(self.parent_id, key, value)
         else:
             self.parent_id = self.client.create_run(
                 self.experiment_id, run_name=study, tags={ROLE: "study", STUDY: study, **tags}).info.run_id

@@ -50,6 +50,7 @@ def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = 
     parent = parents[0]
     runs = client.search_runs([found.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
                               max_results=50_000)
+    order = json.loads(parent.data.tags.get("ablate.factors", "[]"))  # the study's factor order
     trials, epochs = [], []
     for run in runs:
         tags, params = run.data.tags, run.data.params
@@ -72,7 +73,8 @@ def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = 
             "trial_id": tid, "study": study, "variant": int(tags.get("variant", -1)),
             "variant_name": tags.get("variant_name", run.info.run_name), "seed": int(tags.get("seed", 0)),
             "design": tags.get("design", ""), "mlflow_run_id": run.info.run_id,
-            **{k: v for k, v in params.items() if k.startswith("factor.")},
+            **{f"factor.{p}": params[f"factor.{p}"] for p in order if f"factor.{p}" in params},
+            **{k: v for k, v in sorted(params.items()) if k.startswith("factor.") and k[7:] not in order},
             **({"config": json.dumps(config, sort_keys=True)} if config else {}),
             "status": status, "reason": reason, "status_label": tags.get("status", "running"),
             "epochs": len(rows), **summarise(rows),

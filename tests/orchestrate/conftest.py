@@ -33,6 +33,12 @@ def shapes_cache(tmp_path_factory):
         os.environ["ABLATE_CACHE"] = old
 
 
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Run from tmp_path: `ablate run` writes reports/<study>/ in the current folder."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def study_file(tmp_path):
     """``study_file(name, **keys)`` writes a tiny study into tmp_path; MLflow goes to tmp_path/mlflow.db."""

@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
 
+from ablate.cli import app
 from ablate.orchestrate.lock import StudyLocked
 from ablate.orchestrate.run import run_study
 from ablate.study import load_study, trials
@@ -79,6 +81,23 @@ def test_asha_prunes_a_bad_variant_never_the_baseline_and_a_non_finite_trial_fai
     runs = _mlflow(tmp_path, "asha")
     statuses = {info["run"].data.tags["status"] for info in runs.values()}
     assert statuses == {"completed", "pruned@epoch 2", failed.status_label.iloc[0]}
+
+    # the report written at the end: every variant in the zoo table, and the same table from MLflow alone
+    md = (tmp_path / "reports" / "asha" / "table.md").read_text().splitlines()
+    assert md[0] == ("| Network | Dataset | Backbone | style | Lr schd | Mem | mAP | AP50 | APs | APm | APl "
+                     "| train.optimizer.lr | loss.box | ΔmAP | img/s | epochs | status |")
+    assert md[2].startswith("| FCOS | shapes | tiny-w1.0 | pytorch | 0.004_cosine_3e |")
+    assert len(md) == 5 and "pruned@2" in md[3] + md[4] and "failed: non-finite" in md[3] + md[4]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(app, ["report", "asha", "--from-mlflow", "--out", str(tmp_path / "m"),
+                                      "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m" / "table.md").read_text().splitlines() == md
+    client = MlflowClient(uri)
+    parent = client.search_runs([client.get_experiment_by_name("asha").experiment_id],
+                                "tags.`ablate.role` = 'study'")[0]
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/index.html",
+                                                                                      "report/table.md"}
 
 
 def test_four_concurrent_trials_resume_add_a_level_and_restart(study_file, tmp_path):
