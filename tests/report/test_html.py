@@ -201,43 +201,6 @@ def test_table_to_html_escapes_bolds_and_links():
         table_to_html(display, links=[None])
 
 
-def _synthetic(n_variants: int = 200, n_seeds: int = 50, n_epochs: int = 50):
-    """n_variants x n_seeds trials x n_epochs epochs; every 10th trial is pruned, every 50th failed."""
-    rng = np.random.default_rng(0)
-    n = n_variants * n_seeds
-    variant, seed = np.repeat(np.arange(n_variants), n_seeds), np.tile(np.arange(n_seeds), n_variants)
-    ids = np.array([f"t{i:05d}" for i in range(n)])
-    status = np.where(np.arange(n) % 50 == 7, "failed", np.where(np.arange(n) % 10 == 3, "pruned", "completed"))
-    last = np.where(status == "completed", n_epochs, rng.integers(1, n_epochs, n))
-    start = T0 + np.arange(n) * 5.0
-    trials = pd.DataFrame({
-        "trial_id": ids, "variant": variant, "variant_name": [f"v{v}" for v in variant], "seed": seed,
-        "status": status, "status_label": status, "reason": np.where(status == "failed", "nan loss", ""),
-        "started_at": start, "ended_at": start + last * 3.0, "retries": (np.arange(n) % 97 == 0).astype(int),
-    })
-    epoch = np.tile(np.arange(1, n_epochs + 1), n)
-    rows = np.repeat(np.arange(n), n_epochs)
-    keep = epoch <= last[rows]
-    epochs = pd.DataFrame({"trial_id": ids[rows][keep], "epoch": epoch[keep],
-                           "mAP": (0.4 * (1 - np.exp(-epoch / 10)) + 0.001 * variant[rows] + rng.normal(0, 0.01, rows.size))[keep]})
-    summary = pd.DataFrame({"variant": np.arange(n_variants), "variant_name": [f"v{v}" for v in range(n_variants)],
-                            "Mem": rng.uniform(90, 200, n_variants), "img/s": rng.uniform(20, 60, n_variants),
-                            "mAP": rng.uniform(0.3, 0.45, n_variants), "APs": 0.2, "APm": 0.4, "APl": 0.5,
-                            "dmAP": rng.normal(0, 0.01, n_variants), "n_seeds": n_seeds, "status": "completed"})
-    summary["dmAP_lo"], summary["dmAP_hi"] = summary["dmAP"] - 0.005, summary["dmAP"] + 0.005
-    return trials, epochs, summary
-
-
-def test_report_over_10000_trials_is_fast(tmp_path):
-    trials, epochs, summary = _synthetic()
-    started = time.perf_counter()
-    path = _page(tmp_path / "index.html", _all_figures(trials, epochs, summary))
-    elapsed = time.perf_counter() - started
-    print(f"{len(trials)} trials, {len(epochs)} epoch rows: figures and page in {elapsed:.1f} s, "
-          f"{path.stat().st_size / 1e6:.1f} MB")
-    assert elapsed < 60  # a sanity bound; it takes a few seconds
-
-
 # --- headless Chromium -------------------------------------------------------------------------------------------------
 
 BROWSERS = ("chromium", "chromium-browser")
