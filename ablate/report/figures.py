@@ -143,6 +143,8 @@ def forest(summary: pd.DataFrame) -> go.Figure:
     diamonds with no bar.  Variants without a delta (e.g. all trials failed) are left out.
     """
     title = "ΔmAP vs baseline, 95% interval over seeds"
+    if "variant" in summary and len(summary):  # the baseline is the reference line at 0, not a point
+        summary = summary[summary["variant"] != summary.attrs.get("baseline", summary["variant"].iloc[0])]
     d = _numeric(summary, "dmAP")
     if summary.empty or d.isna().all():
         return _notice(title, "No variant has a ΔmAP (no completed trials to compare with the baseline).")

@@ -128,6 +128,10 @@ def test_forest_styles_resolved_unresolved_and_no_interval():
     assert traces["no interval (one seed)"].error_x.array is None
     assert list(traces["resolved, better"].y) == ["loss.box=ciou"]
     assert any(s.type == "line" and s.x0 == 0 and s.x1 == 0 for s in fig.layout.shapes)
+    shown = [y for t in fig.data for y in (t.y or ())]
+    assert NAMES[0] not in shown  # the baseline is the zero line, even when its delta is 0.0
+    with_zero = summary.assign(dmAP=summary["dmAP"].fillna(0.0))
+    assert NAMES[0] not in [y for t in figures.forest(with_zero).data for y in (t.y or ())]
 
 
 @pytest.mark.parametrize("x, front", [("Mem", [90.0, 100.0, 120.0]), ("img/s", [30.0, 40.0, 50.0])])
