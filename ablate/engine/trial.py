@@ -88,6 +88,7 @@ def run_trial(
     on_epoch: Callable[[dict, Path], None] | None = None,
     progress: Callable[[dict], None] | None = None,
     log: Callable[[str], None] = print,
+    where: dict | None = None,
 ) -> TrialResult:
     """Train and evaluate one (config, seed), resuming from ``out_dir`` if it holds a checkpoint.
 
@@ -95,6 +96,7 @@ def run_trial(
         stop_after: stop (resumably) after this epoch, as if the process were killed.
         on_epoch: called with each epoch's metrics row and ``out_dir`` after its checkpoint is written.
         progress: called after every iteration with epoch, iteration, loss, lr.
+        where: what to record about the process running it (e.g. the Ray node), per start.
     """
     from ablate.data import build_data
     from ablate.models import build_model
@@ -154,7 +156,9 @@ def run_trial(
         log(f"note: {note}")
 
     # every (re)start of this trial: the epoch it started from and the process (a resume shows as two)
-    starts = [*read_status(out_dir).get("starts", []), {"epoch": start, "pid": os.getpid()}]
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    starts = [*read_status(out_dir).get("starts", []),
+              {"epoch": start, "pid": os.getpid(), "device": device_name, **(where or {})}]
 
     def record(status: str, **extra) -> None:  # status.json: what a driver reads back, history included
         checkpoint.save_json(out_dir / STATUS, {"trial_id": tid, "status": status, **extra, "pid": os.getpid(),

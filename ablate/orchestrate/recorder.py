@@ -103,7 +103,13 @@ class Recorder:
         for row in status_file.get("history", []):
             self.store.add_epoch(tid, {k: v for k, v in row.items() if k == "epoch" or k in METRICS})
             self.tracker.log_epoch(tid, row)
-        self.store.upsert_trial(tid)
+        starts = status_file.get("starts", [])
+        where = {}
+        if starts:  # where it ran: every node it started on (a retry may move it), the last device
+            nodes = list(dict.fromkeys(str(s["node"]) for s in starts if s.get("node")))
+            where = {"node": ",".join(nodes) or None, "host": starts[-1].get("host"), "device": starts[-1].get("device")}
+            self.tracker.tag_trial(tid, {k: v for k, v in where.items() if v})
+        self.store.upsert_trial(tid, **where)
         return status_file
 
     def epoch(self, tid: str, row: dict) -> None:

@@ -88,6 +88,7 @@ class Tracker:
                 self.experiment_id, run_name=study, tags={ROLE: "study", STUDY: study, **tags}).info.run_id
         self.children: dict[str, str] = {}  # trial id -> run id
         self.logged: dict[str, set[int]] = {}  # trial id -> epochs logged
+        self.tagged: dict[str, dict[str, str]] = {}  # trial id -> tags set by tag_trial
         children = self.client.search_runs(
             [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_id}'", max_results=50_000)
         for run in children:
@@ -110,6 +111,14 @@ class Tracker:
         self.client.log_text(run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
         self.children[trial_id], self.logged[trial_id] = run_id, set()
         return run_id
+
+    def tag_trial(self, trial_id: str, tags: dict[str, str]) -> None:
+        """Set tags on a trial's run (node, device), once per value."""
+        seen = self.tagged.setdefault(trial_id, {})
+        fresh = {k: str(v) for k, v in tags.items() if seen.get(k) != str(v)}
+        if fresh:
+            self.client.log_batch(self.children[trial_id], tags=[RunTag(k, v) for k, v in fresh.items()])
+            seen.update(fresh)
 
     def log_epoch(self, trial_id: str, row: dict) -> bool:
         """Log one epoch's metrics (step = epoch) once; False if it was logged before."""

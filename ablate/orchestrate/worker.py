@@ -58,12 +58,18 @@ def train(tune_config: dict, *, plan: Plan, root: str, threads: int, use_gpu: bo
     out = trial_dir(Path(root), trial.trial_id)
     device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
 
+    import socket
+
+    import ray
+
+    where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+
     def report(row: dict, _out: Path) -> None:
         tune.report({**row, "trial_id": trial.trial_id})
 
     try:
         run_trial(trial.variant.config, seed=trial.seed, out_dir=out, device=device, threads=threads,
-                  on_epoch=report, log=lambda line: print(f"[{trial.trial_id}] {line}", flush=True))
+                  on_epoch=report, log=lambda line: print(f"[{trial.trial_id}] {line}", flush=True), where=where)
     except TrialFailed:
         return  # run_trial wrote status.json with the reason
     except AblateError as e:  # bad data or a bad path: found while building, before any epoch
