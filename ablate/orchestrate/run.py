@@ -117,11 +117,55 @@ def _ray_init(address: str | None, verbose: bool) -> bool:
     return address is None
 
 
-def _resources(study: Study, console: Console) -> dict[str, float]:
+def _check_shared(folder: Path) -> None:
+    """On a multi-node cluster, every node must see the results folder (trial checkpoints live there).
+
+    A file written here by the driver is looked for by a zero-CPU task pinned to each
+    alive node; a node that cannot read it has the folder on its own disk, and a trial
+    retried there would start from scratch while the driver read stale status files.
+    """
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) <= 1:
+        return
+    token = uuid.uuid4().hex
+    marker = folder.resolve() / f".shared-check-{token}"
+    marker.write_text(token)
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str, expected: str) -> bool:
+        try:
+            return Path(path).read_text() == expected
+        except OSError:
+            return False
+
+    try:
+        refs = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker), token)
+            for n in nodes}
+        blind = [name for name, ref in refs.items() if not ray.get(ref, timeout=120)]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise ConfigError(f"the results folder {folder.resolve()} is not shared: node(s) {', '.join(blind)} cannot "
+                          "see it; on a cluster, pass --results on storage every node mounts (NFS, EFS), "
+                          "e.g. --results /mnt/shared/results")
+
+
+def _resources(study: Study, console: Console, *, joined: bool) -> dict[str, float]:
+    """Per-trial resources; on a cluster that autoscales, what is missing now may come (a note, not an error)."""
     import ray
 
     have = ray.cluster_resources()
     cpu, gpu = study.resources.cpu, study.resources.gpu
+    if joined and (cpu > have.get("CPU", 0) or gpu > have.get("GPU", 0)):
+        console.print(f"[yellow]note[/] a trial needs cpu {cpu:g}, gpu {gpu:g}; the cluster has cpu "
+                      f"{have.get('CPU', 0):g}, gpu {have.get('GPU', 0):g} now: trials wait for the autoscaler")
+        return {"cpu": cpu, "gpu": gpu}
     if cpu > have.get("CPU", 0):
         raise ConfigError(f"resources.cpu: {cpu:g} per trial, but the Ray cluster has {have.get('CPU', 0):g} CPUs; "
                           f"lower it (-o resources.cpu={max(1, int(have.get('CPU', 1)))})")
@@ -195,8 +239,9 @@ def run_study(
         started_ray = _ray_init(address, verbose)
         try:
             outcome.ran = len(todo) + samples_left
-            outcome.interrupted = _tune(study, plan, launch_order(todo, study.search.seed if study.search else 0), samples_left, store,
-                                        recorder, folder, max_concurrent, verbose, console)
+            outcome.interrupted = _tune(study, plan, launch_order(todo, study.search.seed if study.search else 0),
+                                        samples_left, store, recorder, folder, max_concurrent, verbose, console,
+                                        started_ray=started_ray)
         finally:
             if started_ray:
                 import ray
@@ -225,15 +270,19 @@ def _report(study: Study, results_root: Path, console: Console) -> Path | None:
 
 
 def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: ResultsStore, recorder: Recorder,
-          folder: Path, max_concurrent: int | None, verbose: bool, console: Console) -> bool:
+          folder: Path, max_concurrent: int | None, verbose: bool, console: Console, *, started_ray: bool) -> bool:
     """Build and fit the Tuner; True if it was interrupted."""
+    import ray
     from ray import tune
 
     from ablate.orchestrate.scheduler import build_scheduler
     from ablate.orchestrate.search import searcher
     from ablate.orchestrate.view import View
 
-    resources = _resources(study, console)
+    joined = len([n for n in ray.nodes() if n.get("Alive")]) > 1 or not started_ray
+    if joined:
+        _check_shared(folder)
+    resources = _resources(study, console, joined=joined)
     by_ray_id: dict[str, Trial] = {}
     next_index = [max([int(r.get("variant", 0)) for r in store.trials.values()] + [0]) + 1]
 
