@@ -81,11 +81,10 @@ def _discard(folder: Path, study: Study, console: Console) -> None:
     dirs = list((folder / TRIALS_DIR).glob("*")) if (folder / TRIALS_DIR).exists() else []
     console.print(f"--restart: discarding {len(store.trials)} recorded trials and {len(dirs)} trial folders in "
                   f"{folder}, and {len(tracker.children)} MLflow trial runs under run {tracker.parent_id}")
-    runs = tracker.discard()
+    tracker.discard()
     for path in folder.iterdir():
         if path.name != LOCK:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    del runs
 
 
 def _reconcile(recorder: Recorder, planned: list[Trial]) -> int:

@@ -83,7 +83,8 @@ class View:
         return f"{row.get('variant_name')} seed {row.get('seed')}", row[f"final_{self.metric}"]
 
     def eta_s(self) -> float | None:
-        times = [row["epoch_time_s"] for row in self.store.epochs.values() if "epoch_time_s" in row]
+        times = [row["epoch_time_s"] for rows in self.store.epochs.values() for row in rows.values()
+                 if "epoch_time_s" in row]
         if not times or not self.running:
             return None
         c = self.counts()

@@ -59,25 +59,26 @@ class ResultsStore:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.trials: dict[str, dict] = {}
-        self.epochs: dict[tuple[str, int], dict] = {}
+        self.epochs: dict[str, dict[int, dict]] = {}  # trial id -> epoch -> row
         if (self.folder / TRIALS).exists():
             for row in pd.read_parquet(self.folder / TRIALS).to_dict("records"):
                 self.trials[row["trial_id"]] = {k: v for k, v in row.items() if not _missing(v)}
         if (self.folder / EPOCHS).exists():
             for row in pd.read_parquet(self.folder / EPOCHS).to_dict("records"):
-                self.epochs[(row["trial_id"], int(row["epoch"]))] = {k: v for k, v in row.items() if not _missing(v)}
+                self.epochs.setdefault(row["trial_id"], {})[int(row["epoch"])] = {
+                    k: v for k, v in row.items() if not _missing(v)}
 
     def history(self, trial_id: str) -> list[dict]:
         """The epoch rows of one trial, in epoch order."""
-        rows = [row for (tid, _), row in self.epochs.items() if tid == trial_id]
-        return sorted(rows, key=lambda row: row["epoch"])
+        rows = self.epochs.get(trial_id, {})
+        return [rows[e] for e in sorted(rows)]
 
     def add_epoch(self, trial_id: str, row: dict) -> bool:
         """Record one epoch's metrics; False (and nothing changes) if that epoch is already recorded."""
-        key = (trial_id, int(row["epoch"]))
-        if key in self.epochs:
+        rows, epoch = self.epochs.setdefault(trial_id, {}), int(row["epoch"])
+        if epoch in rows:
             return False
-        self.epochs[key] = {"trial_id": trial_id, **row, "epoch": int(row["epoch"])}
+        rows[epoch] = {"trial_id": trial_id, **row, "epoch": epoch}
         return True
 
     def upsert_trial(self, trial_id: str, **fields) -> dict:
@@ -95,7 +96,7 @@ class ResultsStore:
     def flush(self) -> None:
         """Write both tables (atomically, each file whole)."""
         _write(pd.DataFrame(list(self.trials.values())), self.folder / TRIALS)
-        epochs = pd.DataFrame(list(self.epochs.values()))
+        epochs = pd.DataFrame([row for rows in self.epochs.values() for row in rows.values()])
         if not epochs.empty:
             epochs = epochs.sort_values(["trial_id", "epoch"], kind="stable")
         _write(epochs, self.folder / EPOCHS)

@@ -4,7 +4,6 @@ this machine's filesystem as a cluster shares NFS."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -30,22 +29,13 @@ def cluster():
     c.shutdown()
 
 
-def _statuses(root: Path, name: str) -> dict[str, dict]:
-    out = {}
-    for path in (root / name / "trials").glob("*/status.json"):
-        try:
-            out[path.parent.name] = json.loads(path.read_text())
-        except ValueError:
-            pass
-    return out
-
 
 def _run(path: Path, root: Path, address: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ablate", "run", str(path), "--results", str(root),
                              "--address", address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_trials_spread_over_nodes_and_a_lost_node_costs_only_its_epoch(cluster, study_file, tmp_path):
+def test_trials_spread_over_nodes_and_a_lost_node_costs_only_its_epoch(cluster, study_file, statuses, tmp_path):
     c, (node_a, node_b) = cluster
     path = study_file("multi", train={"epochs": 3}, factors={"loss.box": ["diou", "ciou", "eiou"]})
     root = tmp_path / "results"
@@ -54,7 +44,7 @@ def test_trials_spread_over_nodes_and_a_lost_node_costs_only_its_epoch(cluster, 
         deadline = time.time() + 240
         victim = None
         while time.time() < deadline and victim is None:  # a trial on node_b that has finished an epoch
-            for tid, s in _statuses(root, "multi").items():
+            for tid, s in statuses(root, "multi").items():
                 if s["epochs_done"] >= 1 and s["status"] == "running" and s["starts"][-1]["node"] == node_b.node_id:
                     victim = tid
             assert driver.poll() is None, driver.stdout.read()
@@ -71,7 +61,7 @@ def test_trials_spread_over_nodes_and_a_lost_node_costs_only_its_epoch(cluster, 
     assert (trials.status == "completed").all() and len(trials) == 4, trials[["status", "status_label"]]
     nodes = {n for value in trials.node for n in value.split(",")}
     assert len(nodes) >= 2 and node_b.node_id in nodes  # the study used more than one node
-    moved = _statuses(root, "multi")[victim]
+    moved = statuses(root, "multi")[victim]
     assert [s["node"] for s in moved["starts"]][0] == node_b.node_id
     assert moved["starts"][-1]["node"] != node_b.node_id and moved["starts"][-1]["epoch"] > 1  # resumed elsewhere
     assert moved["epochs_done"] == 3

@@ -142,44 +142,36 @@ def _wait(condition, timeout: float, what: str, proc: subprocess.Popen | None = 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _statuses(root: Path, name: str) -> dict[str, dict]:
-    out = {}
-    for path in (root / name / "trials").glob("*/status.json"):
-        try:
-            out[path.parent.name] = json.loads(path.read_text())
-        except ValueError:
-            pass
-    return out
 
-
-def test_kill_9_of_the_driver_then_rerun_runs_each_trial_once_and_a_second_driver_is_refused(study_file, tmp_path):
+def test_kill_9_of_the_driver_then_rerun_runs_each_trial_once_and_a_second_driver_is_refused(study_file, statuses,
+                                                                                            tmp_path):
     path = study_file("killed", train={"epochs": 3}, factors={"loss.box": ["diou", "ciou", "eiou"]})
     root = tmp_path / "results"
     driver = _ablate("run", str(path), "--results", str(root), cwd=tmp_path)
     try:
-        _wait(lambda: any(s["epochs_done"] >= 1 for s in _statuses(root, "killed").values()),
+        _wait(lambda: any(s["epochs_done"] >= 1 for s in statuses(root, "killed").values()),
               180, "a trial's first epoch", driver)
         with pytest.raises(StudyLocked, match="already running"):
             run_study(path, [], results_root=root)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
         driver.wait()
-    unfinished = [t for t, s in _statuses(root, "killed").items() if s["status"] != "completed"]
+    unfinished = [t for t, s in statuses(root, "killed").items() if s["status"] != "completed"]
     assert unfinished, "every trial finished before the kill; the test proves nothing"
 
     outcome = run_study(path, [], results_root=root)
     assert not outcome.interrupted and outcome.counts["completed"] == 4
     _assert_once_and_equal(tmp_path, root, "killed", _planned(path))
-    resumed = [s for t, s in _statuses(root, "killed").items() if t in unfinished and s["starts"][-1]["epoch"] > 1]
+    resumed = [s for t, s in statuses(root, "killed").items() if t in unfinished and s["starts"][-1]["epoch"] > 1]
     assert resumed, "no unfinished trial resumed from its checkpoint"
 
 
-def test_a_killed_worker_is_retried_from_its_checkpoint(study_file, tmp_path):
+def test_a_killed_worker_is_retried_from_its_checkpoint(study_file, statuses, tmp_path):
     path = study_file("crash", train={"epochs": 4})
     root = tmp_path / "results"
     driver = _ablate("run", str(path), "--results", str(root), cwd=tmp_path)
     try:
-        first = _wait(lambda: next((s for s in _statuses(root, "crash").values() if s["epochs_done"] >= 1), None),
+        first = _wait(lambda: next((s for s in statuses(root, "crash").values() if s["epochs_done"] >= 1), None),
                       180, "the first epoch", driver)
         os.kill(first["pid"], signal.SIGKILL)  # the Ray worker running the trial
         output, _ = driver.communicate(timeout=300)
@@ -187,7 +179,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(study_file, tmp_path):
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 0, output
-    (status,) = _statuses(root, "crash").values()
+    (status,) = statuses(root, "crash").values()
     assert status["status"] == "completed" and status["epochs_done"] == 4
     assert len(status["starts"]) == 2 and status["starts"][1]["epoch"] > 1, status["starts"]  # resumed, not restarted
     assert "retries it from its last checkpoint" in output
