@@ -95,6 +95,9 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would run, start nothing")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="show Ray's own console output")] = False,
     results: Annotated[Path, typer.Option(help="folder of the study results (results/<study>/)")] = Path("results"),
+    storage: Annotated[str | None, typer.Option(help="trial checkpoints and Ray's state: a folder every node mounts, "
+                                                     "s3://bucket/path or gs://bucket/path (default: the study's "
+                                                     "storage key, else the results folder)", show_default=False)] = None,
     debug: Debug = False,
 ) -> None:
     """Run a study: every trial through Ray Tune (ASHA / Optuna), logged to MLflow and results/<study>/.
@@ -104,7 +107,7 @@ def run(
     from ablate.orchestrate.run import describe, run_study
 
     with handled(debug):
-        outcome = run_study(file, override or [], results_root=results, address=address,
+        outcome = run_study(file, override or [], results_root=results, storage=storage, address=address,
                             max_concurrent=max_concurrent, restart=restart, dry_run=dry_run, verbose=verbose,
                             console=err)
         if not dry_run:
@@ -243,7 +246,8 @@ def show_config(
                     if line.startswith("  lr_effective:") else "")
             for line in text.splitlines()
         ]
-        rest = study.model_dump(mode="json", include={"scheduler", "resources", "tracking", "max_failures"})
+        rest = study.model_dump(mode="json", include={"scheduler", "resources", "tracking", "max_failures",
+                                                         "storage"})
         print("\n".join(lines) + "\n" + yaml.safe_dump(rest, sort_keys=False), end="")
 
 

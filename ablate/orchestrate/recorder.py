@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from ray.tune import Callback
 
 from ablate.engine.metrics import METRICS
-from ablate.engine.trial import read_status
+from ablate.orchestrate.storage import Storage
 from ablate.orchestrate.tracking import Tracker, flatten
-from ablate.orchestrate.worker import Plan, trial_dir
+from ablate.orchestrate.worker import Plan
 from ablate.results.store import ResultsStore
 from ablate.study.expand import Trial, config_dict, short
 from ablate.study.paths import get
@@ -61,11 +60,11 @@ class Recorder:
         plan: resolves Tune configs to ablate trials.
         store: the study's Parquet tables.
         tracker: the study's MLflow runs.
-        root: the study's results folder (trial folders under ``trials/``).
+        storage: where the trial folders are (their status.json).
     """
 
-    def __init__(self, plan: Plan, store: ResultsStore, tracker: Tracker, root: Path):
-        self.plan, self.store, self.tracker, self.root = plan, store, tracker, root
+    def __init__(self, plan: Plan, store: ResultsStore, tracker: Tracker, storage: Storage):
+        self.plan, self.store, self.tracker, self.storage = plan, store, tracker, storage
         self.started: dict[str, float] = {}
         self.events: list[tuple[str, str, str]] = []  # (trial id, label, variant name) of trials that ended
 
@@ -99,7 +98,7 @@ class Recorder:
         self.store.flush()
 
     def _catch_up(self, tid: str) -> dict:
-        status_file = read_status(trial_dir(self.root, tid))
+        status_file = self.storage.read_status(tid)
         for row in status_file.get("history", []):
             self.store.add_epoch(tid, {k: v for k, v in row.items() if k == "epoch" or k in METRICS})
             self.tracker.log_epoch(tid, row)

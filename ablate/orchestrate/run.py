@@ -2,7 +2,9 @@
 
 The study folder ``results/<study>/`` is the source of truth: its Parquet tables
 say which trials already ended (completed, pruned, or failed deterministically),
-and its ``trials/<id>/`` folders hold each trial's checkpoint and ``status.json``.
+and the study's storage (``results/<study>/`` too, unless ``storage:`` names a shared
+folder or an object store; see storage.py) holds each trial's folder ``trials/<id>/``
+with its checkpoint and ``status.json``.
 Running the same study again runs only what has not ended, resuming unfinished
 trials from their last epoch; a trial id is a hash of its config and seed, so an
 added level is a new id and runs, and nothing recorded is ever recorded twice.
@@ -26,9 +28,10 @@ from rich.markup import escape
 
 from ablate.errors import ConfigError
 from ablate.orchestrate.lock import LOCK, study_lock
-from ablate.orchestrate.recorder import CRASHED, Recorder, StudyCallback, read_status
+from ablate.orchestrate.recorder import CRASHED, Recorder, StudyCallback
+from ablate.orchestrate.storage import Storage
 from ablate.orchestrate.tracking import Tracker
-from ablate.orchestrate.worker import TRIALS_DIR, Plan, train, trial_dir
+from ablate.orchestrate.worker import Plan, train
 from ablate.results.store import ResultsStore
 from ablate.study import load_study
 from ablate.study.expand import Trial, check, trials
@@ -41,6 +44,7 @@ class Outcome:
     study: str
     folder: Path
     planned: int
+    storage: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     ran: int = 0
     tracking_uri: str = ""
@@ -74,14 +78,15 @@ def _tracker(study: Study) -> Tracker:
                     "ablate.factors": json.dumps(varied)})  # their order, for a report from MLflow alone
 
 
-def _discard(folder: Path, study: Study, console: Console) -> None:
-    """``--restart``: say what goes, then delete the study's results and its MLflow runs."""
+def _discard(folder: Path, study: Study, storage: Storage, console: Console) -> None:
+    """``--restart``: say what goes, then delete the study's results, trial folders and MLflow runs."""
     store = ResultsStore(folder)
     tracker = _tracker(study)
-    dirs = list((folder / TRIALS_DIR).glob("*")) if (folder / TRIALS_DIR).exists() else []
-    console.print(f"--restart: discarding {len(store.trials)} recorded trials and {len(dirs)} trial folders in "
-                  f"{folder}, and {len(tracker.children)} MLflow trial runs under run {tracker.parent_id}")
+    console.print(f"--restart: discarding {len(store.trials)} recorded trials in {folder}, "
+                  f"{len(storage.trial_ids())} trial folders in {storage.where}, "
+                  f"and {len(tracker.children)} MLflow trial runs under run {tracker.parent_id}")
     tracker.discard()
+    storage.discard()
     for path in folder.iterdir():
         if path.name != LOCK:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -93,7 +98,7 @@ def _reconcile(recorder: Recorder, planned: list[Trial]) -> int:
     for t in planned:
         if ended(recorder.store.trials.get(t.trial_id, {})):
             continue
-        status = read_status(trial_dir(recorder.root, t.trial_id)).get("status")
+        status = recorder.storage.read_status(t.trial_id).get("status")
         if status in ("completed", "failed"):
             recorder.start(t)
             recorder.finish(t)
@@ -116,12 +121,13 @@ def _ray_init(address: str | None, verbose: bool) -> bool:
     return address is None
 
 
-def _check_shared(folder: Path) -> None:
-    """On a multi-node cluster, every node must see the results folder (trial checkpoints live there).
+def _check_shared(storage: Storage, option: str) -> None:
+    """On a multi-node cluster, every node must see the study's storage (trial checkpoints live there).
 
-    A file written here by the driver is looked for by a zero-CPU task pinned to each
-    alive node; a node that cannot read it has the folder on its own disk, and a trial
-    retried there would start from scratch while the driver read stale status files.
+    A file written there by the driver is looked for by a zero-CPU task pinned to each
+    alive node; a node that cannot read it has the folder on its own disk (or no access
+    to the bucket), and a trial retried there would start from scratch while the driver
+    read stale status files.
     """
     import uuid
 
@@ -132,27 +138,25 @@ def _check_shared(folder: Path) -> None:
     if len(nodes) <= 1:
         return
     token = uuid.uuid4().hex
-    marker = folder.resolve() / f".shared-check-{token}"
-    marker.write_text(token)
+    marker = f"{storage.fs()[1]}/.shared-check-{token}"
+    storage.write_text(marker, token)
 
     @ray.remote(num_cpus=0)
-    def sees(path: str, expected: str) -> bool:
-        try:
-            return Path(path).read_text() == expected
-        except OSError:
-            return False
+    def sees(where: Storage, path: str, expected: str) -> bool:
+        return where.read_text(path) == expected
 
     try:
         refs = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: sees.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker), token)
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(storage, marker, token)
             for n in nodes}
         blind = [name for name, ref in refs.items() if not ray.get(ref, timeout=120)]
     finally:
-        marker.unlink(missing_ok=True)
+        storage.delete_file(marker)
     if blind:
-        raise ConfigError(f"the results folder {folder.resolve()} is not shared: node(s) {', '.join(blind)} cannot "
-                          "see it; on a cluster, pass --results on storage every node mounts (NFS, EFS), "
-                          "e.g. --results /mnt/shared/results")
+        raise ConfigError(f"{option} {storage.base} is not shared: node(s) {', '.join(blind)} cannot see "
+                          f"{storage.where}; on a cluster, trial checkpoints must be on storage every node reaches: "
+                          "--storage on a folder every node mounts (NFS, EFS), e.g. --storage /mnt/shared/ablate, "
+                          "or an object store, e.g. --storage s3://bucket/ablate")
 
 
 def _resources(study: Study, console: Console, *, joined: bool) -> dict[str, float]:
@@ -181,6 +185,7 @@ def run_study(
     overrides: list[str],
     *,
     results_root: Path = Path("results"),
+    storage: str | None = None,
     address: str | None = None,
     max_concurrent: int | None = None,
     restart: bool = False,
@@ -192,7 +197,7 @@ def run_study(
     console = console or Console(stderr=True)
     if not verbose:
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its sqlite set-up and migration chatter
-    study = load_study(file, overrides)
+    study = load_study(file, overrides + ([f"storage={json.dumps(storage)}"] if storage is not None else []))
     variants = check(study)
     planned = trials(study, variants)
     if study.design == "optuna":
@@ -200,7 +205,8 @@ def run_study(
     plan = Plan(study, {t.trial_id: t for t in planned}, planned[0].trial_id)
     folder = Path(results_root) / study.name
     total = len(planned) + (study.search.num_samples if study.design == "optuna" else 0)
-    outcome = Outcome(study.name, folder, total)
+    where = Storage.of(study.storage, results_root, study.name)
+    outcome = Outcome(study.name, folder, total, where.where)
 
     require_env(study)  # a $VAR in data.root must be set before any trial starts
     if dry_run:
@@ -213,10 +219,10 @@ def run_study(
 
     with study_lock(folder, study.name):
         if restart:
-            _discard(folder, study, console)
+            _discard(folder, study, where, console)
         tracker = _tracker(study)
         store = ResultsStore(folder)
-        recorder = Recorder(plan, store, tracker, folder)
+        recorder = Recorder(plan, store, tracker, where)
         outcome.tracking_uri = tracker.uri
         fixed = _reconcile(recorder, planned)
         todo = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
@@ -239,7 +245,7 @@ def run_study(
         try:
             outcome.ran = len(todo) + samples_left
             outcome.interrupted = _tune(study, plan, launch_order(todo, study.search.seed if study.search else 0),
-                                        samples_left, store, recorder, folder, max_concurrent, verbose, console,
+                                        samples_left, store, recorder, max_concurrent, verbose, console,
                                         started_ray=started_ray)
         finally:
             if started_ray:
@@ -269,7 +275,7 @@ def _report(study: Study, results_root: Path, console: Console) -> Path | None:
 
 
 def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: ResultsStore, recorder: Recorder,
-          folder: Path, max_concurrent: int | None, verbose: bool, console: Console, *, started_ray: bool) -> bool:
+          max_concurrent: int | None, verbose: bool, console: Console, *, started_ray: bool) -> bool:
     """Build and fit the Tuner; True if it was interrupted."""
     import ray
     from ray import tune
@@ -279,8 +285,9 @@ def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store:
     from ablate.orchestrate.view import View
 
     joined = len([n for n in ray.nodes() if n.get("Alive")]) > 1 or not started_ray
+    storage = recorder.storage
     if joined:
-        _check_shared(folder)
+        _check_shared(storage, "storage" if study.storage is not None else "the results folder")
     resources = _resources(study, console, joined=joined)
     by_ray_id: dict[str, Trial] = {}
     next_index = [max([int(r.get("variant", 0)) for r in store.trials.values()] + [0]) + 1]
@@ -306,7 +313,7 @@ def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store:
                   + (f"; at most {max_concurrent} at once" if max_concurrent else ""))
 
     trainable = tune.with_resources(
-        tune.with_parameters(train, plan=plan, root=str(folder.resolve()),
+        tune.with_parameters(train, plan=plan, storage=storage,
                              threads=max(1, int(resources["cpu"])), use_gpu=resources["gpu"] > 0),
         resources)
     if study.design == "optuna":
@@ -338,7 +345,8 @@ def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store:
         ),
         run_config=tune.RunConfig(
             name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str((folder / "ray").resolve()),
+            storage_path=storage.ray_path(),
+            storage_filesystem=storage.fs()[0] if storage.remote else None,
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
             callbacks=[StudyCallback(recorder, resolve, view)],
             verbose=1 if verbose else 0,
@@ -367,6 +375,8 @@ def describe(outcome: Outcome, console: Console) -> None:
     if outcome.interrupted:
         console.print("[yellow]not finished[/]: run the same command again to resume (finished trials are kept)")
     console.print(f"results: {outcome.folder}/trials.parquet, {outcome.folder}/epochs.parquet")
+    if outcome.storage and outcome.storage != str(outcome.folder.resolve()):
+        console.print(f"trial folders (checkpoints): {outcome.storage}/trials/")
     if outcome.report is not None:
         console.print(f"report: {outcome.report} and {outcome.report.parent}/table.md")
     if outcome.tracking_uri:

@@ -1,7 +1,7 @@
 """The Ray Tune trainable: one ablate trial, reported epoch by epoch.
 
-The trial's folder (``results/<study>/trials/<trial id>/``) is its checkpoint:
-when Ray retries a crashed trial, or a killed study runs again, ``run_trial``
+The trial's folder (``<storage>/<study>/trials/<trial id>/``, see storage.py) is its
+checkpoint: when Ray retries a crashed trial, or a killed study runs again, ``run_trial``
 resumes from the last epoch written there.  A deterministic failure (non-finite
 loss, OOM, bad data, a bad path) is written to the folder's ``status.json`` and the
 function returns normally, so Ray does not retry what would fail the same way.
@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ablate.errors import AblateError
+from ablate.orchestrate.storage import Storage
 from ablate.study.expand import Trial, sampled_variant, trial_id
 from ablate.study.schema import Study
-
-TRIALS_DIR = "trials"
 
 
 @dataclass(frozen=True)
@@ -41,11 +40,7 @@ class Plan:
         return Trial(tid, variant, seed)
 
 
-def trial_dir(root: Path, tid: str) -> Path:
-    return Path(root) / TRIALS_DIR / tid
-
-
-def train(tune_config: dict, *, plan: Plan, root: str, threads: int, use_gpu: bool) -> None:
+def train(tune_config: dict, *, plan: Plan, storage: Storage, threads: int, use_gpu: bool) -> None:
     """Run (or resume) one trial, reporting every epoch's metrics to Ray Tune."""
     import torch
     from ray import tune
@@ -55,7 +50,7 @@ def train(tune_config: dict, *, plan: Plan, root: str, threads: int, use_gpu: bo
     from ablate.errors import TrialFailed
 
     trial = plan.resolve(tune_config)
-    out = trial_dir(Path(root), trial.trial_id)
+    out = storage.pull(trial.trial_id)
     device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
 
     import socket
@@ -65,14 +60,16 @@ def train(tune_config: dict, *, plan: Plan, root: str, threads: int, use_gpu: bo
     where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
 
     def report(row: dict, _out: Path) -> None:
+        storage.push(trial.trial_id)  # stored before it is reported: a lost node loses no reported epoch
         tune.report({**row, "trial_id": trial.trial_id})
 
     try:
         run_trial(trial.variant.config, seed=trial.seed, out_dir=out, device=device, threads=threads,
                   on_epoch=report, log=lambda line: print(f"[{trial.trial_id}] {line}", flush=True), where=where)
     except TrialFailed:
-        return  # run_trial wrote status.json with the reason
+        pass  # run_trial wrote status.json with the reason
     except AblateError as e:  # bad data or a bad path: found while building, before any epoch
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.save_json(out / STATUS, {"trial_id": trial.trial_id, "status": "failed",
                                             "reason": str(e).strip().splitlines()[-1], "epochs_done": 0, "history": []})
+    storage.push(trial.trial_id, done=True)

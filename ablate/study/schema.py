@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from ablate.engine.coco_eval import BACKENDS as COCO_BACKENDS
+from ablate.engine.coco_eval import DEFAULT_BACKEND
 from ablate.engine.metrics import HIGHER_IS_BETTER, METRICS, check_metric
 from ablate.tricks.augment import AUGMENTS
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
@@ -134,6 +136,13 @@ class Train(Section):
     ema: EmaParams = Field(default_factory=EmaParams, description="exponential moving average of weights")
     swa: SwaParams = Field(default_factory=SwaParams, description="stochastic weight averaging")
     amp: AmpParams = Field(default_factory=AmpParams, description="mixed precision (CUDA only)")
+    channels_last: bool = Field(
+        False, description="NHWC memory format for the model and so its activations (bench/trainer_throughput.py)"
+    )
+    cudnn_benchmark: bool = Field(
+        False, description="CUDA: let cuDNN time its conv algorithms; pays off when batches keep one size "
+        "(shapes without multiscale, random_crop, zoom_out); ignored on CPU"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -176,6 +185,10 @@ class Eval(Section):
     score_thresh: float = Field(0.05, ge=0, lt=1, description="detections below this score are dropped")
     max_dets: int = Field(100, ge=1, le=10_000, description="detections kept per image")
     tta: named(TTA, "none") = Field("none", description="test-time augmentation: none | hflip")
+    backend: Literal[tuple(COCO_BACKENDS)] = Field(
+        DEFAULT_BACKEND, description="COCO AP implementation: faster_coco_eval (C++, same twelve numbers to 1e-4, "
+        "bench/coco_eval.py) | pycocotools (the reference)"
+    )
 
 
 class TrialConfig(Section):
@@ -305,6 +318,9 @@ class Study(TrialConfig):
     resources: Resources = Field(default_factory=Resources)
     tracking: Tracking = Field(default_factory=Tracking)
     max_failures: int = Field(2, ge=0, le=100, description="retries of a crashed trial from its last checkpoint")
+    storage: str | None = Field(
+        None, description="trial checkpoints and Ray Tune's state: a folder every node mounts, or s3://, gs:// "
+                          "(pyarrow filesystems); null: the results folder")
 
     _source: Any = PrivateAttr(None)  # loader.Source: which file set each key, for error messages
 
@@ -313,6 +329,15 @@ class Study(TrialConfig):
     def _safe_name(cls, v: str) -> str:
         if not NAME_RE.fullmatch(v):
             raise ValueError(f"'{v}' must be lowercase letters, digits, '_' or '-' (it names the results folder)")
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v and v.split("://", 1)[0] not in ("s3", "gs", "gcs", "file"):
+            raise ValueError(f"'{v}': a folder path, or a URI starting s3://, gs:// or file://")
+        if v is not None and not v.strip():
+            raise ValueError("empty; leave it out to keep checkpoints in the results folder")
         return v
 
     @field_validator("description")
