@@ -55,7 +55,7 @@ def handled(debug: bool):
         if debug:
             raise
         err.print(f"[bold red]error[/] {escape(_last_line(e))}", highlight=False)
-        raise typer.Exit(2) from None
+        raise typer.Exit(e.exit_code) from None
     except typer.Exit:
         raise
     except Exception as e:
@@ -107,9 +107,15 @@ def run(
     from ablate.orchestrate.run import describe, run_study
 
     with handled(debug):
-        outcome = run_study(file, override or [], results_root=results, storage=storage, address=address,
-                            max_concurrent=max_concurrent, restart=restart, dry_run=dry_run, verbose=verbose,
-                            console=err)
+        try:
+            outcome = run_study(file, override or [], results_root=results, storage=storage, address=address,
+                                max_concurrent=max_concurrent, restart=restart, dry_run=dry_run, verbose=verbose,
+                                console=err)
+        except KeyboardInterrupt:  # Ctrl-C outside Tune (starting Ray, the report) or a second one
+            if debug:
+                raise
+            err.print("[yellow]interrupted[/]: run the same command again to resume (finished trials are kept)")
+            raise typer.Exit(130) from None
         if not dry_run:
             describe(outcome, err)
         if outcome.interrupted:
@@ -139,10 +145,32 @@ def report(
             s = load_study(Path(study), [])
             source = Source(s.name, s.description, results, tracking_uri or s.tracking.uri, s.tracking.experiment)
         else:
-            source = Source(study, results=results, tracking_uri=tracking_uri)
+            source = Source(_study_name(study), results=results, tracking_uri=tracking_uri)
         paths = build_report(source, out_dir=out, from_mlflow=from_mlflow, baseline=baseline, percent=percent)
         print(paths["md"].read_text(), end="")
         err.print(f"report: {paths['html']} (tables: {', '.join(str(paths[k]) for k in ('md', 'csv', 'tex'))})")
+
+
+@app.command()
+def sync(
+    study: Annotated[str, typer.Argument(help="study file (studies/x.yaml) or study name", show_default=False)],
+    results: Annotated[Path, typer.Option(help="folder of the study results (results/<study>/)")] = Path("results"),
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the one the run was "
+                                                          "sending to)", show_default=False)] = None,
+    debug: Debug = False,
+) -> None:
+    """Send to MLflow what a run recorded while MLflow was unreachable (results/<study>/mlflow_pending.json).
+
+    Each trial's run is found again or created, missing epochs are logged, its ending set; nothing is sent twice.
+    Exit code 1 if MLflow still cannot be reached.
+    """
+    from ablate.orchestrate.mirror import sync_study
+
+    with handled(debug):
+        _, left = sync_study(study, results=results, tracking_uri=tracking_uri,
+                             note=lambda line: err.print(escape(line), highlight=False))
+        if left:
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -261,6 +289,17 @@ def _variant(file, variants, index: int):
 
 def _problem(file, key, message) -> Problem:
     return Problem(str(file), key, message)
+
+
+def _study_name(text: str) -> str:
+    """A study named on the command line: it becomes results/<name>/ and reports/<name>/, so the
+    same pattern as a study file's ``name`` (no '/', no '..')."""
+    from ablate.study.schema import NAME_RE
+
+    if not NAME_RE.fullmatch(text):
+        raise StudyError([_problem(text, "", "no such study file, and not a study name: a name is lowercase "
+                                   "letters, digits, '_' or '-', as the study file's `name:`")])
+    return text
 
 
 @app.command()

@@ -1,8 +1,12 @@
 """Errors a user can act on.  The CLI prints them without a traceback (unless --debug)."""
 
+import errno
+
 
 class AblateError(Exception):
     """Base of every error whose message alone tells the user what to fix."""
+
+    exit_code = 2  # the CLI's exit status for it (2: a mistake to fix, nothing started)
 
 
 class DataError(AblateError):
@@ -23,3 +27,17 @@ class TrialFailed(AblateError):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(reason)
+
+
+# errnos of a folder that cannot take a write: full, over quota, read-only
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class StorageError(AblateError):
+    """A results or storage folder that cannot be written (full disk, quota, read-only).
+
+    Not the study's fault and not one trial's: the study stops (exit code 1) and resumes
+    where it stopped once the folder can be written again.
+    """
+
+    exit_code = 1

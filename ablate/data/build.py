@@ -22,6 +22,7 @@ from ablate.data.coco import Annotations, load_coco
 from ablate.data.dataset import DetectionDataset, SeededSampler, collate
 from ablate.data.shapes import ensure_shapes
 from ablate.data.voc import load_voc
+from ablate.errors import DataError
 from ablate.study.loader import expand_env
 from ablate.study.schema import Data, TrialConfig
 from ablate.tricks.augment import AUGMENTS
@@ -67,7 +68,8 @@ def build_data(config: TrialConfig, *, seed: int, device: torch.device, cache_di
         cache_dir: where ``shapes`` is generated; None: ``$ABLATE_CACHE`` or ``~/.cache/ablate``.
     """
     d = config.data
-    train, val = _load(d, cache_dir)
+    train, val = load_splits(d, cache_dir)
+    require_boxes(train, val)
     warnings = _report(train, val)
     augments = [build(AUGMENTS, s.name, "augmentation", s.model_dump(exclude={"name"})) for s in config.augment]
     train_set = DetectionDataset(train.records, image_size=d.image_size, augments=augments, train=True)
@@ -111,8 +113,8 @@ def _path(root: str | None, path: str) -> Path:
     return p if p.is_absolute() or root is None else Path(root).expanduser() / p
 
 
-def _load(d: Data, cache_dir: Path | None) -> tuple[Annotations, Annotations]:
-    """Both splits; val in the train split's label space."""
+def load_splits(d: Data, cache_dir: Path | None = None) -> tuple[Annotations, Annotations]:
+    """Both splits, loaded and validated; val in the train split's label space."""
     if d.dataset == "shapes":
         s = d.shapes
         root = ensure_shapes(train_images=s.train_images, val_images=s.val_images, image_size=d.image_size,
@@ -133,6 +135,23 @@ def _load(d: Data, cache_dir: Path | None) -> tuple[Annotations, Annotations]:
     val_images = _path(root, d.val_images) if d.val_images else val_ann.parent / "JPEGImages"
     train = load_voc(train_ann, train_images, classes=d.classes)
     return train, load_voc(val_ann, val_images, classes=train.classes)
+
+
+def require_boxes(train: Annotations, val: Annotations) -> None:
+    """A split a detector can learn from and be scored on: boxes in train, ground truth in val.
+
+    Records whose boxes were all dropped (degenerate, outside the image) are only a
+    warning, as in mmdetection and detectron2; a split left with no box at all is an error.
+    """
+    if not any(len(r.boxes) for r in train.records):
+        dropped = "; ".join(f"{kind}: {n}" for kind, n in sorted(train.repairs.items()))
+        raise DataError(f"{train.source}: the train split has no boxes to train on ({len(train.records)} images"
+                        f"{', ' + dropped if dropped else ', no annotation'}); a detector needs annotated "
+                        "objects: give non-crowd annotations with positive width and height inside the image")
+    if not any(not a["iscrowd"] for a in val.gt["annotations"]):
+        raise DataError(f"{val.source}: the val split has no ground-truth boxes ({len(val.records)} images), so "
+                        "COCO AP is undefined (-1) and no trial could be compared; point data.val_ann at an "
+                        "annotated split")
 
 
 def _report(train: Annotations, val: Annotations) -> dict[str, int]:

@@ -52,6 +52,7 @@ class Annotations:
     cat_ids: list[int]  # label -> COCO category id
     gt: dict[str, Any]  # COCO dict in original coordinates; crowd kept; annotation ids 1..M
     repairs: dict[str, int] = field(default_factory=dict)  # repair kind -> count
+    examples: dict[str, list[str]] = field(default_factory=dict)  # repair kind -> the first few records, for messages
 
     @property
     def categories(self) -> list[dict[str, Any]]:
@@ -98,6 +99,7 @@ def from_coco_dict(
     _check_files(by_id, Path(image_dir), source)
 
     repairs: dict[str, int] = {}
+    examples: dict[str, list[str]] = {}
     boxes: dict[int, list[list[float]]] = {i: [] for i in by_id}
     labels: dict[int, list[int]] = {i: [] for i in by_id}
     gt_anns, seen = [], set()
@@ -122,6 +124,8 @@ def from_coco_dict(
         xyxy, repair = clip_box(bbox, img["width"], img["height"])
         if repair:
             repairs[repair] = repairs.get(repair, 0) + 1
+            if len(examples.setdefault(repair, [])) < 3:
+                examples[repair].append(f"{where} of image '{img['file_name']}'")
         if xyxy is None:
             continue
         x0, y0, x1, y1 = xyxy
@@ -140,7 +144,7 @@ def from_coco_dict(
         for i, img in by_id.items()
     ]
     gt = {"images": list(by_id.values()), "annotations": gt_anns, "categories": cats}
-    return Annotations(source, records, [c["name"] for c in cats], [c["id"] for c in cats], gt, repairs)
+    return Annotations(source, records, [c["name"] for c in cats], [c["id"] for c in cats], gt, repairs, examples)
 
 
 def clip_box(bbox: list[float], width: int, height: int) -> tuple[list[float] | None, str | None]:

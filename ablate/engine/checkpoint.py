@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +35,59 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None) -> N
         generator.set_state(state["data"])
 
 
+def _tmp(path: Path) -> Path:
+    """A hidden temporary name next to ``path``, unique per process and thread (a worker's watchdog writes too)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+@contextlib.contextmanager
+def _replacing(tmp: Path, path: Path):
+    """Rename ``tmp`` over ``path`` once the block wrote it; on any failure (a full disk, Ctrl-C) delete ``tmp``."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+class _Sink:
+    """A file for torch.save that keeps the OSError of a failed write (ENOSPC: a full disk), which
+    torch's zip writer turns into "RuntimeError: unexpected pos" without the errno."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def save(path: Path, payload: dict[str, Any]) -> None:
     """Write to a temporary file in the same folder, then rename: a crash leaves the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    tmp = _tmp(path)
+    with _replacing(tmp, path), open(tmp, "wb") as f:
+        sink = _Sink(f)
+        try:
+            torch.save(payload, sink)
+        except RuntimeError:  # torch's zip writer reports a failed write as "unexpected pos": say why
+            if sink.error is not None:
+                raise sink.error from None
+            raise
 
 
 def save_json(path: Path, data: Any) -> None:
     """JSON written the same atomic way as the checkpoint."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    tmp = _tmp(path)
+    with _replacing(tmp, path):
+        tmp.write_text(json.dumps(data))
 
 
 def load(path: Path) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from ablate.engine.coco_eval import coco_summary, to_coco_results
+from ablate.engine.coco_eval import DEFAULT_BACKEND, coco_summary, to_coco_results
 from ablate.errors import TrialFailed
 from ablate.tricks.optim import Amp
 
@@ -37,7 +37,8 @@ class StepTools:
 
 def _to(device: torch.device, images: list[torch.Tensor], targets: list[dict]) -> tuple[list, list]:
     images = [im.to(device, non_blocking=True) for im in images]
-    targets = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+    targets = [{k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+               for t in targets]
     return images, targets
 
 
@@ -72,11 +73,16 @@ def train_one_epoch(
             with tools.amp.autocast():
                 losses = model(images, targets)  # {"loss_cls": ..., "loss_box": ...}
             total = sum(losses.values())
-            scalars = {name: float(value.detach()) for name, value in {**losses, "loss": total}.items()}  # one sync
+            named = {**losses, "loss": total}
+            if device.type == "cuda":  # one device sync for all of them
+                scalars = dict(zip(named, torch.stack([v.detach().float() for v in named.values()]).tolist()))
+            else:  # no sync to save: item() each is cheaper than a stack
+                scalars = {name: value.item() for name, value in named.items()}
             for name, value in scalars.items():
                 if not math.isfinite(value):
                     raise TrialFailed(f"non-finite {name} ({value}) at epoch {epoch}, iteration {i}")
-            tools.amp.scaler.scale(total / tools.accumulate).backward()
+            scaled = total / tools.accumulate if tools.accumulate > 1 else total  # no needless autograd node
+            tools.amp.scaler.scale(scaled).backward()
             if (i + 1) % tools.accumulate == 0 or i + 1 == steps:
                 _step(model, optimizer, state, tools)
         except RuntimeError as e:
@@ -111,8 +117,9 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, state: LoopState, 
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader, *, coco_gt, cat_ids: list[int], device: torch.device, amp: Amp) -> tuple[dict, list]:
-    """COCO AP of ``model`` on ``loader``; returns (metrics, COCO results records)."""
+def evaluate(model: nn.Module, loader, *, coco_gt, cat_ids: list[int], device: torch.device, amp: Amp,
+             backend: str = DEFAULT_BACKEND) -> tuple[dict, list]:
+    """COCO AP of ``model`` on ``loader`` (``backend``: see coco_eval.BACKENDS); returns (metrics, COCO records)."""
     model.eval()
     started = time.perf_counter()
     records = []
@@ -121,5 +128,5 @@ def evaluate(model: nn.Module, loader, *, coco_gt, cat_ids: list[int], device: t
         with amp.autocast():
             detections = model(images)
         records += to_coco_results([t["image_id"] for t in targets], detections, cat_ids)
-    stats = coco_summary(coco_gt, records)
+    stats = coco_summary(coco_gt, records, backend)
     return {**stats, "eval_time_s": time.perf_counter() - started}, records

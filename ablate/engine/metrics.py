@@ -5,7 +5,7 @@ metric) against this list, so a study can never wait on a metric that the
 engine never reports.
 """
 
-# COCO summary numbers from pycocotools' COCOeval, as fractions in [0, 1].
+# COCO summary numbers (COCOeval's, from eval.backend), as fractions in [0, 1].
 COCO_METRICS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 
 # Training losses (mean over the epoch); FCOS adds its centerness term.

@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from ablate.engine import checkpoint
 from ablate.engine.loop import LoopState, StepTools, evaluate, train_one_epoch
@@ -27,6 +29,9 @@ from ablate.study.schema import TrialConfig
 from ablate.tricks.optim import OPTIMIZERS, REGULARISERS
 from ablate.tricks.registry import build
 from ablate.tricks.schedules import SCHEDULES, WARMUPS
+
+if TYPE_CHECKING:
+    from ablate.data import DataBundle
 
 DETECTIONS = "detections.json"
 STATUS = "status.json"
@@ -58,11 +63,28 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _reset_peak_rss() -> None:
+    """Linux: restart this process's peak RSS (VmHWM), so a reused Ray worker measures this trial alone."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _peak_mb(device: torch.device, rss_start: float) -> float:
     """Peak training memory: CUDA's max allocated, or on CPU the peak RSS growth since the trial began."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_start)
+    return max(0.0, _peak_rss_mb() - rss_start)
 
 
 def read_status(out_dir: Path) -> dict:
@@ -75,6 +97,60 @@ def read_status(out_dir: Path) -> dict:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Pieces:
+    """What ``run_trial`` trains with, as built (before a checkpoint is restored)."""
+
+    data: DataBundle
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Any  # a SCHEDULES entry: schedule(step) -> lr factor, observe(scores), state_dict()
+    tools: StepTools  # lr_at, clip, amp, accumulate and the EMA
+    swa: AveragedModel | None
+    swa_from: int  # the first epoch SWA averages (epochs + 1 when SWA is off)
+    notices: list[str]  # data repairs and the AMP notice, for the log
+
+
+def build_pieces(config: TrialConfig, *, seed: int, device: torch.device) -> Pieces:
+    """Seed, then build the data, model, optimiser, schedule and step tools of a trial on ``device``.
+
+    ``run_trial`` trains with these; ``bench/trainer_throughput.py`` times ``train_one_epoch`` on them.
+    """
+    from ablate.data import build_data
+    from ablate.models import build_model
+
+    torch.manual_seed(seed)
+    data = build_data(config, seed=seed, device=device)
+    notices = [f"{n} {what}" for what, n in data.warnings.items()]
+    t = config.train
+    model = build_model(config, num_classes=len(data.classes)).to(device)
+    if t.channels_last:  # NHWC weights: convs then keep their activations NHWC (the input batch is NCHW)
+        model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":  # process-wide, so set by every trial
+        torch.backends.cudnn.benchmark = t.cudnn_benchmark
+    lr = config.lr_effective
+    optimizer = build(OPTIMIZERS, t.optimizer.name, "optimizer", _params(t.optimizer), model=model, lr_effective=lr)
+    steps_per_epoch = math.ceil(len(data.train) / t.accumulate)
+    schedule = build(SCHEDULES, t.schedule.name, "schedule", _params(t.schedule),
+                     epochs=t.epochs, iters_per_epoch=steps_per_epoch, base_lr=lr)
+    warmup = build(WARMUPS, t.warmup.name, "warmup", _params(t.warmup))
+    ema = build(REGULARISERS, "ema", "regulariser", t.ema.model_dump(), model=model)
+    swa = build(REGULARISERS, "swa", "regulariser", t.swa.model_dump(), model=model)
+    amp = build(REGULARISERS, "amp", "regulariser", t.amp.model_dump(), device=device)
+    if amp.notice:
+        notices.append(amp.notice)
+    swa_from = t.epochs - t.swa.epochs + 1 if t.swa.enabled else t.epochs + 1  # first averaged epoch
+
+    def lr_at(step: int) -> float:
+        if t.swa.enabled and t.swa.lr is not None and step // steps_per_epoch + 1 >= swa_from:
+            return t.swa.lr
+        return lr * schedule(step) * warmup(step)
+
+    tools = StepTools(lr_at, build(REGULARISERS, "clip_grad", "regulariser", t.clip_grad.model_dump()),
+                      amp, t.accumulate, ema)
+    return Pieces(data, model, optimizer, schedule, tools, swa, swa_from, notices)
 
 
 def run_trial(
@@ -98,42 +174,18 @@ def run_trial(
         progress: called after every iteration with epoch, iteration, loss, lr.
         where: what to record about the process running it (e.g. the Ray node), per start.
     """
-    from ablate.data import build_data
-    from ablate.models import build_model
-
     device = torch.device(device) if device is not None else default_device()
     if threads:
         torch.set_num_threads(threads)
     tid = trial_id(config, seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _reset_peak_rss()
     rss_start = _rss_mb()
-    torch.manual_seed(seed)
-
-    data = build_data(config, seed=seed, device=device)
-    notices = [f"{n} {what}" for what, n in data.warnings.items()]
-    model = build_model(config, num_classes=len(data.classes)).to(device)
-    t = config.train
-    lr = config.lr_effective
-    optimizer = build(OPTIMIZERS, t.optimizer.name, "optimizer", _params(t.optimizer), model=model, lr_effective=lr)
-    steps_per_epoch = math.ceil(len(data.train) / t.accumulate)
-    schedule = build(SCHEDULES, t.schedule.name, "schedule", _params(t.schedule),
-                     epochs=t.epochs, iters_per_epoch=steps_per_epoch, base_lr=lr)
-    warmup = build(WARMUPS, t.warmup.name, "warmup", _params(t.warmup))
-    ema = build(REGULARISERS, "ema", "regulariser", t.ema.model_dump(), model=model)
-    swa = build(REGULARISERS, "swa", "regulariser", t.swa.model_dump(), model=model)
-    amp = build(REGULARISERS, "amp", "regulariser", t.amp.model_dump(), device=device)
-    if amp.notice:
-        notices.append(amp.notice)
-    swa_from = t.epochs - t.swa.epochs + 1 if t.swa.enabled else t.epochs + 1  # first averaged epoch
-
-    def lr_at(step: int) -> float:
-        if t.swa.enabled and t.swa.lr is not None and step // steps_per_epoch + 1 >= swa_from:
-            return t.swa.lr
-        return lr * schedule(step) * warmup(step)
-
-    tools = StepTools(lr_at, build(REGULARISERS, "clip_grad", "regulariser", t.clip_grad.model_dump()),
-                      amp, t.accumulate, ema)
+    setup_began = time.perf_counter()
+    pieces = build_pieces(config, seed=seed, device=device)
+    data, model, optimizer, schedule, tools = pieces.data, pieces.model, pieces.optimizer, pieces.schedule, pieces.tools
+    ema, swa, amp, swa_from, notices, t = tools.ema, pieces.swa, tools.amp, pieces.swa_from, pieces.notices, config.train
     state = LoopState()
     start = 1
     saved = checkpoint.load(out_dir / checkpoint.CHECKPOINT)
@@ -158,7 +210,8 @@ def run_trial(
     # every (re)start of this trial: the epoch it started from and the process (a resume shows as two)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     starts = [*read_status(out_dir).get("starts", []),
-              {"epoch": start, "pid": os.getpid(), "device": device_name, **(where or {})}]
+              {"epoch": start, "pid": os.getpid(), "device": device_name,
+               "setup_s": time.perf_counter() - setup_began, **(where or {})}]
 
     def record(status: str, **extra) -> None:  # status.json: what a driver reads back, history included
         checkpoint.save_json(out_dir / STATUS, {"trial_id": tid, "status": status, **extra, "pid": os.getpid(),
@@ -179,11 +232,12 @@ def run_trial(
                 swa.update_parameters(model)
                 judged = swa.module
             scores, records = evaluate(judged, data.val, coco_gt=data.val_coco, cat_ids=data.cat_ids,
-                                       device=device, amp=amp)
+                                       device=device, amp=amp, backend=config.eval.backend)
             schedule.observe(scores)
             row = {"epoch": epoch, **{k: v for k, v in {**scores, **train}.items() if k in METRICS},
                    "peak_mem_mb": _peak_mb(device, rss_start), "epoch_time_s": time.perf_counter() - began}
             state.history.append(row)
+            saving = time.perf_counter()
             checkpoint.save(out_dir / checkpoint.CHECKPOINT, {
                 "trial_id": tid, "seed": seed, "config": config_dict(config), "epoch": epoch,
                 "iteration": state.iteration, "history": state.history, "model": model.state_dict(),
@@ -191,6 +245,7 @@ def run_trial(
                 "scaler": amp.scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                 "swa": swa.state_dict() if swa is not None else None,
                 "rng": checkpoint.rng_state(data.generator)})
+            row["checkpoint_s"] = time.perf_counter() - saving  # status.json only (bench/orchestration.py)
             if epoch == last:  # once: on COCO val this file is ~500k records
                 checkpoint.save_json(out_dir / DETECTIONS, records)
             record("completed" if epoch == t.epochs else "running")

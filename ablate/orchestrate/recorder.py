@@ -4,24 +4,34 @@ The ``Recorder`` is driven by Ray Tune's callbacks in the driver (``StudyCallbac
 and, on a resume, by the trial folders themselves: a trial's ``status.json`` holds its
 whole history, so whatever a killed driver never recorded is recorded on the next
 run, and whatever it did record is skipped (rows are keyed by trial and epoch).
+Each event goes into the store (in memory), then to MLflow through the ``Mirror``
+(mirror.py: when MLflow cannot be reached the study goes on and the trial is marked for
+later), then to the Parquet files, which are rewritten whole: starts and epochs reach
+them at most ``FLUSH_S`` late (each trial's status.json holds them meanwhile, and the
+next run catches up from there); an ending is written at once.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from ray.tune import Callback
 
 from ablate.engine.metrics import METRICS
-from ablate.orchestrate.storage import Storage
-from ablate.orchestrate.tracking import Tracker, flatten
+from ablate.errors import StorageError
+from ablate.orchestrate.mirror import Mirror
+from ablate.orchestrate.storage import Storage, disk_problem
+from ablate.orchestrate.tracking import Tracker
 from ablate.orchestrate.worker import Plan
 from ablate.results.store import ResultsStore
 from ablate.study.expand import Trial, config_dict, short
 from ablate.study.paths import get
 from ablate.study.schema import CategoricalDist
 
+FLUSH_S = 2.0  # the longest a start or an epoch waits to be written to the Parquet files
 CRASHED = "crashed"  # prefix of the reason of a trial Ray gave up retrying: not deterministic, run again on resume
 
 
@@ -61,26 +71,23 @@ class Recorder:
         store: the study's Parquet tables.
         tracker: the study's MLflow runs.
         storage: where the trial folders are (their status.json).
+        note: prints a console line (MLflow unreachable, back); default: stderr.
     """
 
-    def __init__(self, plan: Plan, store: ResultsStore, tracker: Tracker, storage: Storage):
+    def __init__(self, plan: Plan, store: ResultsStore, tracker: Tracker, storage: Storage, *,
+                 note: Callable[[str], None] | None = None):
         self.plan, self.store, self.tracker, self.storage = plan, store, tracker, storage
+        self.mirror = Mirror(store, tracker, **({"note": note} if note is not None else {}))
         self.started: dict[str, float] = {}
+        self.flushed_at, self.dirty = 0.0, False
         self.events: list[tuple[str, str, str]] = []  # (trial id, label, variant name) of trials that ended
 
     def start(self, trial: Trial) -> None:
         tid, v = trial.trial_id, trial.variant
         levels = factor_levels(self.plan, trial)
         config = config_dict(v.config)
-        run_id = self.tracker.trial_run(
-            tid, name=f"{v.name} seed={trial.seed}",
-            tags={"variant": str(v.index), "variant_name": v.name, "seed": str(trial.seed),
-                  "design": self.plan.study.design, "status": "running"},
-            params={"variant": v.name, "seed": str(trial.seed),
-                    **{f"factor.{k}": lv for k, lv in levels.items()}, **flatten(config)},
-            config=config)
         fields = {"study": self.plan.study.name, "variant": v.index, "variant_name": v.name, "seed": trial.seed,
-                  "design": self.plan.study.design, "mlflow_run_id": run_id,
+                  "design": self.plan.study.design,
                   "overrides": json.dumps(v.overrides, sort_keys=True),
                   "config": json.dumps(config, sort_keys=True),  # the resolved config, for reports
                   **{f"factor.{k}": lv for k, lv in levels.items()}}
@@ -95,28 +102,27 @@ class Recorder:
         self.store.upsert_trial(tid, **fields)
         self.started[tid] = time.time()
         self._catch_up(tid)  # epochs a killed driver ran but never recorded
-        self.store.flush()
+        self.mirror.send(tid, config=config)  # its MLflow run: params, tags, config.yaml, the epochs so far
+        self.flush(now=False)
 
     def _catch_up(self, tid: str) -> dict:
         status_file = self.storage.read_status(tid)
         for row in status_file.get("history", []):
             self.store.add_epoch(tid, {k: v for k, v in row.items() if k == "epoch" or k in METRICS})
-            self.tracker.log_epoch(tid, row)
         starts = status_file.get("starts", [])
         where = {}
         if starts:  # where it ran: every node it started on (a retry may move it), the last device
             nodes = list(dict.fromkeys(str(s["node"]) for s in starts if s.get("node")))
             where = {"node": ",".join(nodes) or None, "host": starts[-1].get("host"), "device": starts[-1].get("device")}
-            self.tracker.tag_trial(tid, {k: v for k, v in where.items() if v})
         self.store.upsert_trial(tid, **where)
         return status_file
 
     def epoch(self, tid: str, row: dict) -> None:
         clean = {"epoch": int(row["epoch"]), **{k: float(row[k]) for k in METRICS if row.get(k) is not None}}
         self.store.add_epoch(tid, clean)
-        self.tracker.log_epoch(tid, clean)
         self.store.upsert_trial(tid)
-        self.store.flush()
+        self.mirror.send(tid)
+        self.flush(now=False)
 
     def finish(self, trial: Trial, error: str | None = None) -> str:
         """Record how a trial ended (from its folder's status.json); returns the status label."""
@@ -127,11 +133,40 @@ class Recorder:
         wall = previous + (time.time() - self.started.pop(tid)) if tid in self.started else previous
         self.store.upsert_trial(tid, status=status, reason=reason or "", status_label=label, wall_time_s=wall,
                                 ended_at=time.time(), retries=max(0, len(status_file.get("starts", [])) - 1))
-        history = self.store.history(tid)
-        self.tracker.end_trial(tid, status=status, label=label, final=history[-1] if history else {})
-        self.store.flush()
+        self.mirror.send(tid)  # its ending, with any epoch caught up above
+        self.flush()
         self.events.append((tid, label, trial.variant.name))
         return label
+
+    def flush(self, *, now: bool = True) -> None:
+        """Write the Parquet files: at once, or (``now=False``) only if FLUSH_S passed since the last write.
+
+        Rewriting both files after every event would make a study of many trials quadratic.
+        """
+        if not now and time.time() - self.flushed_at < FLUSH_S:
+            self.dirty = True
+            return
+        self.store.flush()
+        self.flushed_at, self.dirty = time.time(), False
+
+    def tick(self) -> None:
+        """Write what waits, once FLUSH_S passed (called after every step of Tune's event loop)."""
+        if self.dirty:
+            self.flush(now=False)
+
+    def sync(self) -> int:
+        """Send what an earlier run could not send to MLflow (before any trial starts); returns what is left."""
+        if not self.mirror.pending and not self.mirror.finished:
+            return 0
+        left = self.mirror.sync(force=True)
+        self.flush()  # the MLflow run ids of runs created now
+        return left
+
+    def end_study(self, finished: bool) -> int:
+        """Close the study's MLflow parent run (FINISHED if ``finished``); returns trials still not in MLflow."""
+        left = self.mirror.end_study(finished)
+        self.flush()
+        return left
 
 
 class StudyCallback(Callback):
@@ -139,6 +174,7 @@ class StudyCallback(Callback):
 
     def __init__(self, recorder: Recorder, resolve, view):
         self.recorder, self.resolve, self.view = recorder, resolve, view
+        self.fatal: StorageError | None = None  # a trial could not write its folder: the study stops with this
 
     def __getstate__(self) -> dict:
         # Tune pickles its state (callbacks included) for Tuner.restore, which ablate never uses:
@@ -163,12 +199,50 @@ class StudyCallback(Callback):
             error = trial.get_error()
         except Exception:  # noqa: BLE001 -- the error file may be gone; the trial still failed
             error = None
+        self._stop_if_disk(trial, error or _local_error(trial))
         self.recorder.finish(self.resolve(trial), error=_last_line(error or "the trial's worker died"))
         self.view.ended(self.recorder.events)
         self.view.update(trials)
 
+    def on_step_end(self, iteration, trials, **info):
+        self.recorder.tick()
+
+    def on_experiment_end(self, trials, **info):
+        self.recorder.flush()
+
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self.view.note(f"trial {self.resolve(trial).trial_id} crashed; Ray retries it from its last checkpoint")
+        self._stop_if_disk(trial, _local_error(trial))
+        tid = self.resolve(trial).trial_id
+        status = self.recorder.storage.read_status(tid)
+        if status.get("status") == "failed":  # it stopped itself (a hang, see worker.py): the retry only returns
+            self.view.note(f"trial {tid} stopped: {status.get('reason', 'unknown')}")
+        else:
+            self.view.note(f"trial {tid} crashed; Ray retries it from its last checkpoint")
+
+    def _stop_if_disk(self, trial, error: str | None) -> None:
+        """A trial that died because its folder is full or read-only: every trial would, so stop the study.
+
+        Retrying it (Ray) or going on with the next (Tune) would only fail again; the trial is left
+        unrecorded, so the run that follows, once there is room, resumes it from its last checkpoint.
+        """
+        problem = disk_problem(error or "")
+        if problem is None:
+            return
+        tid = self.resolve(trial).trial_id
+        self.fatal = StorageError(f"trial {tid} cannot write its folder {self.recorder.storage.where}/trials/{tid} "
+                                  f"({problem}); free space there (or pass --results, or --storage, a folder on "
+                                  "another disk), then run the same command again to resume (what is recorded is kept)")
+        raise self.fatal
+
+
+def _local_error(trial) -> str:
+    """The error Tune has just written for ``trial`` in the driver's copy of its folder ('' if none):
+    ``get_error`` reads the storage's copy, which is synced later."""
+    path = getattr(trial, "error_file", None)
+    try:
+        return Path(path).read_text() if path else ""
+    except OSError:
+        return ""
 
 
 def _last_line(text: str) -> str:

@@ -19,6 +19,8 @@ import logging
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +28,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from ablate.errors import ConfigError
+from ablate.data.check import check_data
+from ablate.errors import AblateError, ConfigError, StorageError
 from ablate.orchestrate.lock import LOCK, study_lock
+from ablate.orchestrate.mirror import outage_errors
 from ablate.orchestrate.recorder import CRASHED, Recorder, StudyCallback
-from ablate.orchestrate.storage import Storage
+from ablate.orchestrate.storage import Storage, disk_problem
 from ablate.orchestrate.tracking import Tracker
 from ablate.orchestrate.worker import Plan, train
-from ablate.results.store import ResultsStore
+from ablate.results.store import ResultsStore, stale_temp_files
 from ablate.study import load_study
 from ablate.study.expand import Trial, check, trials
 from ablate.study.loader import require_env
@@ -50,6 +54,7 @@ class Outcome:
     tracking_uri: str = ""
     interrupted: bool = False
     report: Path | None = None
+    unsynced: int = 0  # trials whose records MLflow could not take (kept in results/<study>/, see mirror.py)
 
 
 def ended(row: dict) -> bool:
@@ -82,6 +87,11 @@ def _discard(folder: Path, study: Study, storage: Storage, console: Console) -> 
     """``--restart``: say what goes, then delete the study's results, trial folders and MLflow runs."""
     store = ResultsStore(folder)
     tracker = _tracker(study)
+    try:
+        tracker.connect()
+    except outage_errors() as e:
+        raise AblateError(f"--restart deletes the study's MLflow runs, but MLflow at {tracker.uri} cannot be reached "
+                          f"({type(e).__name__}); start it, or run without --restart") from None
     console.print(f"--restart: discarding {len(store.trials)} recorded trials in {folder}, "
                   f"{len(storage.trial_ids())} trial folders in {storage.where}, "
                   f"and {len(tracker.children)} MLflow trial runs under run {tracker.parent_id}")
@@ -114,6 +124,8 @@ def _ray_init(address: str | None, verbose: bool) -> bool:
     quiet = logging.WARNING if verbose else logging.ERROR
     for name in ("ray", "ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(quiet)
+    if not verbose:  # Tune logs each trial error with its traceback; ablate records its reason and notes it
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     if ray.is_initialized():
         return False
     ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=quiet,
@@ -192,8 +204,13 @@ def run_study(
     dry_run: bool = False,
     verbose: bool = False,
     console: Console | None = None,
+    trainable=None,
 ) -> Outcome:
-    """Run (or resume) a study; see the module doc.  Raises StudyError before anything starts."""
+    """Run (or resume) a study; see the module doc.  Raises StudyError before anything starts.
+
+    ``trainable`` replaces ``worker.train`` (same signature and contract: status.json in the
+    trial's folder, one ``tune.report`` per epoch): a test seam for orchestration-only tests.
+    """
     console = console or Console(stderr=True)
     if not verbose:
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its sqlite set-up and migration chatter
@@ -209,6 +226,11 @@ def run_study(
     outcome = Outcome(study.name, folder, total, where.where)
 
     require_env(study)  # a $VAR in data.root must be set before any trial starts
+    # every dataset loaded and its images decoded now: a bad record fails here, not inside a trial,
+    # and before anything is written (the writable check below creates the results folder)
+    check_data([v.config for v in variants], log=lambda line: console.print(escape(line), highlight=False))
+    if not dry_run:  # a read-only or full results folder fails now, not at the first epoch's checkpoint
+        _check_writable(folder, where, results_only=study.storage is None)
     if dry_run:
         store_rows = ResultsStore(folder).trials if (folder / "trials.parquet").exists() else {}
         done = [t for t in planned if ended(store_rows.get(t.trial_id, {}))]
@@ -218,12 +240,16 @@ def run_study(
         return outcome
 
     with study_lock(folder, study.name):
+        for stale in stale_temp_files(folder):  # a write of a killed driver (this one holds the lock)
+            stale.unlink(missing_ok=True)
         if restart:
             _discard(folder, study, where, console)
         tracker = _tracker(study)
         store = ResultsStore(folder)
-        recorder = Recorder(plan, store, tracker, where)
+        recorder = Recorder(plan, store, tracker, where,
+                            note=lambda line: console.print(f"[yellow]note[/] {escape(line)}", highlight=False))
         outcome.tracking_uri = tracker.uri
+        recorder.sync()  # what an earlier run could not send to MLflow
         fixed = _reconcile(recorder, planned)
         todo = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
         samples_left = 0
@@ -236,7 +262,7 @@ def run_study(
                       + (f" ({fixed} recorded now from their folders)" if fixed else "")
                       + f"; to run: {len(todo) + samples_left}")
         if not todo and not samples_left:
-            tracker.end_study(True)
+            outcome.unsynced = recorder.end_study(True)
             outcome.counts = _counts(store)
             outcome.report = _report(study, results_root, console)
             return outcome
@@ -244,9 +270,10 @@ def run_study(
         started_ray = _ray_init(address, verbose)
         try:
             outcome.ran = len(todo) + samples_left
-            outcome.interrupted = _tune(study, plan, launch_order(todo, study.search.seed if study.search else 0),
-                                        samples_left, store, recorder, max_concurrent, verbose, console,
-                                        started_ray=started_ray)
+            order = launch_order(todo, study.search.seed if study.search else 0)
+            stopped = outcome.interrupted = _tune(study, plan, order, samples_left, store, recorder, max_concurrent,
+                                                  verbose, console, started_ray=started_ray,
+                                                  trainable=trainable or train)
         finally:
             if started_ray:
                 import ray
@@ -255,8 +282,9 @@ def run_study(
         outcome.counts = _counts(store)
         unfinished = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
         outcome.interrupted = outcome.interrupted or bool(unfinished)
-        tracker.end_study(not outcome.interrupted)
-        outcome.report = _report(study, results_root, console)
+        outcome.unsynced = recorder.end_study(not outcome.interrupted)
+        if not stopped:  # after Ctrl-C, out fast: `ablate report` makes it when wanted
+            outcome.report = _report(study, results_root, console)
         return outcome
 
 
@@ -275,7 +303,7 @@ def _report(study: Study, results_root: Path, console: Console) -> Path | None:
 
 
 def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: ResultsStore, recorder: Recorder,
-          max_concurrent: int | None, verbose: bool, console: Console, *, started_ray: bool) -> bool:
+          max_concurrent: int | None, verbose: bool, console: Console, *, started_ray: bool, trainable=train) -> bool:
     """Build and fit the Tuner; True if it was interrupted."""
     import ray
     from ray import tune
@@ -313,7 +341,7 @@ def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store:
                   + (f"; at most {max_concurrent} at once" if max_concurrent else ""))
 
     trainable = tune.with_resources(
-        tune.with_parameters(train, plan=plan, storage=storage,
+        tune.with_parameters(trainable, plan=plan, storage=storage,
                              threads=max(1, int(resources["cpu"])), use_gpu=resources["gpu"] > 0),
         resources)
     if study.design == "optuna":
@@ -333,12 +361,14 @@ def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store:
     view = View(console, store, [t.trial_id for t in todo], metric=study.scheduler.metric,
                 mode=study.scheduler.mode, epochs=max_t, total=len(plan.lookup) + samples_left
                 + sum(1 for r in store.trials.values() if r.get("sample")))
+    callback, ctrl_c = StudyCallback(recorder, resolve, view), _ctrl_c_stopper()
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             scheduler=scheduler, search_alg=search, num_samples=num_samples,
-            max_concurrent_trials=max_concurrent, reuse_actors=False,
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,  # a finished trial's worker process takes the next: no process start, no imports
             trial_name_creator=lambda t: resolve(t).trial_id, trial_dirname_creator=lambda t: resolve(t).trial_id,
             **({} if scheduler is not None or search is not None else
                {"metric": study.scheduler.metric, "mode": study.scheduler.mode}),
@@ -348,19 +378,114 @@ def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store:
             storage_path=storage.ray_path(),
             storage_filesystem=storage.fs()[0] if storage.remote else None,
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
-            callbacks=[StudyCallback(recorder, resolve, view)],
+            callbacks=[callback],
+            stop=ctrl_c,
             verbose=1 if verbose else 0,
         ),
     )
     interrupted = False
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())  # Tune's banners
-    with view, quiet:
+    with view, quiet, _on_ctrl_c(ctrl_c):
         try:
             tuner.fit()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C
             interrupted = True
+        except Exception as e:
+            # a folder that cannot take writes (full, read-only), seen by a trial or by the recorder: Tune
+            # re-raises it as its own error with the traceback as text; the user gets the reason and the fix
+            problem = callback.fatal or _storage_problem(e, storage)
+            if problem is not None:
+                raise problem from None
+            raise
     view.ended(recorder.events)
-    return interrupted
+    return interrupted or ctrl_c.requested
+
+
+def _ctrl_c_stopper():
+    """A Tune ``Stopper`` that ends the experiment once ``requested`` (see _on_ctrl_c)."""
+    from ray.tune import Stopper
+
+    class CtrlC(Stopper):
+        requested = False
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.requested
+
+    return CtrlC()
+
+
+@contextlib.contextmanager
+def _on_ctrl_c(stop):
+    """Ctrl-C stops the study: the first SIGINT sets ``stop.requested`` (a Tune Stopper's ``stop_all``).
+
+    Tune then stops every trial at its next step (running ones are killed after a few seconds
+    if they do not stop: an epoch may be long) and records nothing for them, so a rerun
+    resumes them from their last epoch.  Tune's own SIGINT handler does the same, but its
+    ``fit`` then returns as if the study had ended; with it off (TUNE_DISABLE_SIGINT_HANDLER,
+    read when ``fit`` starts) ablate knows it was stopped: no report, "run it again" said.
+    A second Ctrl-C raises KeyboardInterrupt at once (the handler puts back the previous one).
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first(signum, frame) -> None:
+        stop.requested = True
+        signal.signal(signal.SIGINT, previous)
+
+    env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = env
+
+
+def _storage_problem(error: BaseException, storage: Storage) -> StorageError | None:
+    """A StorageError for an error of Tune's whose text says a folder is full or read-only (its own state files)."""
+    text = f"{error}\n{error.__cause__ or ''}"
+    problem = disk_problem(text)
+    if problem is None:
+        return None
+    own = [line for line in text.splitlines() if "StorageError: " in line]
+    if own:  # the results store's own message (a Parquet write), with the file and the fix
+        return StorageError(own[-1].split("StorageError: ", 1)[1].strip())
+    return StorageError(f"{storage.where} cannot be written ({problem}); free space there (or pass --storage a folder "
+                        "on another disk), then run the same command again to resume (what is recorded is kept)")
+
+
+def _check_writable(folder: Path, storage: Storage, *, results_only: bool) -> None:
+    """Before anything starts: the results folder (and the storage, when elsewhere) take a write.
+
+    Running as root, permissions rarely stop a write, but a read-only mount or a full disk does; found
+    here, nothing is started.  (A disk that fills up later stops the study with the same advice.)
+    """
+    probe = folder / f".write-check-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ablate")
+        probe.unlink()
+    except OSError as e:
+        raise StorageError(f"the results folder {folder.resolve()} cannot be written ({e.strerror or e}); free space "
+                           "or remount it writable, or pass --results a folder that can be written") from None
+    if results_only:
+        return
+    marker = f"{storage.fs()[1]}/.write-check-{os.getpid()}"
+    try:
+        storage.write_text(marker, "ablate")
+    except OSError as e:
+        raise StorageError(f"the study's storage {storage.where} cannot be written ({e}); free space or fix its "
+                           "permissions, or pass --storage a folder (or bucket) that can be written") from None
+    storage.delete_file(marker)
 
 
 def _point(row: dict) -> dict:
@@ -383,3 +508,8 @@ def describe(outcome: Outcome, console: Console) -> None:
         here = outcome.tracking_uri == f"sqlite:///{Path.cwd() / 'mlflow.db'}"  # MLflow's default, `mlflow ui`'s too
         browse = "mlflow ui" if here else f"mlflow ui --backend-store-uri {outcome.tracking_uri}"
         console.print(f"MLflow: {outcome.tracking_uri} -- browse it with: {browse}")
+    if outcome.unsynced:
+        console.print(f"[yellow]not synced[/]: MLflow did not get {outcome.unsynced} trial(s) (unreachable); they are "
+                      f"kept in {outcome.folder}/ and sent by `ablate sync {outcome.study}"
+                      + ("" if outcome.folder.parent == Path("results") else f" --results {outcome.folder.parent}")
+                      + "` or the next `ablate run` of the study", highlight=False)

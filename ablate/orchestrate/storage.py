@@ -16,6 +16,7 @@ The driver reads each trial's ``status.json`` from the same place.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -166,3 +167,15 @@ class Storage:
         for path in (f"{self.fs()[1]}/{TRIALS_DIR}", self.ray_path()):
             if fs.get_file_info(path).type == pafs.FileType.Directory:
                 fs.delete_dir(path)
+
+
+def disk_problem(text: str) -> str | None:
+    """What an error's text says is wrong with a folder: full or read-only (ENOSPC, EDQUOT, EROFS), else None.
+
+    Errors of a trial reach the driver as text (Ray's error file, Tune's wrapped traceback), so the
+    errno survives only as its message: that message is returned, e.g. "No space left on device".
+    """
+    from ablate.errors import DISK_ERRNOS
+
+    text = str(text).lower()
+    return next((os.strerror(e) for e in sorted(DISK_ERRNOS) if os.strerror(e).lower() in text), None)

@@ -7,14 +7,26 @@ idempotent, which is what lets a killed study resume without duplicates:
 - the parent run is found again by its tags (``ablate.study``, ``ablate.role``);
 - a child run is found again by ``ablate.trial_id`` under that parent;
 - an epoch's metrics go out in one ``log_batch`` together with the tag
-  ``ablate.epochs_logged`` (the epochs logged so far, one transaction), and an epoch
-  in that tag is never logged again (a resumed trial may report epoch 3 before the
-  driver catches up on epoch 2, so this is a set, not a high-water mark).
+  ``ablate.epochs_logged`` (the epochs logged so far), and an epoch in that tag is never
+  logged again (a resumed trial may report epoch 3 before the driver catches up on
+  epoch 2, so this is a set, not a high-water mark).  MLflow's SQL store commits a
+  batch's metrics before its tags, so a driver killed in between leaves an epoch logged
+  but not in the tag: a run found on the server (not created by this Tracker) has its
+  logged steps read back from its metric history before its first new epoch;
+- a child run's params go out with the tag ``ablate.params`` (``pending`` from the run's
+  creation) in their last batch, and its ending (the ``status`` tag) is set only when it
+  differs from the one found.
+
+Nothing is sent until the first call (``connect``): a study starts while MLflow is
+down, and after a failed call ``invalidate`` makes the next one read all of the above
+back from the server (a write whose answer was lost is then seen, not repeated).
+See mirror.py for what happens when the server cannot be reached.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import yaml
@@ -24,7 +36,17 @@ from mlflow.tracking import MlflowClient
 from ablate.engine.metrics import METRICS
 
 ROLE, STUDY, TRIAL, LOGGED = "ablate.role", "ablate.study", "ablate.trial_id", "ablate.epochs_logged"
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: the pure-Python one takes ~10 ms a config
+PARAMS = "ablate.params"  # "pending" from a child run's creation until its last batch of params says how many
+WHERE = ("node", "host", "device")  # the tags tag_trial sets
 PARAM_MAX = 6000  # MLflow's limit on a param value
+
+# MLflow's HTTP client retries a refused connection 7 times with exponential backoff (about
+# 4 minutes) and waits 120 s for an answer; the driver instead gives up within seconds and
+# keeps the records for later (mirror.py).  Ending a run on a server also fetches the run
+# again to print its URL: one request and two lines per trial, off.  A value the user set wins.
+CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 # how a trial's ending maps to an MLflow run status
 RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
@@ -70,46 +92,92 @@ class Tracker:
         tags: more tags for the parent run (design, description).
     """
 
-    def __init__(self, uri: str | None, experiment: str, study: str, tags: dict[str, str]):
-        self.client = MlflowClient(tracking_uri=uri)
-        self.uri = self.client.tracking_uri
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
-        self.study = study
-        parents = self.client.search_runs(
-            [self.experiment_id], f"tags.`{STUDY}` = '{study}' and tags.`{ROLE}` = 'study'", max_results=1)
-        if parents:
-            self.parent_id = parents[0].info.run_id
-            self.client.update_run(self.parent_id, status="RUNNING")
-            for key, value in tags.items():  # the study may have been edited since
-                self.client.set_tag(self.parent_id, key, value)
-        else:
-            self.parent_id = self.client.create_run(
-                self.experiment_id, run_name=study, tags={ROLE: "study", STUDY: study, **tags}).info.run_id
+    def __init__(self, uri: str | None, experiment: str, study: str, tags: dict[str, str], *, reopen: bool = True):
+        from mlflow.tracking import get_tracking_uri
+
+        for name, value in CLIENT_ENV.items():  # read by MLflow on every request
+            os.environ.setdefault(name, value)
+        self.uri = uri or get_tracking_uri()
+        self.experiment, self.study, self.tags, self.reopen = experiment, study, tags, reopen
+        self.client: MlflowClient | None = None
+        self.parent_id: str | None = None  # None: not connected (yet, or since a failure)
         self.children: dict[str, str] = {}  # trial id -> run id
         self.logged: dict[str, set[int]] = {}  # trial id -> epochs logged
         self.tagged: dict[str, dict[str, str]] = {}  # trial id -> tags set by tag_trial
+        self.ready: set[str] = set()  # trial ids whose run has its params and config.yaml
+        self.ended: dict[str, str] = {}  # trial id -> the status label of its ended run
+        self.exact: set[str] = set()  # trial ids whose `logged` is known to be whole (see the module doc)
+
+    def connect(self) -> None:
+        """Find (or create) the experiment and the parent run, and read back the child runs; once.
+
+        With ``reopen`` (``ablate run``) the parent is marked RUNNING again and its tags updated.
+        """
+        if self.parent_id is not None:
+            return
+        if self.client is None:
+            self.client = MlflowClient(tracking_uri=self.uri)
+        found = self.client.get_experiment_by_name(self.experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(self.experiment)
+        parents = self.client.search_runs(
+            [self.experiment_id], f"tags.`{STUDY}` = '{self.study}' and tags.`{ROLE}` = 'study'", max_results=1)
+        if parents:
+            parent_id = parents[0].info.run_id
+            if self.reopen:
+                self.client.update_run(parent_id, status="RUNNING")
+                for key, value in self.tags.items():  # the study may have been edited since
+                    self.client.set_tag(parent_id, key, value)
+        else:
+            tags = {ROLE: "study", STUDY: self.study, **self.tags}
+            parent_id = self.client.create_run(self.experiment_id, run_name=self.study, tags=tags).info.run_id
         children = self.client.search_runs(
-            [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_id}'", max_results=50_000)
+            [self.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=50_000)
+        self.children, self.logged, self.tagged, self.ready, self.ended, self.exact = {}, {}, {}, set(), {}, set()
         for run in children:
-            tid = run.data.tags.get(TRIAL)
-            if tid is not None:
-                self.children[tid] = run.info.run_id
-                self.logged[tid] = {int(e) for e in run.data.tags.get(LOGGED, "").split(",") if e}
+            tid, tags = run.data.tags.get(TRIAL), run.data.tags
+            if tid is None:
+                continue
+            self.children[tid] = run.info.run_id
+            self.logged[tid] = {int(e) for e in tags.get(LOGGED, "").split(",") if e}
+            self.tagged[tid] = {k: tags[k] for k in WHERE if k in tags}
+            if tags.get(PARAMS, "pending" if not run.data.params else "") != "pending":  # (older runs: no tag)
+                self.ready.add(tid)
+            if run.info.status != "RUNNING" and "status" in tags:
+                self.ended[tid] = tags["status"]
+        self.parent_id = parent_id
+
+    def invalidate(self) -> None:
+        """After a failed call: what the server holds is read again on the next one."""
+        self.parent_id = None
+
+    def prepared(self, trial_id: str) -> bool:
+        """Whether the trial's run exists with its params (``trial_run`` would send nothing)."""
+        return self.parent_id is not None and trial_id in self.children and trial_id in self.ready
 
     def trial_run(self, trial_id: str, *, name: str, tags: dict[str, str], params: dict[str, str],
-                  config: dict) -> str:
-        """The child run of a trial, created (with params, tags and config.yaml) the first time."""
-        if trial_id in self.children:
-            return self.children[trial_id]
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={
-            "mlflow.parentRunId": self.parent_id, ROLE: "trial", STUDY: self.study, TRIAL: trial_id, **tags})
-        run_id = run.info.run_id
-        items = list(params.items())
-        for start in range(0, len(items), 100):  # log_batch takes at most 100 params per call
-            self.client.log_batch(run_id, params=[Param(k, v) for k, v in items[start:start + 100]])
-        self.client.log_text(run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
-        self.children[trial_id], self.logged[trial_id] = run_id, set()
+                  config: dict, start_time: float | None = None) -> str:
+        """The child run of a trial, created (with params, tags and config.yaml) the first time.
+
+        ``start_time`` (unix seconds): when the trial first started, for a run created late (a replay).
+        """
+        self.connect()
+        run_id = self.children.get(trial_id)
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=name,
+                                         start_time=int(start_time * 1000) if start_time else None, tags={
+                "mlflow.parentRunId": self.parent_id, ROLE: "trial", STUDY: self.study, TRIAL: trial_id,
+                PARAMS: "pending", **tags})
+            run_id = run.info.run_id
+            self.children[trial_id], self.logged[trial_id] = run_id, set()
+            self.exact.add(trial_id)
+        if trial_id not in self.ready:  # (re-sending a param with the same value is allowed)
+            self.client.log_text(run_id, yaml.dump(config, Dumper=DUMPER, sort_keys=False), "config.yaml")
+            items = list(params.items())
+            for start in range(0, len(items), 100):  # log_batch takes at most 100 params per call
+                last = start + 100 >= len(items)
+                self.client.log_batch(run_id, params=[Param(k, v) for k, v in items[start:start + 100]],
+                                      tags=[RunTag(PARAMS, str(len(items)))] if last else [])
+            self.ready.add(trial_id)
         return run_id
 
     def tag_trial(self, trial_id: str, tags: dict[str, str]) -> None:
@@ -117,6 +185,7 @@ class Tracker:
         seen = self.tagged.setdefault(trial_id, {})
         fresh = {k: str(v) for k, v in tags.items() if seen.get(k) != str(v)}
         if fresh:
+            self.connect()
             self.client.log_batch(self.children[trial_id], tags=[RunTag(k, v) for k, v in fresh.items()])
             seen.update(fresh)
 
@@ -126,6 +195,14 @@ class Tracker:
         logged = self.logged.setdefault(trial_id, set())
         if epoch in logged:
             return False
+        self.connect()
+        logged = self.logged.setdefault(trial_id, set())  # as read back by connect
+        key = next((k for k in METRICS if row.get(k) is not None), None)
+        if trial_id not in self.exact and key is not None:  # the steps really logged: a batch whose tag was lost counts
+            logged |= {m.step for m in self.client.get_metric_history(self.children[trial_id], key)}
+            self.exact.add(trial_id)
+        if epoch in logged:
+            return False
         stamp = int(time.time() * 1000)
         metrics = [Metric(k, float(row[k]), stamp, epoch) for k in METRICS if row.get(k) is not None]
         tag = ",".join(str(e) for e in sorted(logged | {epoch}))
@@ -133,21 +210,30 @@ class Tracker:
         logged.add(epoch)
         return True
 
-    def end_trial(self, trial_id: str, *, status: str, label: str, final: dict) -> None:
-        """Tag the trial's ending, attach the COCO summary of its last epoch, close its run."""
+    def end_trial(self, trial_id: str, *, status: str, label: str, final: dict, end_time: float | None = None) -> None:
+        """Tag the trial's ending, attach the COCO summary of its last epoch, close its run (once per ending)."""
+        if self.ended.get(trial_id) == label and self.parent_id is not None:
+            return
+        self.connect()
+        if self.ended.get(trial_id) == label:
+            return
         run_id = self.children[trial_id]
         self.client.set_tag(run_id, "status", label)
         if final:
             self.client.log_text(run_id, coco_text(final), "coco_summary.txt")
-        self.client.set_terminated(run_id, RUN_STATUS.get(status, "FAILED"))
+        self.client.set_terminated(run_id, RUN_STATUS.get(status, "FAILED"),
+                                   end_time=int(end_time * 1000) if end_time else None)
+        self.ended[trial_id] = label
 
     def end_study(self, finished: bool) -> None:
         """Close the parent run: FINISHED when every trial ended, else left RUNNING for a resume."""
         if finished:
+            self.connect()
             self.client.set_terminated(self.parent_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def discard(self) -> int:
         """Delete the study's parent and child runs (``--restart``); returns how many child runs went."""
+        self.connect()
         for run_id in self.children.values():
             self.client.delete_run(run_id)
         self.client.delete_run(self.parent_id)

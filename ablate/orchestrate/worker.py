@@ -4,11 +4,15 @@ The trial's folder (``<storage>/<study>/trials/<trial id>/``, see storage.py) is
 checkpoint: when Ray retries a crashed trial, or a killed study runs again, ``run_trial``
 resumes from the last epoch written there.  A deterministic failure (non-finite
 loss, OOM, bad data, a bad path) is written to the folder's ``status.json`` and the
-function returns normally, so Ray does not retry what would fail the same way.
+function returns normally, so Ray does not retry what would fail the same way.  With
+``hang_timeout_s`` a watchdog ends a worker whose trial stops finishing epochs (watchdog.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,30 +50,52 @@ def train(tune_config: dict, *, plan: Plan, storage: Storage, threads: int, use_
     from ray import tune
 
     from ablate.engine import checkpoint
-    from ablate.engine.trial import STATUS, run_trial
-    from ablate.errors import TrialFailed
+    from ablate.engine.trial import STATUS, read_status, run_trial
+    from ablate.errors import DISK_ERRNOS, StorageError, TrialFailed
+    from ablate.orchestrate.watchdog import Watchdog, hang_for_tests, hung_status
 
+    began = time.time()  # the worker process is up and this module imported (bench/orchestration.py)
     trial = plan.resolve(tune_config)
     out = storage.pull(trial.trial_id)
+    if read_status(out).get("status") == "failed":  # Ray's retry of a trial that stopped itself (hung): done
+        storage.push(trial.trial_id, done=True)
+        return
     device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
 
     import socket
 
     import ray
 
-    where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+    where = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "at": began}
 
     def report(row: dict, _out: Path) -> None:
-        storage.push(trial.trial_id)  # stored before it is reported: a lost node loses no reported epoch
-        tune.report({**row, "trial_id": trial.trial_id})
+        if watchdog is not None:
+            watchdog.beat(int(row["epoch"]))
+        with watchdog.paused_while() if watchdog is not None else contextlib.nullcontext():
+            storage.push(trial.trial_id)  # stored before it is reported: a lost node loses no reported epoch
+            tune.report({**row, "trial_id": trial.trial_id})
 
+    def on_hung(reason: str) -> None:
+        checkpoint.save_json(out / STATUS, hung_status(out, trial.trial_id, reason))
+        storage.push(trial.trial_id)
+
+    timeout = plan.study.hang_timeout_s
+    watchdog = Watchdog(timeout, on_hung) if timeout is not None else None
     try:
         run_trial(trial.variant.config, seed=trial.seed, out_dir=out, device=device, threads=threads,
-                  on_epoch=report, log=lambda line: print(f"[{trial.trial_id}] {line}", flush=True), where=where)
+                  on_epoch=report, log=lambda line: print(f"[{trial.trial_id}] {line}", flush=True), where=where,
+                  progress=hang_for_tests(trial.trial_id))
     except TrialFailed:
         pass  # run_trial wrote status.json with the reason
+    except OSError as e:  # the trial's folder is full or read-only: the driver stops the study (recorder.py)
+        if e.errno not in DISK_ERRNOS:
+            raise
+        raise StorageError(f"{os.strerror(e.errno)}: cannot write the trial folder {out}") from None
     except AblateError as e:  # bad data or a bad path: found while building, before any epoch
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.save_json(out / STATUS, {"trial_id": trial.trial_id, "status": "failed",
                                             "reason": str(e).strip().splitlines()[-1], "epochs_done": 0, "history": []})
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
     storage.push(trial.trial_id, done=True)

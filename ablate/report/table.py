@@ -10,6 +10,7 @@ LaTeX, a class in HTML).
 
 from __future__ import annotations
 
+import html
 import math
 import os
 from pathlib import Path
@@ -133,9 +134,10 @@ def _numeric(column: str) -> bool:
 def markdown(table: pd.DataFrame, best: pd.DataFrame) -> str:
     """A GitHub pipe table; best cells in bold, numbers right-aligned."""
     def cell(text: str) -> str:
-        return str(text).replace("|", r"\|").replace("\n", " ")
+        # Markdown renders inline HTML, and variant names and factor levels come from the study file
+        return html.escape(str(text), quote=False).replace("|", r"\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(table.columns) + " |",
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |",
              "|" + "|".join("---:" if _numeric(c) else "---" for c in table.columns) + "|"]
     for texts, marks in zip(table.to_numpy(), best[list(table.columns)].to_numpy()):
         lines.append("| " + " | ".join(f"**{cell(x)}**" if m else cell(x) for x, m in zip(texts, marks)) + " |")

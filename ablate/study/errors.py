@@ -137,7 +137,10 @@ def problems_from_validation(
     """Turn pydantic's errors into problems that name the file and key path."""
     problems = []
     for err in error.errors():
-        parts, message = _message(err, _path(err["loc"], data), data, root)
+        loc = err["loc"]
+        # a missing key is absent from the data, which _path would take for a union tag and drop
+        where = (*_path(loc[:-1], data), loc[-1]) if err["type"] == "missing" and loc else _path(loc, data)
+        parts, message = _message(err, where, data, root)
         full = (*prefix, *parts)
         problems.append(Problem(origin(full), paths.join(full), message))
     return list(dict.fromkeys(problems))

@@ -27,6 +27,8 @@ from ablate.study.errors import Problem, StudyError, problems_from_validation
 from ablate.study.schema import Study
 
 MAX_BYTES = 1 << 20  # a study file is configuration, not data
+MAX_VALUES = 100_000  # values after aliases are expanded: an alias bomb is small on disk, huge in memory
+MAX_DEPTH = 32  # a study is a few levels deep; the checks after loading recurse
 ENV_VAR = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)  # $NAME or ${NAME}, as os.path.expandvars reads them
 
 
@@ -64,6 +66,53 @@ def record(origins: dict[tuple, str], data: Any, label: str, prefix: tuple = ())
         origins[(*prefix, *parts)] = label
 
 
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A mapping names the same key twice."""
+
+
+class StudyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """PyYAML's safe loader (plain data only; libyaml's when built in) that refuses duplicate keys.
+
+    PyYAML keeps the last of two equal keys silently, so a second ``loss.box:`` under
+    ``factors`` would drop the first factor without a word.  Merge keys (``<<: *base``)
+    still override, as YAML intends.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, (list, dict)):
+                    continue  # unhashable: the base class says so
+                if key in lines:
+                    raise DuplicateKey(None, None, f"duplicate key '{key}' at line {key_node.start_mark.line + 1} "
+                                       f"(first at line {lines[key]}); YAML would keep only the last, remove one",
+                                       key_node.start_mark)
+                lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def _check_size(data: Any, name: str) -> None:
+    """Refuse what would hang or overflow the checks after loading: alias bombs, deep nesting, cycles."""
+    stack, count = [(data, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise StudyError([Problem(name, "", f"the YAML expands to more than {MAX_VALUES} values through its "
+                                      "aliases (*name); a study file is small plain data: write the values out")])
+        if depth > MAX_DEPTH:
+            raise StudyError([Problem(name, "", f"YAML nested too deeply (more than {MAX_DEPTH} levels, or an alias "
+                                      "that contains itself)")])
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def read_yaml(path: Path) -> dict:
     """One YAML mapping from ``path`` with the safe loader; clear errors otherwise."""
     name = display(path)
@@ -76,9 +125,11 @@ def read_yaml(path: Path) -> dict:
         raise StudyError([Problem(name, "", f"file is {size} bytes; a study file is at most {MAX_BYTES} bytes")])
     try:
         text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=StudyLoader)  # noqa: S506 -- a safe loader, see StudyLoader
     except UnicodeDecodeError:
         raise StudyError([Problem(name, "", "not a UTF-8 text file; a study file is YAML")]) from None
+    except DuplicateKey as e:
+        raise StudyError([Problem(name, "", e.problem)]) from None
     except yaml.constructor.ConstructorError as e:
         where = f" at line {e.problem_mark.line + 1}" if e.problem_mark else ""
         raise StudyError([Problem(name, "", f"{e.problem}{where}: study files are plain data, "
@@ -91,6 +142,7 @@ def read_yaml(path: Path) -> dict:
         raise StudyError([Problem(name, "", "YAML nested too deeply")]) from None
     if data is None:
         raise StudyError([Problem(name, "", "file is empty; a study needs at least `name:`")])
+    _check_size(data, name)
     if not isinstance(data, dict):
         raise StudyError([Problem(name, "", f"the top level must be a mapping of keys, not a {type(data).__name__}")])
     return data

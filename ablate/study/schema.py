@@ -107,6 +107,17 @@ class Data(Section):
     persistent_workers: bool = Field(False, description="keep workers alive between epochs (needs num_workers > 0)")
     prefetch_factor: int | None = Field(None, ge=1, description="batches prefetched per worker; null: torch's default")
 
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("is empty; list the class names in label order, or null to read them from the files")
+            dupes = sorted({c for c in v if v.count(c) > 1})
+            if dupes:
+                raise ValueError(f"lists {', '.join(repr(c) for c in dupes)} more than once; give each class once")
+        return v
+
     @model_validator(mode="after")
     def _paths_for_dataset(self) -> Data:
         if self.dataset != "shapes":
@@ -318,6 +329,10 @@ class Study(TrialConfig):
     resources: Resources = Field(default_factory=Resources)
     tracking: Tracking = Field(default_factory=Tracking)
     max_failures: int = Field(2, ge=0, le=100, description="retries of a crashed trial from its last checkpoint")
+    hang_timeout_s: float | None = Field(
+        None, gt=0, description="seconds a running trial may go without finishing an epoch (counted from its "
+        "start, so building its data and model count too) before it is stopped and recorded as failed: hung "
+        "(not retried, not rerun on resume); null: no limit")
     storage: str | None = Field(
         None, description="trial checkpoints and Ray Tune's state: a folder every node mounts, or s3://, gs:// "
                           "(pyarrow filesystems); null: the results folder")

@@ -48,7 +48,9 @@ class Trick:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'giou'?)`` or an empty string when nothing is close."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    choices = [str(c) for c in choices]
+    same = [c for c in choices if c.lower() == str(word).lower()]  # 'adamW' is 'adamw', not 'adam'
+    close = same or difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

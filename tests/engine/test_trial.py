@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from ablate.engine.metrics import METRICS
-from ablate.engine.trial import run_trial
+from ablate.engine.trial import build_pieces, run_trial
 from ablate.errors import TrialFailed
 
 TIMING = {"imgs_per_s", "epoch_time_s", "eval_time_s", "peak_mem_mb"}
@@ -69,3 +70,13 @@ def test_a_checkpoint_of_another_trial_is_refused(tiny, tmp_path):
     run_trial(tiny(train={"epochs": 1}), seed=0, out_dir=tmp_path, log=lambda m: None)
     with pytest.raises(ConfigError, match="holds a checkpoint of trial"):
         run_trial(tiny(train={"epochs": 1}), seed=5, out_dir=tmp_path, log=lambda m: None)
+
+
+def test_channels_last_converts_the_weights_and_learns_the_same(tiny, tmp_path):
+    pieces = build_pieces(tiny(train={"channels_last": True}), seed=0, device=torch.device("cpu"))
+    convs = [m.weight for m in pieces.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    plain = run_trial(tiny(train={"epochs": 1}), seed=0, out_dir=tmp_path / "nchw", log=lambda m: None)
+    nhwc = run_trial(tiny(train={"epochs": 1, "channels_last": True}), seed=0, out_dir=tmp_path / "nhwc",
+                     log=lambda m: None)
+    assert nhwc.final["loss"] == pytest.approx(plain.final["loss"], rel=1e-2)  # same maths, other rounding

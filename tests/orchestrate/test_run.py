@@ -166,14 +166,30 @@ def test_kill_9_of_the_driver_then_rerun_runs_each_trial_once_and_a_second_drive
     assert resumed, "no unfinished trial resumed from its checkpoint"
 
 
-def test_a_killed_worker_is_retried_from_its_checkpoint(study_file, statuses, tmp_path):
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_worker_killed_mid_epoch_is_retried_from_its_checkpoint_and_ends_as_if_never_killed(study_file, statuses,
+                                                                                               tmp_path):
+    import torch
+
+    from ablate.engine.metrics import COCO_METRICS, LOSS_METRICS
+    from ablate.engine.trial import run_trial
+
     path = study_file("crash", train={"epochs": 4})
     root = tmp_path / "results"
     driver = _ablate("run", str(path), "--results", str(root), cwd=tmp_path)
     try:
-        first = _wait(lambda: next((s for s in statuses(root, "crash").values() if s["epochs_done"] >= 1), None),
+        first = _wait(lambda: next((s for s in statuses(root, "crash").values() if s["epochs_done"] == 1), None),
                       180, "the first epoch", driver)
-        os.kill(first["pid"], signal.SIGKILL)  # the Ray worker running the trial
+        pid = first["pid"]  # the Ray worker running the trial, now past epoch 1's checkpoint
+        into = _cpu_seconds(pid) + 0.5  # half a CPU second into epoch 2 (an epoch takes a few): mid-epoch
+        _wait(lambda: _cpu_seconds(pid) >= into, 60, "epoch 2 under way", driver)
+        assert next(iter(statuses(root, "crash").values()))["epochs_done"] == 1, "epoch 2 ended before the kill"
+        os.kill(pid, signal.SIGKILL)
         output, _ = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
@@ -181,9 +197,28 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(study_file, statuses, tm
     assert driver.returncode == 0, output
     (status,) = statuses(root, "crash").values()
     assert status["status"] == "completed" and status["epochs_done"] == 4
-    assert len(status["starts"]) == 2 and status["starts"][1]["epoch"] > 1, status["starts"]  # resumed, not restarted
+    assert [s["epoch"] for s in status["starts"]] == [1, 2], status["starts"]  # resumed from epoch 1, not restarted
     assert "retries it from its last checkpoint" in output
     _assert_once_and_equal(tmp_path, root, "crash", _planned(path))
+
+    # the same trial never killed, in this process with the worker's thread count (resources.cpu 1): on CPU a
+    # resume is exact, so every epoch's numbers are equal, timings aside
+    study = load_study(path, [])
+    (trial,) = trials(study, check(study))
+    threads = torch.get_num_threads()
+    try:
+        clean = run_trial(trial.variant.config, seed=trial.seed, out_dir=tmp_path / "clean", threads=1,
+                          device="cpu", log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+
+    def learned(rows: list[dict]) -> list[dict]:  # NaN (an AP with no object of that size) as None, to compare
+        keys = ("epoch", "lr", *COCO_METRICS, *LOSS_METRICS)
+        return [{k: None if row.get(k) != row.get(k) else row.get(k) for k in keys} for row in rows]
+
+    assert learned(status["history"]) == learned(clean.history)
+    _, epochs = _tables(root, "crash")
+    assert learned(epochs.sort_values("epoch").to_dict("records")) == learned(clean.history)
 
 
 def test_optuna_samples_distinct_configurations_reproducibly(study_file, tmp_path):

@@ -1,0 +1,222 @@
+"""Trainer throughput: ablate's ``train_one_epoch`` against a torchvision-style loop, and each speed trick.
+
+    uv run python bench/trainer_throughput.py [--device cpu|cuda] [--threads 1,2] [--iters 24] [--repeat 7]
+
+Every contender trains the baseline of ``studies/loss_ablation.yaml`` (the tiny FCOS of
+``studies/_base_/tiny_shapes.yaml``: batch 4, 192 px, AdamW, warmup + cosine) with the
+pieces ``run_trial`` builds (``build_pieces``: same model, data loader, optimiser and
+schedule), on a shapes set of exactly ``--iters`` batches, so one timed call is one real
+epoch.  Round 0 warms every contender up and is dropped; then ``--repeat`` rounds time one
+epoch of each contender, in alternating order so machine noise hits all alike.
+
+- ``reference``: torchvision's references/detection/engine.py ``train_one_epoch`` without
+  its logger: to device, ``loss_dict = model(images, targets)``, sum, ``.item()`` for the
+  finite check, ``zero_grad``, ``backward``, ``step``, ``LinearLR`` warmup step.
+- ``ablate``: ``ablate.engine.loop.train_one_epoch`` as ``run_trial`` calls it (no progress).
+- ``reference again``: a second, identical reference loop; its ratio to the first is the
+  noise floor of this machine (an A/A test), against which to read ablate / reference.
+- one row per speed trick, alone against the ablate default; ``gain`` is the median over
+  rounds of (trick on / trick off), paired within a round.  The ``all`` row turns on every
+  trick that applies to the device: on CUDA the goal is a gain >= 1.2.
+- loop overhead: both loops around ``NullDetector`` (three weights) on ready-made batches,
+  in microseconds per iteration: what each loop itself costs, free of the detector's noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ablate.engine.loop import LoopState, StepTools, train_one_epoch
+from ablate.engine.trial import build_pieces
+from ablate.study.expand import expand
+from ablate.study.loader import load_study
+
+STUDY = Path(__file__).resolve().parent.parent / "studies" / "loss_ablation.yaml"
+WORKERS = ["data.num_workers=2", "data.persistent_workers=true", "data.prefetch_factor=2"]
+# (row, overrides turning the trick on, device types it applies to, why not elsewhere)
+TRICKS = [
+    ("channels_last", ["train.channels_last=true"], ("cpu", "cuda"), ""),
+    ("num_workers 2 (persistent, prefetch 2)", WORKERS, ("cpu", "cuda"), ""),
+    ("pin_memory", ["data.pin_memory=true"], ("cuda",), "n/a on CPU (pinning only speeds host-to-GPU copies)"),
+    ("amp fp16", ["train.amp.enabled=true"], ("cuda",), "n/a on CPU (the engine's AMP is CUDA-only: fp32 + a notice)"),
+    ("cudnn.benchmark", ["train.cudnn_benchmark=true"], ("cuda",), "n/a on CPU (no cuDNN)"),
+]
+
+
+@dataclass
+class Contender:
+    name: str
+    run_epoch: Callable[[], None]
+    seconds: list[float] = field(default_factory=list)
+
+
+def trial_config(overrides: list[str], iters: int, epochs: int):
+    """The study's baseline with ``overrides``, on a shapes set of exactly ``iters`` batches."""
+    batch = expand(load_study(STUDY)).pop(0).config.train.batch_size
+    sized = [f"data.shapes.train_images={iters * batch}", "data.shapes.val_images=8", f"train.epochs={epochs}"]
+    return expand(load_study(STUDY, [*sized, *overrides]))[0].config
+
+
+def ablate_epoch(model, optimizer, loader, tools: StepTools, device: torch.device) -> Callable[[], None]:
+    """``train_one_epoch`` as ``run_trial`` calls it (without a progress callback, as under Ray)."""
+    state, epoch = LoopState(), iter(range(1, 10**9))
+
+    def run() -> None:
+        train_one_epoch(model, optimizer, loader, epoch=next(epoch), state=state, tools=tools, device=device)
+
+    return run
+
+
+def reference_epoch(model, optimizer, loader, device: torch.device) -> Callable[[], None]:
+    """torchvision's references/detection/engine.py ``train_one_epoch``, minus its MetricLogger."""
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / 1000, total_iters=100)
+
+    def run() -> None:
+        model.train()
+        for images, targets in loader:
+            images = [image.to(device) for image in images]
+            targets = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in t.items()} for t in targets]
+            loss_dict = model(images, targets)
+            losses = sum(loss for loss in loss_dict.values())
+            loss_value = losses.item()
+            if not math.isfinite(loss_value):
+                raise SystemExit(f"Loss is {loss_value}, stopping training")
+            optimizer.zero_grad()
+            losses.backward()
+            optimizer.step()
+            warmup.step()
+
+    return run
+
+
+class NullDetector(nn.Module):
+    """Three losses from three weights: an iteration of it is nearly all loop overhead."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3))
+
+    def forward(self, images, targets):
+        losses = self.w * images[0][0, 0, 0]  # [3]
+        return {"loss_cls": losses[0], "loss_box": losses[1], "loss_ctr": losses[2]}
+
+
+def loop_overhead(tools: StepTools, device: torch.device, iters: int = 400, repeat: int = 7) -> dict[str, float]:
+    """Microseconds per iteration of each loop around ``NullDetector``, with its AdamW step and 4-image batches."""
+    batch = ([torch.rand(3, 8, 8) for _ in range(4)],
+             [{"boxes": torch.tensor([[1.0, 1.0, 6.0, 6.0]]), "labels": torch.tensor([0]), "image_id": i}
+              for i in range(4)])
+    loader = [batch] * iters
+    runs = {}
+    for name in ("reference", "ablate"):
+        model = NullDetector().to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        runs[name] = Contender(name, reference_epoch(model, optimizer, loader, device) if name == "reference"
+                               else ablate_epoch(model, optimizer, loader, tools, device))
+    measure(list(runs.values()), repeat, device)
+    return {name: statistics.median(c.seconds) / iters * 1e6 for name, c in runs.items()}
+
+
+def measure(contenders: list[Contender], repeat: int, device: torch.device) -> None:
+    """Round 0 warms up (dropped); then ``repeat`` rounds, the order reversed every other round."""
+    for r in range(repeat + 1):
+        for c in contenders if r % 2 == 0 else contenders[::-1]:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            c.run_epoch()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if r > 0:
+                c.seconds.append(time.perf_counter() - t)
+
+
+def paired_gain(on: Contender, off: Contender) -> float:
+    return statistics.median(b / a for a, b in zip(on.seconds, off.seconds))
+
+
+def one_thread_count(threads: int, args, device: torch.device) -> list[str]:
+    torch.set_num_threads(threads)
+    epochs = args.repeat + 1
+
+    def contender(name: str, overrides: list[str]) -> Contender:
+        p = build_pieces(trial_config(overrides, args.iters, epochs), seed=0, device=device)
+        if name.startswith("reference"):
+            return Contender(name, reference_epoch(p.model, p.optimizer, p.data.train, device))
+        return Contender(name, ablate_epoch(p.model, p.optimizer, p.data.train, p.tools, device))
+
+    applicable = [(name, over) for name, over, devices, _ in TRICKS if device.type in devices]
+    everything = [o for _, over in applicable for o in over]
+    contenders = [contender("reference", []), contender("ablate", [])]
+    contenders += [contender(name, over) for name, over in applicable]
+    contenders += [contender("all", everything), contender("reference again", [])]  # first and last: A/A
+    measure(contenders, args.repeat, device)
+    tools = build_pieces(trial_config([], 1, 2), seed=0, device=device).tools
+    overhead = loop_overhead(tools, device)
+
+    by_name = {c.name: c for c in contenders}
+    images = args.iters * args.batch
+
+    def ips(c: Contender) -> str:
+        rates = sorted(images / s for s in c.seconds)
+        return f"{statistics.median(rates):7.1f}  {rates[0]:6.1f}-{rates[-1]:<6.1f}"
+
+    ref, default = by_name["reference"], by_name["ablate"]
+    lines = [f"{threads} thread{'s' if threads > 1 else ''}:",
+             f"  {'contender':<44} {'img/s':>7}  {'min-max':<13} {'ratio':>6}",
+             f"  {'reference loop (torchvision engine.py style)':<44} {ips(ref)}",
+             f"  {'ablate train_one_epoch (default)':<44} {ips(default)} {paired_gain(default, ref):6.3f}"
+             "  <- ablate / reference",
+             f"  {'reference loop again (A/A: the noise floor)':<44} {ips(by_name['reference again'])} "
+             f"{paired_gain(by_name['reference again'], ref):6.3f}",
+             f"  {'trick (alone, against the ablate default)':<44} {'':>7}  {'':<13} {'gain':>6}"]
+    for name, _, devices, why in TRICKS:
+        if device.type in devices:
+            lines.append(f"  {name:<44} {ips(by_name[name])} {paired_gain(by_name[name], default):6.3f}")
+        else:
+            lines.append(f"  {name:<44} {why}")
+    gain = paired_gain(by_name["all"], default)
+    lines.append(f"  {'all of the above that apply':<44} {ips(by_name['all'])} {gain:6.3f}")
+    iteration_ms = statistics.median(default.seconds) / args.iters * 1e3
+    lines.append(f"  loop overhead per iteration (NullDetector, no data loading): reference {overhead['reference']:.0f} us, "
+                 f"ablate {overhead['ablate']:.0f} us; a detector iteration here: {iteration_ms:.0f} ms")
+    if device.type == "cuda":
+        lines.append(f"  GPU goal (all tricks >= 1.2x): {'met' if gain >= 1.2 else 'not met'} ({gain:.2f}x)")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", default="1,2", help="torch.set_num_threads values, comma-separated")
+    parser.add_argument("--iters", type=int, default=24, help="iterations per timed epoch")
+    parser.add_argument("--repeat", type=int, default=7, help="timed rounds (the median is reported)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    args.batch = trial_config([], args.iters, 2).train.batch_size
+    started = time.perf_counter()
+    print(f"trainer throughput on {device.type} (torch {torch.__version__}): baseline of {STUDY.name}, "
+          f"batch {args.batch}, {args.iters} iterations per epoch, median of {args.repeat} epochs after "
+          "1 warm-up epoch, contenders alternated", flush=True)
+    for threads in (int(n) for n in args.threads.split(",")):
+        print("\n".join(one_thread_count(threads, args, device)), flush=True)
+        gc.collect()  # the contenders' loaders, and so their persistent workers, go now
+    if device.type == "cpu":
+        print("GPU goal (all tricks >= 1.2x on CUDA): unmeasured, no GPU here; run with --device cuda")
+    print(f"total {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""MLflow going away mid-study, and a study of 200 trials: every record kept, each sent exactly once.
+
+The tracking server is a real `mlflow server` on loopback over a sqlite store, stopped
+(its whole process group killed) while a real study trains, then started again on the
+same store; `ablate sync` then sends what the run kept.  The load test runs 200 trials
+through real Ray Tune, Parquet and MLflow, with a stub trainable in place of training
+(``run_study(trainable=...)``): it is about the driver, not the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from ablate.cli import app
+from ablate.orchestrate.mirror import PENDING
+from ablate.orchestrate.run import run_study
+from ablate.study import load_study, trials
+from ablate.study.expand import check
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mlflow server` on a sqlite store in ``folder``, started and stopped at will (same port, same store)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.proc = folder, _free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+             "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # uvicorn is its child
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert self.proc.poll() is None, "mlflow server exited"
+            try:  # plain HTTP: the MLflow client would back off on a refused connection
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError("mlflow server did not come up in 180 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # as a crash or a lost host: no goodbye
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(tmp_path / "server")
+    s.folder.mkdir()
+    s.start()
+    yield s
+    s.stop()
+
+
+def _snapshot(uri: str, study: str) -> dict[str, dict]:
+    """trial id -> its run id, status, status tag and every metric's [(step, value)], from MLflow."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(study)
+    runs = client.search_runs([experiment.experiment_id], "tags.`ablate.role` = 'trial'", max_results=1000)
+    out = {}
+    for run in runs:
+        tid = run.data.tags["ablate.trial_id"]
+        assert tid not in out, f"two MLflow runs for trial {tid}"
+        out[tid] = {"run_id": run.info.run_id, "state": run.info.status, "status": run.data.tags.get("status"),
+                    "params": len(run.data.params),
+                    **{k: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, k))
+                       for k in ("mAP", "loss", "epoch_time_s")}}
+    return out
+
+
+def _assert_mlflow_equals_parquet(uri: str, root: Path, study: str, planned: list[str]) -> dict:
+    table = pd.read_parquet(root / study / "trials.parquet").set_index("trial_id")
+    epochs = pd.read_parquet(root / study / "epochs.parquet")
+    assert sorted(table.index) == sorted(planned) and not epochs.duplicated(["trial_id", "epoch"]).any()
+    runs = _snapshot(uri, study)
+    assert sorted(runs) == sorted(planned)  # each trial once
+    for tid, run in runs.items():
+        rows = epochs[epochs.trial_id == tid].sort_values("epoch")
+        for metric in ("mAP", "loss", "epoch_time_s"):  # each epoch once, the same numbers
+            assert run[metric] == list(zip(rows.epoch, rows[metric])), (tid, metric)
+        assert run["run_id"] == table.loc[tid, "mlflow_run_id"]
+        assert run["state"] == "FINISHED" and run["status"] == table.loc[tid, "status_label"] == "completed"
+        assert run["params"] > 10  # variant, seed, factors, the flattened config
+    return runs
+
+
+def test_mlflow_server_stops_mid_study_then_sync_sends_everything_once(server, study_file, statuses, tmp_path):
+    path = study_file("outage", train={"epochs": 3}, factors={"loss.box": ["diou"]}, seeds=[0, 1],
+                      tracking={"uri": server.uri})
+    study = load_study(path, [])
+    planned = [t.trial_id for t in trials(study, check(study))]
+    root = tmp_path / "results"
+    began = time.time()
+    driver = subprocess.Popen([sys.executable, "-m", "ablate", "run", str(path), "--results", str(root)],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        epochs_file = root / "outage" / "epochs.parquet"
+        while not epochs_file.exists() or pd.read_parquet(epochs_file).empty:
+            assert driver.poll() is None, driver.stdout.read()
+            assert time.time() < deadline, "no epoch recorded in 240 s"
+            time.sleep(0.1)
+        server.stop()
+        stopped = time.time()
+        output, _ = driver.communicate(timeout=400)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    print(f"\nstudy: {stopped - began:.1f} s until the first epoch was recorded and the server killed, "
+          f"then {time.time() - stopped:.1f} s to the end")
+    assert driver.returncode == 0, output
+    assert output.count("unreachable ([Errno 111] Connection refused)") == 1, output  # said once, not per call
+    assert "not synced" in output and "ablate sync outage" in output, output
+
+    # nothing lost: every trial and epoch is in Parquet, and marked for MLflow
+    table = pd.read_parquet(root / "outage" / "trials.parquet")
+    epochs = pd.read_parquet(root / "outage" / "epochs.parquet")
+    assert sorted(table.trial_id) == sorted(planned) and (table.status == "completed").all()
+    assert len(epochs) == 4 * 3 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    pending = json.loads((root / "outage" / PENDING).read_text())
+    assert pending["tracking_uri"] == server.uri and pending["finished"] is True and pending["trials"]
+
+    # while it is still down, sync says so and keeps everything
+    result = CliRunner().invoke(app, ["sync", str(path), "--results", str(root)])
+    assert result.exit_code == 1 and "unreachable" in result.output, result.output
+    assert json.loads((root / "outage" / PENDING).read_text())["trials"] == pending["trials"]
+
+    server.start()  # the same store: what went out before the outage is there
+    result = CliRunner().invoke(app, ["sync", "outage", "--results", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "nothing pending" in result.output and not (root / "outage" / PENDING).exists()
+    first = _assert_mlflow_equals_parquet(server.uri, root, "outage", planned)
+    client = MlflowClient(server.uri)
+    parent = client.search_runs([client.get_experiment_by_name("outage").experiment_id],
+                                "tags.`ablate.role` = 'study'")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+
+    # again: nothing to send, nothing changes; and the next run of the study adds nothing either
+    result = CliRunner().invoke(app, ["sync", "outage", "--results", str(root)])
+    assert result.exit_code == 0 and "nothing to send" in result.output, result.output
+    again = run_study(path, [], results_root=root)
+    assert again.ran == 0 and again.unsynced == 0
+    assert _assert_mlflow_equals_parquet(server.uri, root, "outage", planned) == first
+
+
+def test_a_study_that_starts_with_mlflow_down_runs_and_the_next_run_sends_it(server, study_file, tmp_path):
+    """The parent run cannot even be created: the study still runs, and the next `ablate run` sends it all."""
+    path = study_file("cold", train={"epochs": 1}, seeds=[0, 1], tracking={"uri": server.uri})
+    study = load_study(path, [])
+    planned = [t.trial_id for t in trials(study, check(study))]
+    root = tmp_path / "results"
+    server.stop()
+    outcome = run_study(path, [], results_root=root)
+    assert outcome.counts["completed"] == 2 and outcome.unsynced == 2 and not outcome.interrupted
+    assert sorted(json.loads((root / "cold" / PENDING).read_text())["trials"]) == sorted(planned)
+
+    server.start()
+    again = run_study(path, [], results_root=root)  # sends what is pending before anything else
+    assert again.ran == 0 and again.unsynced == 0 and not (root / "cold" / PENDING).exists()
+    _assert_mlflow_equals_parquet(server.uri, root, "cold", planned)
+
+
+# ---------------------------------------------------------------- load: 200 trials through the driver
+
+def _stub_trainable():
+    """A trainable with ``worker.train``'s contract and no training: status.json through Storage, one report.
+
+    Built in a function so that cloudpickle ships it by value (Ray workers cannot import test modules).
+    """
+
+    def train(tune_config: dict, *, plan, storage, threads: int, use_gpu: bool) -> None:
+        import json
+        import os
+        import socket
+        import time
+
+        import ray
+        from ray import tune
+
+        began = time.time()
+        trial = plan.resolve(tune_config)
+        k = (trial.seed * 7 + trial.variant.index) % 10
+        row = {"epoch": 1, "mAP": 0.20 + k / 100, "AP50": 0.40 + k / 100, "AP75": 0.18, "APs": 0.05, "APm": 0.2,
+               "APl": 0.3, "AR100": 0.35, "loss": 1.5 - k / 20, "loss_cls": 0.8, "loss_box": 0.6, "loss_ctr": 0.1,
+               "lr": 0.004, "imgs_per_s": 50.0 + k, "peak_mem_mb": 100.0 + k, "epoch_time_s": 0.01,
+               "eval_time_s": 0.002}
+        status = {"trial_id": trial.trial_id, "status": "completed", "pid": os.getpid(), "epochs_done": 1,
+                  "starts": [{"epoch": 1, "pid": os.getpid(), "device": "cpu", "at": began,
+                              "host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id()}],
+                  "history": [row]}
+        storage.write_text(f"{storage.trial_path(trial.trial_id)}/status.json", json.dumps(status))
+        tune.report({**row, "trial_id": trial.trial_id})
+
+    return train
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_200_trials_at_full_concurrency_are_each_recorded_once(study_file, tmp_path):
+    n_seeds = 50
+    path = study_file("load", factors={"loss.box": ["diou", "ciou", "eiou"]}, seeds=list(range(n_seeds)),
+                      train={"epochs": 1}, resources={"cpu": 0.1})
+    study = load_study(path, [])
+    planned = [t.trial_id for t in trials(study, check(study))]
+    assert len(planned) == 200
+    root = tmp_path / "results"
+
+    base, peak, done = _rss_mb(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    began = time.time()
+    try:
+        outcome = run_study(path, [], results_root=root, trainable=_stub_trainable())
+    finally:
+        done.set()
+        sampler.join()
+    wall = time.time() - began
+    growth = peak[0] - base
+    print(f"\n200 trials: {wall:.1f} s ({200 / wall:.2f} trials/s), driver RSS {base:.0f} MiB before, "
+          f"peak {peak[0]:.0f} MiB (+{growth:.0f} MiB)")
+    assert outcome.counts["completed"] == 200 and outcome.unsynced == 0 and not outcome.interrupted
+    assert growth < 2048, growth
+
+    table = pd.read_parquet(root / "load" / "trials.parquet")
+    epochs = pd.read_parquet(root / "load" / "epochs.parquet")
+    assert sorted(table.trial_id) == sorted(planned) and (table.epochs == 1).all()
+    assert len(epochs) == 200 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("load")
+    runs = client.search_runs([experiment.experiment_id], "tags.`ablate.role` = 'trial'", max_results=1000)
+    assert sorted(r.data.tags["ablate.trial_id"] for r in runs) == sorted(planned)  # each once
+    by_id = table.set_index("trial_id")
+    for run in runs:
+        tid = run.data.tags["ablate.trial_id"]
+        assert run.data.metrics["mAP"] == pytest.approx(by_id.loc[tid, "final_mAP"])
+        assert run.data.tags["ablate.epochs_logged"] == "1" and run.info.status == "FINISHED"
+        assert run.info.run_id == by_id.loc[tid, "mlflow_run_id"]
