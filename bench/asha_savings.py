@@ -1,6 +1,6 @@
 """What ASHA saves: the same multi-variant study with and without early stopping.
 
-    uv run python bench/asha_savings.py [--epochs 12] [--seeds 2]
+    uv run python bench/asha_savings.py [--epochs 9] [--seeds 2]
 
 Both runs train the same trials (5 learning rates on the tiny shapes detector at 128 px,
 one-at-a-time against the baseline, ``--seeds`` seeds each).  Prints the epochs each run
@@ -25,7 +25,7 @@ LRS = [0.002, 0.005, 0.04, 0.1]  # around the baseline's 0.016: two worse-by-sma
 
 def study(folder: Path, name: str, epochs: int, seeds: int, scheduler: dict) -> Path:
     return write_study(folder, name, design="one_at_a_time", seeds=list(range(seeds)),
-                       data={"image_size": 128, "shapes": {"train_images": 256, "val_images": 64}},
+                       data={"image_size": 128, "shapes": {"train_images": 192, "val_images": 64}},
                        train={"epochs": epochs, "warmup": {"name": "linear", "iters": 30}},
                        factors={"train.optimizer.lr": LRS}, scheduler=scheduler, resources={"cpu": 1})
 
@@ -38,7 +38,7 @@ def best(trials: pd.DataFrame) -> pd.Series:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=9)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--grace", type=int, default=1, help="ASHA grace period (epochs)")
     parser.add_argument("--reduction", type=float, default=3.0, help="ASHA reduction factor")

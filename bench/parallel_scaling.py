@@ -20,6 +20,7 @@ from _runs import median, run, table, write_study
 def measure(folder: Path, trials: int, epochs: int, at_once: int, device: str) -> dict:
     gpu = 1.0 / at_once if device == "cuda" else 0.0
     path = write_study(folder, "scaling", design="one_at_a_time", seeds=list(range(trials)),
+                       data={"image_size": 128, "shapes": {"train_images": 256, "val_images": 64}},
                        train={"epochs": epochs}, scheduler={"name": "none"}, resources={"cpu": 1, "gpu": gpu})
     r = run(path, folder, "--max-concurrent", str(at_once))
     t = r.trials
