@@ -11,7 +11,7 @@ from ablate.engine.metrics import METRICS
 from ablate.engine.trial import build_pieces, run_trial
 from ablate.errors import TrialFailed
 
-TIMING = {"imgs_per_s", "epoch_time_s", "eval_time_s", "peak_mem_mb"}
+TIMING = {"imgs_per_s", "epoch_time_s", "eval_time_s", "peak_mem_mb", "checkpoint_s"}
 
 
 def _same_learning(a: list[dict], b: list[dict]) -> None:
