@@ -27,6 +27,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ablate.atomic import atomic_path
 from ablate.data.build import load_splits, require_boxes
 from ablate.data.coco import Annotations, ImageRecord
 from ablate.data.shapes import default_cache_dir
@@ -173,6 +174,5 @@ def _write(store: Path, images: dict[str, list[int]]) -> None:
     """Replace the cache file atomically; a cache that cannot be written only costs time."""
     with contextlib.suppress(OSError):
         store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = store.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": 1, "images": images}))
-        os.replace(tmp, store)
+        with atomic_path(store) as tmp:
+            tmp.write_text(json.dumps({"version": 1, "images": images}))

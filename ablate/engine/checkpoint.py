@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ablate.atomic import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -35,22 +34,6 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None) -> N
         generator.set_state(state["data"])
 
 
-def _tmp(path: Path) -> Path:
-    """A hidden temporary name next to ``path``, unique per process and thread (a worker's watchdog writes too)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-
-
-@contextlib.contextmanager
-def _replacing(tmp: Path, path: Path):
-    """Rename ``tmp`` over ``path`` once the block wrote it; on any failure (a full disk, Ctrl-C) delete ``tmp``."""
-    try:
-        yield
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
 class _Sink:
     """A file for torch.save that keeps the OSError of a failed write (ENOSPC: a full disk), which
     torch's zip writer turns into "RuntimeError: unexpected pos" without the errno."""
@@ -72,8 +55,7 @@ class _Sink:
 def save(path: Path, payload: dict[str, Any]) -> None:
     """Write to a temporary file in the same folder, then rename: a crash leaves the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    with _replacing(tmp, path), open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         sink = _Sink(f)
         try:
             torch.save(payload, sink)
@@ -85,8 +67,7 @@ def save(path: Path, payload: dict[str, Any]) -> None:
 
 def save_json(path: Path, data: Any) -> None:
     """JSON written the same atomic way as the checkpoint."""
-    tmp = _tmp(path)
-    with _replacing(tmp, path):
+    with atomic_path(path) as tmp:  # per thread too: a worker's watchdog writes status.json
         tmp.write_text(json.dumps(data))
 
 

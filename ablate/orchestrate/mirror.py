@@ -24,13 +24,13 @@ the trial's status.json, from which the next run records and sends them).
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ablate.atomic import atomic_path
 from ablate.orchestrate.tracking import WHERE, Tracker, flatten
 from ablate.results.store import FINAL_STATUSES, ResultsStore
 
@@ -104,9 +104,8 @@ class Mirror:
         t = self.tracker
         data = {"study": t.study, "tracking_uri": t.uri, "experiment": t.experiment, "parent_tags": t.tags,
                 "finished": self.finished, "trials": sorted(self.pending)}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1))
 
     def _mark(self, tid: str) -> None:
         if tid not in self.pending:

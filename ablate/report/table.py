@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from ablate.atomic import atomic_path
 from ablate.results.aggregate import AP_COLUMNS
 
 ZOO_COLUMNS = ("Network", "Dataset", "Backbone", "style", "Lr schd", "Mem", "mAP", "AP50", "APs", "APm", "APl")
@@ -178,9 +178,8 @@ def csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_tables(summary: pd.DataFrame, out_dir: Path, *, percent: bool = False) -> dict[str, Path]:

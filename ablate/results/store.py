@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ablate.atomic import atomic_path
 from ablate.engine.metrics import COCO_METRICS, HIGHER_IS_BETTER, METRICS
 from ablate.errors import DISK_ERRNOS, StorageError
 
@@ -29,17 +30,15 @@ FINAL_STATUSES = ("completed", "pruned", "failed")
 
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        frame.to_parquet(tmp, index=False)
-    except BaseException as e:  # a full disk, Ctrl-C: the old file stays whole, and no partial temp file stays
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+        with atomic_path(path) as tmp:  # a full disk, Ctrl-C: the old file stays whole, no partial temp file stays
+            frame.to_parquet(tmp, index=False)
+    except OSError as e:
+        if e.errno in DISK_ERRNOS:
             raise StorageError(f"cannot write {path}: {os.strerror(e.errno)}; free space there (or pass --results "
                                "a folder on another disk), then run the same command again to resume "
                                "(what is recorded is kept)") from e
         raise
-    os.replace(tmp, path)
 
 
 def stale_temp_files(folder: Path) -> list[Path]:
