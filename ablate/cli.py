@@ -167,7 +167,8 @@ def sync(
     from ablate.orchestrate.mirror import sync_study
 
     with handled(debug):
-        _, left = sync_study(study, results=results, tracking_uri=tracking_uri,
+        name = load_study(Path(study), []).name if Path(study).is_file() else _study_name(study)
+        _, left = sync_study(name, results=results, tracking_uri=tracking_uri,
                              note=lambda line: err.print(escape(line), highlight=False))
         if left:
             raise typer.Exit(1)

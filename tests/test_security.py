@@ -54,10 +54,11 @@ def test_a_study_name_cannot_be_a_path(name, tmp_path):
     assert [p.key for p in e.value.problems] == ["name"]
 
 
+@pytest.mark.parametrize("command", ["report", "sync"])
 @pytest.mark.parametrize("name", ["../../x", "a/b", "/tmp/x"])
-def test_report_by_name_cannot_leave_its_folders(name, tmp_path, monkeypatch):
+def test_a_study_given_by_name_cannot_leave_its_folders(command, name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["report", name, "--results", str(tmp_path / "results")])
+    result = CliRunner().invoke(app, [command, name, "--results", str(tmp_path / "results")])
     assert result.exit_code == 2 and "not a study name" in result.output, result.output
     assert list(tmp_path.iterdir()) == []
 

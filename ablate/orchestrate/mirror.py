@@ -213,18 +213,16 @@ class Mirror:
         return self.sync(force=finished)
 
 
-def sync_study(study: str, *, results: Path, tracking_uri: str | None = None,
+def sync_study(name: str, *, results: Path, tracking_uri: str | None = None,
                note: Callable[[str], None] = _stderr) -> tuple[int, int]:
     """``ablate sync``: send a study's pending records to MLflow; returns (sent, still pending).
 
     Args:
-        study: a study file or a study name (``results/<name>/``).
+        name: the study's name (``results/<name>/``), checked by the caller.
         tracking_uri: where to send; default: where the run was sending (kept in the pending file).
     """
     from ablate.orchestrate.lock import study_lock
-    from ablate.study import load_study
 
-    name = load_study(Path(study), []).name if Path(study).is_file() else study
     folder = Path(results) / name
     saved = read_pending(folder)
     if not saved:

@@ -226,17 +226,20 @@ def run_study(
     outcome = Outcome(study.name, folder, total, where.where)
 
     require_env(study)  # a $VAR in data.root must be set before any trial starts
-    # every dataset loaded and its images decoded now: a bad record fails here, not inside a trial,
-    # and before anything is written (the writable check below creates the results folder)
-    check_data([v.config for v in variants], log=lambda line: console.print(escape(line), highlight=False))
+    recorded = ResultsStore(folder).trials if not restart and (folder / "trials.parquet").exists() else {}
+    left = [t for t in planned if not ended(recorded.get(t.trial_id, {}))]
+    # the datasets of the trials still to run (an Optuna study: its baseline's), loaded and their images
+    # decoded now: a bad record fails here, not inside a trial, and before anything is written (the
+    # writable check below creates the results folder); a finished study loads no annotation file again
+    check_data([t.variant.config for t in (planned[:1] if study.design == "optuna" else left)],
+               log=lambda line: console.print(escape(line), highlight=False))
     if not dry_run:  # a read-only or full results folder fails now, not at the first epoch's checkpoint
         _check_writable(folder, where, results_only=study.storage is None)
     if dry_run:
-        store_rows = ResultsStore(folder).trials if (folder / "trials.parquet").exists() else {}
-        done = [t for t in planned if ended(store_rows.get(t.trial_id, {}))]
-        console.print(f"{study.name}: {total} trials planned, {len(done)} already ended, "
-                      f"{total - len(done)} would run (dry run: nothing started)")
-        outcome.counts = {"would_run": total - len(done)}
+        would = len(left) + total - len(planned)
+        console.print(f"{study.name}: {total} trials planned, {total - would} already ended, "
+                      f"{would} would run (dry run: nothing started)")
+        outcome.counts = {"would_run": would}
         return outcome
 
     with study_lock(folder, study.name):
