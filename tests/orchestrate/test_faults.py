@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from records import steps, trial_runs
 
 from ablate.orchestrate.run import run_study
 from ablate.orchestrate.watchdog import TEST_HANG
@@ -37,15 +38,12 @@ def _once_in_parquet_and_mlflow(tmp_path: Path, folder: Path, study: str, planne
     table, epochs = pd.read_parquet(folder / "trials.parquet"), pd.read_parquet(folder / "epochs.parquet")
     assert sorted(table.trial_id) == sorted(planned)
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(study)
-    runs = client.search_runs([experiment.experiment_id], "tags.`ablate.role` = 'trial'", max_results=1000)
-    tids = [r.data.tags["ablate.trial_id"] for r in runs]
-    assert sorted(tids) == sorted(planned), "a trial has no MLflow run, or two"
-    for run in runs:
-        rows = epochs[epochs.trial_id == run.data.tags["ablate.trial_id"]].sort_values("epoch")
-        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "mAP"))
-        assert history == list(zip(rows.epoch, rows.mAP))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = trial_runs(uri, study)
+    assert sorted(runs) == sorted(planned), "a trial has no MLflow run"
+    for tid, run in runs.items():
+        rows = epochs[epochs.trial_id == tid].sort_values("epoch")
+        assert steps(uri, run) == list(zip(rows.epoch, rows.mAP))
     return table.set_index("trial_id")
 
 

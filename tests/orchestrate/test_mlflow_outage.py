@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from records import steps, trial_runs
 from typer.testing import CliRunner
 
 from ablate.cli import app
@@ -81,18 +82,9 @@ def server(tmp_path):
 
 def _snapshot(uri: str, study: str) -> dict[str, dict]:
     """trial id -> its run id, status, status tag and every metric's [(step, value)], from MLflow."""
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(study)
-    runs = client.search_runs([experiment.experiment_id], "tags.`ablate.role` = 'trial'", max_results=1000)
-    out = {}
-    for run in runs:
-        tid = run.data.tags["ablate.trial_id"]
-        assert tid not in out, f"two MLflow runs for trial {tid}"
-        out[tid] = {"run_id": run.info.run_id, "state": run.info.status, "status": run.data.tags.get("status"),
-                    "params": len(run.data.params),
-                    **{k: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, k))
-                       for k in ("mAP", "loss", "epoch_time_s")}}
-    return out
+    return {tid: {"run_id": run.info.run_id, "state": run.info.status, "status": run.data.tags.get("status"),
+                  "params": len(run.data.params), **{k: steps(uri, run, k) for k in ("mAP", "loss", "epoch_time_s")}}
+            for tid, run in trial_runs(uri, study).items()}
 
 
 def _assert_mlflow_equals_parquet(uri: str, root: Path, study: str, planned: list[str]) -> dict:
@@ -262,13 +254,10 @@ def test_200_trials_at_full_concurrency_are_each_recorded_once(study_file, tmp_p
     epochs = pd.read_parquet(root / "load" / "epochs.parquet")
     assert sorted(table.trial_id) == sorted(planned) and (table.epochs == 1).all()
     assert len(epochs) == 200 and not epochs.duplicated(["trial_id", "epoch"]).any()
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("load")
-    runs = client.search_runs([experiment.experiment_id], "tags.`ablate.role` = 'trial'", max_results=1000)
-    assert sorted(r.data.tags["ablate.trial_id"] for r in runs) == sorted(planned)  # each once
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "load")
+    assert sorted(runs) == sorted(planned)  # each once
     by_id = table.set_index("trial_id")
-    for run in runs:
-        tid = run.data.tags["ablate.trial_id"]
+    for tid, run in runs.items():
         assert run.data.metrics["mAP"] == pytest.approx(by_id.loc[tid, "final_mAP"])
         assert run.data.tags["ablate.epochs_logged"] == "1" and run.info.status == "FINISHED"
         assert run.info.run_id == by_id.loc[tid, "mlflow_run_id"]

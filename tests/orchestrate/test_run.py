@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from records import steps, trial_runs
 from typer.testing import CliRunner
 
 from ablate.cli import app
@@ -35,16 +36,8 @@ def _tables(root: Path, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _mlflow(tmp_path: Path, study: str) -> dict[str, dict]:
     """trial id -> {"run": Run, "mAP": [(step, value), ...]} of the study's child runs (deleted ones excluded)."""
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(study)
-    runs = client.search_runs([experiment.experiment_id], "tags.`ablate.role` = 'trial'", max_results=1000)
-    out = {}
-    for run in runs:
-        tid = run.data.tags["ablate.trial_id"]
-        assert tid not in out, f"two MLflow runs for trial {tid}"
-        history = client.get_metric_history(run.info.run_id, "mAP")
-        out[tid] = {"run": run, "mAP": sorted((m.step, m.value) for m in history)}
-    return out
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return {tid: {"run": run, "mAP": steps(uri, run)} for tid, run in trial_runs(uri, study).items()}
 
 
 def _assert_once_and_equal(tmp_path: Path, root: Path, study: str, planned: list[str]) -> pd.DataFrame:

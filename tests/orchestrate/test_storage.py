@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
+from records import steps, trial_runs
 from typer.testing import CliRunner
 
 from ablate.cli import app
@@ -79,12 +79,11 @@ def test_checkpoints_on_s3_resume_from_the_store_and_nothing_local(s3, study_fil
     epochs = pd.read_parquet(tmp_path / "results" / "s3study" / "epochs.parquet")
     assert sorted(table.trial_id) == sorted([baseline.trial_id, other.trial_id])
     assert len(epochs) == 4 and not epochs.duplicated(["trial_id", "epoch"]).any()  # epoch 1 of the staged one too
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("s3study")
-    runs = client.search_runs([experiment.experiment_id], "tags.`ablate.role` = 'trial'")
-    assert sorted(r.data.tags["ablate.trial_id"] for r in runs) == sorted(table.trial_id)
-    for run in runs:
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "mAP")] == [1, 2]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = trial_runs(uri, "s3study")
+    assert sorted(runs) == sorted(table.trial_id)
+    for run in runs.values():
+        assert [step for step, _ in steps(uri, run)] == [1, 2]
 
     again = run_study(path, [], results_root=tmp_path / "results", storage="s3://ablate/studies")
     assert again.ran == 0 and again.counts["completed"] == 2  # what is ended is read back from the bucket
