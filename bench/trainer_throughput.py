@@ -13,8 +13,11 @@ epoch of each contender, in alternating order so machine noise hits all alike.
   its logger: to device, ``loss_dict = model(images, targets)``, sum, ``.item()`` for the
   finite check, ``zero_grad``, ``backward``, ``step``, ``LinearLR`` warmup step.
 - ``ablate``: ``ablate.engine.loop.train_one_epoch`` as ``run_trial`` calls it (no progress).
-- ``reference again``: a second, identical reference loop; its ratio to the first is the
-  noise floor of this machine (an A/A test), against which to read ablate / reference.
+- ``ablate again``, ``reference again``: second, identical copies, built and run last in
+  reverse order (reference, ablate, ..., ablate again, reference again: an ABBA design, so
+  neither loop always has the first-built model or the first slot of a round).  The
+  ablate / reference ratio pools both copies of each, per round; each copy against its
+  twin is an A/A test, the noise floor of this machine.
 - one row per speed trick, alone against the ablate default; ``gain`` is the median over
   rounds of (trick on / trick off), paired within a round (pin_memory, on by default on
   CUDA, is timed off).  The ``all`` row turns on every trick that applies to the device:
@@ -144,6 +147,11 @@ def measure(contenders: list[Contender], repeat: int, device: torch.device) -> N
                 c.seconds.append(time.perf_counter() - t)
 
 
+def pooled(a: Contender, b: Contender) -> Contender:
+    """Both copies of a contender as one: the mean of their two epochs in each round."""
+    return Contender(a.name, a.run_epoch, [(x + y) / 2 for x, y in zip(a.seconds, b.seconds, strict=True)])
+
+
 def paired_gain(on: Contender, off: Contender) -> float:
     return statistics.median(b / a for a, b in zip(on.seconds, off.seconds))
 
@@ -171,7 +179,7 @@ def one_thread_count(threads: int, args, device: torch.device) -> list[str]:
     everything = [o for _, over in applicable for o in over if not o.startswith("-")]
     contenders = [contender("reference", []), contender("ablate", [])]
     contenders += [contender(name, over) for name, over in applicable]
-    contenders += [contender("all", everything), contender("reference again", [])]  # first and last: A/A
+    contenders += [contender("all", everything), contender("ablate again", []), contender("reference again", [])]
     measure(contenders, args.repeat, device)
     tools = build_pieces(trial_config([], 1, 2), seed=0, device=device).tools
     overhead = loop_overhead(tools, device)
@@ -183,14 +191,16 @@ def one_thread_count(threads: int, args, device: torch.device) -> list[str]:
         rates = sorted(images / s for s in c.seconds)
         return f"{statistics.median(rates):7.1f}  {rates[0]:6.1f}-{rates[-1]:<6.1f}"
 
-    ref, default = by_name["reference"], by_name["ablate"]
+    ref, default = pooled(by_name["reference"], by_name["reference again"]), pooled(by_name["ablate"], by_name["ablate again"])
     lines = [f"{threads} thread{'s' if threads > 1 else ''}:",
              f"  {'contender':<44} {'img/s':>7}  {'min-max':<13} {'ratio':>6}",
-             f"  {'reference loop (torchvision engine.py style)':<44} {ips(ref)}",
-             f"  {'ablate train_one_epoch (default)':<44} {ips(default)} {paired_gain(default, ref):6.3f}"
+             f"  {'reference loop (torchvision style), 2 copies':<44} {ips(ref)}",
+             f"  {'ablate train_one_epoch (default), 2 copies':<44} {ips(default)} {paired_gain(default, ref):6.3f}"
              "  <- ablate / reference",
-             f"  {'reference loop again (A/A: the noise floor)':<44} {ips(by_name['reference again'])} "
-             f"{paired_gain(by_name['reference again'], ref):6.3f}",
+             f"  {'A/A, the noise floor: reference again / reference':<44} {ips(by_name['reference again'])} "
+             f"{paired_gain(by_name['reference again'], by_name['reference']):6.3f}",
+             f"  {'A/A, the noise floor: ablate again / ablate':<44} {ips(by_name['ablate again'])} "
+             f"{paired_gain(by_name['ablate again'], by_name['ablate']):6.3f}",
              f"  {'trick (alone, against the ablate default)':<44} {'':>7}  {'':<13} {'gain':>6}"]
     for name, over, devices, why in TRICKS:
         if device.type in devices and over[0].startswith("-"):  # timed with it off: the gain is default / off
