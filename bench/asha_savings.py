@@ -91,6 +91,8 @@ def main() -> None:
          + ("within" if gap <= noise else "OUTSIDE")),
     ], ("figure", "without ASHA", "with ASHA", "ASHA / without")))
     print("\nfull run, mean final mAP by variant:", ", ".join(f"{k} {v:.3f}" for k, v in full_rank.items()))
+    kept = pruned.trials.groupby("variant_name")["epochs"].apply(lambda e: "+".join(str(int(n)) for n in e))
+    print("with ASHA, epochs per variant (one figure per seed):", ", ".join(f"{k} {v}" for k, v in kept.items()))
 
 
 if __name__ == "__main__":
