@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TRIALS_DIR = "trials"
+OWNER = ".owner"  # in a scratch folder: the pid of the worker training there
 SCHEMES = ("s3", "gs", "gcs")
 
 
@@ -135,6 +136,8 @@ class Storage:
 
         shutil.rmtree(local, ignore_errors=True)
         local.mkdir(parents=True)
+        (local / OWNER).write_text(str(os.getpid()))
+        sweep_scratch(local.parent)
         fs, _ = self.fs()
         if fs.get_file_info(self.trial_path(tid)).type == pafs.FileType.Directory:
             pafs.copy_files(self.trial_path(tid), str(local), source_filesystem=fs,
@@ -167,6 +170,27 @@ class Storage:
         for path in (f"{self.fs()[1]}/{TRIALS_DIR}", self.ray_path()):
             if fs.get_file_info(path).type == pafs.FileType.Directory:
                 fs.delete_dir(path)
+
+
+def sweep_scratch(root: Path) -> list[str]:
+    """Delete the scratch folders under ``root`` whose worker process has ended; returns their names.
+
+    A trial that ends normally drops its scratch copy, but one that Ray stops (ASHA's
+    pruning, a Ctrl-C) is killed before it can, and a node running hundreds of trials would
+    keep every pruned trial's checkpoint.  Each scratch folder names its worker in
+    ``.owner`` (a dot file, so never pushed); folders without one are left alone (one
+    being created right now has none yet).
+    """
+    gone = []
+    for folder in root.iterdir() if root.is_dir() else []:
+        try:
+            os.kill(int((folder / OWNER).read_text()), 0)
+        except ProcessLookupError:  # its worker has ended
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(folder.name)
+        except (OSError, ValueError):  # no owner file yet, or a process we may not signal: alive
+            continue
+    return gone
 
 
 def disk_problem(text: str) -> str | None:

@@ -3,6 +3,7 @@ loopback, moto's), and a node-local folder refused on a multi-node cluster befor
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 from ablate.cli import app
 from ablate.engine.trial import run_trial
 from ablate.orchestrate.run import run_study
-from ablate.orchestrate.storage import Storage
+from ablate.orchestrate.storage import OWNER, Storage, sweep_scratch
 from ablate.study import load_study, trials
 from ablate.study.expand import check
 
@@ -145,3 +146,17 @@ def test_node_local_storage_is_refused_before_any_trial(split_cluster, study_fil
     assert not list(local.rglob("trials"))
     assert not (tmp_path / "results" / "split" / "trials.parquet").exists()
     assert not list(local.rglob(".shared-check-*"))  # the check cleans up its marker
+
+
+def test_scratch_folders_of_ended_workers_are_swept_and_live_ones_kept(tmp_path):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folders = {"pruned": ended.stdout.strip(), "running": str(os.getpid()), "starting": None}
+    for name, pid in folders.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "checkpoint.pt").write_bytes(b"x" * 1000)
+        if pid is not None:
+            (tmp_path / name / OWNER).write_text(pid)
+
+    assert sweep_scratch(tmp_path) == ["pruned"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["running", "starting"]
+    assert sweep_scratch(tmp_path / "missing") == []
