@@ -112,3 +112,21 @@ def test_python_dash_m_runs_the_same_app():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "4 variants x 2 seeds = 8 trials" in result.stdout
+
+
+def test_report_from_an_unreachable_tracking_server_fails_in_seconds_with_the_fix(tmp_path):
+    # MLflow's own client retries a refused connection for about 4 minutes; the report bounds that.
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
+    done = subprocess.run([sys.executable, "-m", "ablate", "report", "some_study", "--from-mlflow",
+                           "--tracking-uri", f"http://127.0.0.1:{port}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    message = " ".join(done.stderr.split())
+    assert done.returncode == 2, done.stderr
+    assert f"cannot reach the MLflow tracking store http://127.0.0.1:{port} ([Errno 111] Connection refused)" in message
+    assert "drop --from-mlflow" in message and "Traceback" not in done.stderr

@@ -48,6 +48,14 @@ PARAM_MAX = 6000  # MLflow's limit on a param value
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
+
+
+def bound_http_retries() -> None:
+    """Apply CLIENT_ENV in this process, where the user has not set the variable (MLflow reads it per request)."""
+    for name, value in CLIENT_ENV.items():
+        os.environ.setdefault(name, value)
+
+
 # how a trial's ending maps to an MLflow run status
 RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 
@@ -95,8 +103,7 @@ class Tracker:
     def __init__(self, uri: str | None, experiment: str, study: str, tags: dict[str, str], *, reopen: bool = True):
         from mlflow.tracking import get_tracking_uri
 
-        for name, value in CLIENT_ENV.items():  # read by MLflow on every request
-            os.environ.setdefault(name, value)
+        bound_http_retries()
         self.uri = uri or get_tracking_uri()
         self.experiment, self.study, self.tags, self.reopen = experiment, study, tags, reopen
         self.client: MlflowClient | None = None

@@ -49,8 +49,9 @@ def _mlflow(source: Source):
     try:
         from mlflow.tracking import MlflowClient
 
-        from ablate.orchestrate.tracking import ROLE, STUDY
+        from ablate.orchestrate.tracking import ROLE, STUDY, bound_http_retries
 
+        bound_http_retries()  # a report from Parquet waits seconds, not minutes, for a server that is down
         client = MlflowClient(tracking_uri=source.tracking_uri)
         experiment = client.get_experiment_by_name(source.experiment or source.study)
         if experiment is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -21,8 +22,15 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one co
 
 from ablate.engine.metrics import METRICS
 from ablate.errors import DataError
-from ablate.orchestrate.tracking import ROLE, STUDY, TRIAL
+from ablate.orchestrate.tracking import ROLE, STUDY, TRIAL, bound_http_retries
 from ablate.results.store import summarise
+
+
+def _first_line(error: Exception) -> str:
+    """The reason in an MLflow error: the OS error of a refused connection, else its first line."""
+    text = str(error).strip()
+    errno = re.search(r"\[Errno -?\d+\][^\"')]*", text)
+    return errno.group(0).strip() if errno else text.splitlines()[0][:200]
 
 
 def _status(label: str) -> tuple[str, str]:
@@ -38,8 +46,16 @@ def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = 
     Raises:
         DataError: the experiment or the study's parent run is not in the store.
     """
+    from mlflow.exceptions import MlflowException
+
+    bound_http_retries()
     client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment or study)
+    try:
+        found = client.get_experiment_by_name(experiment or study)
+    except MlflowException as e:
+        raise DataError(f"cannot reach the MLflow tracking store {client.tracking_uri} ({_first_line(e)}); "
+                        "start the server or give its URI (--tracking-uri, MLFLOW_TRACKING_URI, or the study "
+                        "file), or drop --from-mlflow to build the report from results/") from e
     if found is None:
         raise DataError(f"MLflow store {client.tracking_uri} has no experiment '{experiment or study}'; "
                         "pass the study file (its tracking.uri / tracking.experiment) or set MLFLOW_TRACKING_URI")
