@@ -41,18 +41,21 @@ def _backend(name: str) -> tuple[type, type]:
     return BACKENDS[name]
 
 
-def ground_truth(coco_gt, backend: str = DEFAULT_BACKEND):
-    """``coco_gt`` (either backend's COCO index) as ``backend``'s index over the same annotation dicts."""
+def coco_index(gt: dict, backend: str = DEFAULT_BACKEND):
+    """``backend``'s COCO index over an in-memory COCO dict, without its progress prints."""
     index_cls, _ = _backend(backend)
-    if isinstance(coco_gt, index_cls):
-        return coco_gt
     index = index_cls()
-    index.dataset = coco_gt.dataset
+    index.dataset = gt
     with contextlib.redirect_stdout(io.StringIO()):
         if backend == "faster_coco_eval":
             index.print_function = _quiet
         index.createIndex()
     return index
+
+
+def ground_truth(coco_gt, backend: str = DEFAULT_BACKEND):
+    """``coco_gt`` (either backend's COCO index) as ``backend``'s index over the same annotation dicts."""
+    return coco_gt if isinstance(coco_gt, _backend(backend)[0]) else coco_index(coco_gt.dataset, backend)
 
 
 def evaluator(coco_gt, results: list[dict], backend: str = DEFAULT_BACKEND):
