@@ -24,14 +24,13 @@ the trial's status.json, from which the next run records and sends them).
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ablate.atomic import atomic_path
-from ablate.orchestrate.tracking import WHERE, Tracker, flatten
+from ablate.orchestrate.tracking import WHERE, Tracker, error_reason, flatten
 from ablate.results.store import FINAL_STATUSES, ResultsStore
 
 PENDING = "mlflow_pending.json"
@@ -63,13 +62,6 @@ def read_pending(folder: Path) -> dict:
         return json.loads((Path(folder) / PENDING).read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _reason(error: BaseException) -> str:
-    """The gist of a failed call: ``[Errno 111] Connection refused`` rather than MLflow's whole retry story."""
-    text = " ".join(str(error).split())
-    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
-    return errno.group(0).strip() if errno else f"{type(error).__name__}: {text[:160]}"
 
 
 def _stderr(line: str) -> None:
@@ -132,7 +124,7 @@ class Mirror:
                 self.noted = True
                 root = self.store.folder.parent
                 again = f"ablate sync {self.tracker.study}" + ("" if root == Path("results") else f" --results {root}")
-                self.note(f"MLflow at {self.tracker.uri} unreachable ({_reason(e)}): trials go "
+                self.note(f"MLflow at {self.tracker.uri} unreachable ({error_reason(e)}): trials go "
                           f"on, records kept in {self.store.folder}/; they are sent when it is back: `{again}` "
                           "or the next `ablate run` of the study")
             return False

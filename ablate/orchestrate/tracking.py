@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import yaml
@@ -48,6 +49,13 @@ PARAM_MAX = 6000  # MLflow's limit on a param value
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
+
+
+def error_reason(error: BaseException) -> str:
+    """The gist of a failed MLflow call: ``[Errno 111] Connection refused`` rather than its whole retry story."""
+    text = " ".join(str(error).split())
+    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    return errno.group(0).strip() if errno else f"{type(error).__name__}: {text[:160]}"
 
 
 def bound_http_retries() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 
@@ -22,15 +21,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one co
 
 from ablate.engine.metrics import METRICS
 from ablate.errors import DataError
-from ablate.orchestrate.tracking import ROLE, STUDY, TRIAL, bound_http_retries
+from ablate.orchestrate.tracking import ROLE, STUDY, TRIAL, bound_http_retries, error_reason
 from ablate.results.store import summarise
-
-
-def _first_line(error: Exception) -> str:
-    """The reason in an MLflow error: the OS error of a refused connection, else its first line."""
-    text = str(error).strip()
-    errno = re.search(r"\[Errno -?\d+\][^\"')]*", text)
-    return errno.group(0).strip() if errno else text.splitlines()[0][:200]
 
 
 def _status(label: str) -> tuple[str, str]:
@@ -53,7 +45,7 @@ def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = 
     try:
         found = client.get_experiment_by_name(experiment or study)
     except MlflowException as e:
-        raise DataError(f"cannot reach the MLflow tracking store {client.tracking_uri} ({_first_line(e)}); "
+        raise DataError(f"cannot reach the MLflow tracking store {client.tracking_uri} ({error_reason(e)}); "
                         "start the server or give its URI (--tracking-uri, MLFLOW_TRACKING_URI, or the study "
                         "file), or drop --from-mlflow to build the report from results/") from e
     if found is None:
