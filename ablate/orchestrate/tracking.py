@@ -50,7 +50,6 @@ CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKO
               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
-
 def error_reason(error: BaseException) -> str:
     """The gist of a failed MLflow call: ``[Errno 111] Connection refused`` rather than its whole retry story."""
     text = " ".join(str(error).split())
