@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import ablate  # noqa: F401 -- first: it sets Ray's switches before any test module imports Ray (ablate/ray_env.py)
+
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "studies"
 
