@@ -21,8 +21,9 @@ from pathlib import Path
 from ray.tune import Callback
 
 from ablate.engine.metrics import METRICS
-from ablate.errors import StorageError
+from ablate.errors import AblateError, StorageError
 from ablate.orchestrate.mirror import Mirror
+from ablate.orchestrate.start_watch import StartWatch, WorkerStartError
 from ablate.orchestrate.storage import Storage, disk_problem
 from ablate.orchestrate.tracking import Tracker
 from ablate.orchestrate.worker import Plan
@@ -170,11 +171,12 @@ class Recorder:
 
 
 class StudyCallback(Callback):
-    """Ray Tune -> Recorder, plus the live view."""
+    """Ray Tune -> Recorder, plus the live view and the watch on workers that never start."""
 
-    def __init__(self, recorder: Recorder, resolve, view):
-        self.recorder, self.resolve, self.view = recorder, resolve, view
-        self.fatal: StorageError | None = None  # a trial could not write its folder: the study stops with this
+    def __init__(self, recorder: Recorder, resolve, view, watch: StartWatch):
+        self.recorder, self.resolve, self.view, self.watch = recorder, resolve, view, watch
+        # the study stops with this: a trial could not write its folder, or no worker could start
+        self.fatal: AblateError | None = None
 
     def __getstate__(self) -> dict:
         # Tune pickles its state (callbacks included) for Tuner.restore, which ablate never uses:
@@ -182,19 +184,23 @@ class StudyCallback(Callback):
         return {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self.watch.alive()
         self.recorder.start(self.resolve(trial))
         self.view.update(trials)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.watch.alive()
         self.recorder.epoch(self.resolve(trial).trial_id, result)
         self.view.update(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.watch.alive()
         self.recorder.finish(self.resolve(trial))
         self.view.ended(self.recorder.events)
         self.view.update(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self.watch.alive()
         try:
             error = trial.get_error()
         except Exception:  # noqa: BLE001 -- the error file may be gone; the trial still failed
@@ -206,6 +212,11 @@ class StudyCallback(Callback):
 
     def on_step_end(self, iteration, trials, **info):
         self.recorder.tick()
+        try:
+            self.watch.check(t.status for t in trials)
+        except WorkerStartError as e:
+            self.fatal = e
+            raise
 
     def on_experiment_end(self, trials, **info):
         self.recorder.flush()

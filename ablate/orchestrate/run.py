@@ -28,11 +28,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from ablate import ray_env
 from ablate.data.check import check_data
 from ablate.errors import AblateError, ConfigError, StorageError
 from ablate.orchestrate.lock import LOCK, study_lock
 from ablate.orchestrate.mirror import outage_errors
 from ablate.orchestrate.recorder import CRASHED, Recorder, StudyCallback
+from ablate.orchestrate.start_watch import StartWatch, timeout_s
 from ablate.orchestrate.storage import Storage, disk_problem
 from ablate.orchestrate.tracking import Tracker
 from ablate.orchestrate.worker import Plan, train
@@ -128,6 +130,7 @@ def _ray_init(address: str | None, verbose: bool) -> bool:
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     if ray.is_initialized():
         return False
+    ray_env.uv_hook_off_in_ray()  # Ray may have been imported before ablate set the switch
     ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=quiet,
              configure_logging=True)
     return address is None
@@ -364,7 +367,10 @@ def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store:
     view = View(console, store, [t.trial_id for t in todo], metric=study.scheduler.metric,
                 mode=study.scheduler.mode, epochs=max_t, total=len(plan.lookup) + samples_left
                 + sum(1 for r in store.trials.values() if r.get("sample")))
-    callback, ctrl_c = StudyCallback(recorder, resolve, view), _ctrl_c_stopper()
+    need = {"CPU": resources["cpu"], "GPU": resources["gpu"]}
+    watch = StartWatch(timeout_s(), waiting_for_resources=lambda: joined and any(
+        ray.available_resources().get(k, 0) < v for k, v in need.items() if v))
+    callback, ctrl_c = StudyCallback(recorder, resolve, view, watch), _ctrl_c_stopper()
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
