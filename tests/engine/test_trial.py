@@ -53,7 +53,11 @@ def test_same_seed_same_result_and_a_bad_choice_lowers_map(tiny, tmp_path):
     _same_learning(one.history, two.history)
     bad = run_trial(tiny(train={"epochs": 2, "optimizer": {"lr": 0.8}}), seed=1, out_dir=tmp_path / "bad",
                     log=lambda m: None)
-    assert bad.final["mAP"] < one.final["mAP"] - 0.01, (bad.final["mAP"], one.final["mAP"])
+    # ratios to the good run on this machine, not absolute mAPs: after 2 epochs the good run reads 0.011-0.018
+    # depending on the CPU's vector unit (AVX2 or AVX-512) and the bad one 0.003-0.005; the ratios measured
+    # were <= 0.47 (mAP) and 1.19 (loss) on both kinds of CPU
+    assert bad.final["mAP"] < 0.6 * one.final["mAP"], (bad.final["mAP"], one.final["mAP"])
+    assert bad.final["loss"] > 1.1 * one.final["loss"], (bad.final["loss"], one.final["loss"])
 
 
 def test_non_finite_loss_fails_the_trial_with_a_recorded_reason(tiny, tmp_path):

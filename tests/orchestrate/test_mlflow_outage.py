@@ -219,6 +219,7 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+@pytest.mark.timeout(600)  # 140 s on a quiet 2-core machine; another ran the same study 2x slower
 def test_200_trials_at_full_concurrency_are_each_recorded_once(study_file, tmp_path):
     n_seeds = 50
     path = study_file("load", factors={"loss.box": ["diou", "ciou", "eiou"]}, seeds=list(range(n_seeds)),
