@@ -387,8 +387,8 @@ def catalogue(
     debug: Debug = False,
 ) -> None:
     """List every trick a study can name, with its parameters and a one-line doc."""
+    from ablate.errors import did_you_mean
     from ablate.tricks import CATALOGUE
-    from ablate.tricks.registry import did_you_mean
 
     with handled(debug):
         if kind is not None and kind not in CATALOGUE:

@@ -1,6 +1,8 @@
 """Errors a user can act on.  The CLI prints them without a traceback (unless --debug)."""
 
+import difflib
 import errno
+from collections.abc import Iterable
 
 
 class AblateError(Exception):
@@ -41,3 +43,11 @@ class StorageError(AblateError):
     """
 
     exit_code = 1
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'giou'?)`` or an empty string when nothing is close."""
+    choices = [str(c) for c in choices]
+    same = [c for c in choices if c.lower() == str(word).lower()]  # 'adamW' is 'adamw', not 'adam'
+    close = same or difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -21,7 +21,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ablate.data.coco import ImageRecord
 from ablate.errors import DataError
-from ablate.tricks.augment import Augment, Sample, make_sample, tidy
+from ablate.tricks.augment.geometric import Augment, Sample, make_sample, tidy
 
 MAX_RATIO = 1333 / 800  # longest / shortest side allowed by the base resize (torchvision's default)
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.data.coco import Annotations, from_coco_dict
-from ablate.errors import DataError
-from ablate.tricks.registry import did_you_mean
+from ablate.errors import DataError, did_you_mean
 
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
 

@@ -20,15 +20,16 @@ from faster_coco_eval import COCOeval_faster
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ablate.metrics import DEFAULT_EVAL_BACKEND as DEFAULT_BACKEND
+
 # COCOeval.stats order (its summarize() for iouType "bbox").
 STAT_NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
-# eval.backend -> (its COCO index class, its COCOeval class).  Options are: "faster_coco_eval", "pycocotools".
+# eval.backend (its names: ablate.metrics.EVAL_BACKENDS) -> (its COCO index class, its COCOeval class).
 BACKENDS = {
     "faster_coco_eval": (FasterCOCO, COCOeval_faster),
     "pycocotools": (COCO, COCOeval),
 }
-DEFAULT_BACKEND = "faster_coco_eval"
 
 
 def _quiet(*args, **kwargs) -> None:  # faster_coco_eval logs through this instead of printing

@@ -13,7 +13,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from ablate.engine.coco_eval import DEFAULT_BACKEND, coco_summary, to_coco_results
 from ablate.errors import TrialFailed
-from ablate.tricks.optim import Amp
+from ablate.tricks.optim.regularisers import Amp
 
 
 @dataclass

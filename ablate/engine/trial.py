@@ -22,8 +22,8 @@ from torch.optim.swa_utils import AveragedModel
 
 from ablate.engine import checkpoint
 from ablate.engine.loop import LoopState, StepTools, evaluate, train_one_epoch
-from ablate.engine.metrics import METRICS
 from ablate.errors import ConfigError, TrialFailed
+from ablate.metrics import METRICS
 from ablate.study.expand import config_dict, trial_id
 from ablate.study.schema import TrialConfig
 from ablate.tricks.optim import OPTIMIZERS, REGULARISERS

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from ablate.tricks.postprocess import postprocess
+from ablate.tricks.postprocess.ops import postprocess
 
 
 class Detector(nn.Module):

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from ablate.engine.metrics import METRICS
 from ablate.errors import AblateError, StorageError
+from ablate.metrics import METRICS
 from ablate.orchestrate.mirror import Mirror
 from ablate.orchestrate.start_watch import StartWatch, WorkerStartError
 from ablate.orchestrate.storage import Storage, disk_problem

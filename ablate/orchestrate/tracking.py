@@ -34,7 +34,7 @@ import yaml
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from ablate.engine.metrics import METRICS
+from ablate.metrics import METRICS
 
 ROLE, STUDY, TRIAL, LOGGED = "ablate.role", "ablate.study", "ablate.trial_id", "ablate.epochs_logged"
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: the pure-Python one takes ~10 ms a config

@@ -26,8 +26,8 @@ import pandas as pd
 from pydantic import ValidationError
 from scipy import stats
 
-from ablate.engine.metrics import METRICS
 from ablate.errors import DataError
+from ablate.metrics import METRICS
 from ablate.results.store import EPOCHS, TRIALS
 from ablate.study.schema import TrialConfig
 from ablate.tricks.schedules import STEP_PRESETS

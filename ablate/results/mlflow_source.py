@@ -19,8 +19,8 @@ from mlflow.tracking import MlflowClient
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one config.yaml per trial
 
-from ablate.engine.metrics import METRICS
 from ablate.errors import DataError
+from ablate.metrics import METRICS
 from ablate.orchestrate.tracking import ROLE, STUDY, TRIAL, bound_http_retries, error_reason
 from ablate.results.store import summarise
 

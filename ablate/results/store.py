@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from ablate.atomic import atomic_path
-from ablate.engine.metrics import COCO_METRICS, HIGHER_IS_BETTER, METRICS
 from ablate.errors import DISK_ERRNOS, StorageError
+from ablate.metrics import COCO_METRICS, HIGHER_IS_BETTER, METRICS
 
 TRIALS = "trials.parquet"
 EPOCHS = "epochs.parquet"

@@ -9,9 +9,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from ablate.errors import AblateError
+from ablate.errors import AblateError, did_you_mean
 from ablate.study import paths
-from ablate.tricks.registry import did_you_mean
 
 
 @dataclass(frozen=True)

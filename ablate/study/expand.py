@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ablate.errors import did_you_mean
 from ablate.study import paths
 from ablate.study.errors import Problem, StudyError, problems_from_validation
 from ablate.study.schema import CONFIG_KEYS, CategoricalDist, Study, TrialConfig
-from ablate.tricks.registry import did_you_mean
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,7 @@ def _bases(value: Any, owner: Path) -> list[Path]:
         target = (owner.parent / item).resolve()
         if not target.is_file():
             near = sorted(p.name for p in target.parent.glob("*.y*ml")) if target.parent.is_dir() else []
-            from ablate.tricks.registry import did_you_mean
+            from ablate.errors import did_you_mean
 
             raise StudyError([Problem(name, "_base_", f"no such file '{item}' (looked for {display(target)})"
                                       f"{did_you_mean(target.name, near)}")])

@@ -25,9 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from ablate.engine.coco_eval import BACKENDS as COCO_BACKENDS
-from ablate.engine.coco_eval import DEFAULT_BACKEND
-from ablate.engine.metrics import HIGHER_IS_BETTER, METRICS, check_metric
+from ablate.metrics import DEFAULT_EVAL_BACKEND, EVAL_BACKENDS, HIGHER_IS_BETTER, METRICS, check_metric
 from ablate.tricks.augment import AUGMENTS
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
@@ -196,8 +194,8 @@ class Eval(Section):
     score_thresh: float = Field(0.05, ge=0, lt=1, description="detections below this score are dropped")
     max_dets: int = Field(100, ge=1, le=10_000, description="detections kept per image")
     tta: named(TTA, "none") = Field("none", description="test-time augmentation: none | hflip")
-    backend: Literal[tuple(COCO_BACKENDS)] = Field(
-        DEFAULT_BACKEND, description="COCO AP implementation: faster_coco_eval (C++, same twelve numbers to 1e-4, "
+    backend: Literal[EVAL_BACKENDS] = Field(
+        DEFAULT_EVAL_BACKEND, description="COCO AP implementation: faster_coco_eval (C++, same twelve numbers to 1e-4, "
         "bench/coco_eval.py) | pycocotools (the reference)"
     )
 

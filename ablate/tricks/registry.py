@@ -4,16 +4,20 @@ Every trick kind (schedules, losses, augmentations, necks, ...) keeps a plain
 ``dict[str, Trick]`` literal in its own module or package ``__init__``; nothing
 registers itself by import side effect.  The study schema turns each dict into a
 tagged union on ``name``, so a study is validated against exactly these entries.
+An entry names its builder as ``"module:attribute"``, imported when a trial first
+builds it: reading the catalogue (loading a study, ``ablate plan``) imports no torch.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+
+from ablate.errors import did_you_mean
 
 
 class Params(BaseModel):
@@ -35,23 +39,24 @@ class Trick:
     """One catalogue entry.
 
     Args:
-        build: factory called as ``build(**params, **context)``; what it returns
+        target: the factory, or where it lives as ``"package.module:attribute"``;
+            it is called as ``build(**params, **context)`` and what it returns
             depends on the kind (a loss module, a transform, a neck, ...).
         params: the pydantic model of its user-facing parameters.
         doc: one line shown by ``ablate catalogue``.
     """
 
-    build: Callable[..., Any]
+    target: Callable[..., Any] | str
     params: type[Params]
     doc: str
 
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'giou'?)`` or an empty string when nothing is close."""
-    choices = [str(c) for c in choices]
-    same = [c for c in choices if c.lower() == str(word).lower()]  # 'adamW' is 'adamw', not 'adam'
-    close = same or difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    @property
+    def build(self) -> Callable[..., Any]:
+        """The factory, its module imported on first use."""
+        if callable(self.target):
+            return self.target
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
 
 
 class UnknownTrick(KeyError):

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ablate.engine.metrics import HIGHER_IS_BETTER, METRICS, check_metric
+from ablate.metrics import HIGHER_IS_BETTER, METRICS, check_metric
 from ablate.tricks.registry import NoParams, Params, Trick
 
 # preset -> (epochs, decay epochs), as in mmdetection's 1x/2x/3x configs.

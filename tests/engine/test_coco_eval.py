@@ -14,7 +14,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from pydantic import ValidationError
 
-from ablate.engine.coco_eval import BACKENDS, DEFAULT_BACKEND, STAT_NAMES, coco_summary, ground_truth, to_coco_results
+from ablate.engine.coco_eval import BACKENDS, STAT_NAMES, coco_summary, ground_truth, to_coco_results
+from ablate.study.expand import trial_id
 from ablate.study.schema import TrialConfig
 
 
@@ -160,7 +161,11 @@ def test_unknown_backend_names_the_valid_ones():
 
 
 def test_backend_is_a_recorded_study_key():
-    assert TrialConfig().eval.backend == DEFAULT_BACKEND == "faster_coco_eval"
+    # the study's choices are the evaluator's, and the choice is part of the trial's identity
+    assert set(TrialConfig.model_fields["eval"].annotation.model_fields["backend"].annotation.__args__) == set(BACKENDS)
+    assert TrialConfig().eval.backend in BACKENDS
+    ids = {trial_id(TrialConfig.model_validate({"eval": {"backend": b}}), 0) for b in BACKENDS}
+    assert len(ids) == len(BACKENDS)
     assert TrialConfig.model_validate({"eval": {"backend": "pycocotools"}}).model_dump()["eval"]["backend"] == "pycocotools"
     with pytest.raises(ValidationError, match="faster_coco_eval"):
         TrialConfig.model_validate({"eval": {"backend": "pycoco"}})

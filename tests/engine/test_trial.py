@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from ablate.engine.metrics import METRICS
 from ablate.engine.trial import build_pieces, run_trial
 from ablate.errors import TrialFailed
+from ablate.metrics import METRICS
 
 TIMING = {"imgs_per_s", "epoch_time_s", "eval_time_s", "peak_mem_mb", "checkpoint_s"}
 

@@ -169,8 +169,8 @@ def test_a_worker_killed_mid_epoch_is_retried_from_its_checkpoint_and_ends_as_if
                                                                                                tmp_path):
     import torch
 
-    from ablate.engine.metrics import COCO_METRICS, LOSS_METRICS
     from ablate.engine.trial import run_trial
+    from ablate.metrics import COCO_METRICS, LOSS_METRICS
 
     path = study_file("crash", train={"epochs": 4})
     root = tmp_path / "results"

@@ -4,7 +4,8 @@ from pydantic import ValidationError
 from torchvision import tv_tensors
 from torchvision.ops import box_iou
 
-from ablate.tricks.augment import AUGMENTS, make_sample, tidy
+from ablate.tricks.augment import AUGMENTS
+from ablate.tricks.augment.geometric import make_sample, tidy
 from ablate.tricks.registry import UnknownTrick, build, lookup
 
 BOXES = [[4.0, 6.0, 20.5, 30.0], [30.0, 10.0, 60.0, 40.0], [0.0, 50.0, 63.5, 64.0]]

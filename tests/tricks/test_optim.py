@@ -8,7 +8,8 @@ from pydantic import ValidationError
 from torch import nn
 
 from ablate.tricks import registry
-from ablate.tricks.optim import OPTIMIZERS, REGULARISERS, param_groups
+from ablate.tricks.optim import OPTIMIZERS, REGULARISERS
+from ablate.tricks.optim.optimizers import param_groups
 
 LR_EFFECTIVE = 0.0037  # deliberately unlike every Params default
 

@@ -5,7 +5,8 @@ import torch
 from pydantic import ValidationError
 from torchvision.ops import batched_nms
 
-from ablate.tricks.postprocess import POSTPROCESS, TTA, postprocess
+from ablate.tricks.postprocess import POSTPROCESS, TTA
+from ablate.tricks.postprocess.ops import postprocess
 from ablate.tricks.registry import build
 
 SIZE = (40, 40)  # (h, w)

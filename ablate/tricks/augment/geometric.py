@@ -12,11 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from pydantic import Field, PositiveInt, model_validator
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-
-from ablate.tricks.registry import Params
 
 Sample = tuple[tv_tensors.Image, dict[str, Any]]
 
@@ -83,59 +80,6 @@ class V2Augment(Augment):
         return f"V2Augment({self.transform!r}, p={self.p})"
 
 
-def prob(default: float) -> Any:
-    return Field(default, ge=0.0, le=1.0, description="probability of applying it to a sample, 0..1")
-
-
-# ---- parameters -------------------------------------------------------------
-
-
-class FlipParams(Params):
-    p: float = prob(0.5)
-
-
-class MultiscaleParams(Params):
-    p: float = prob(1.0)
-    sizes: list[PositiveInt] = Field(
-        default_factory=lambda: [160, 176, 192, 208, 224], min_length=1,
-        description="shorter-side lengths in px, one drawn uniformly per sample; non-empty, each > 0",
-    )
-    max_size: PositiveInt | None = Field(
-        None, description="cap on the longer side in px (> 0); null: no cap"
-    )
-
-
-class RandomCropParams(Params):
-    p: float = prob(0.5)
-    min_scale: float = Field(0.3, gt=0, le=1, description="smallest crop side as a fraction of the image side, (0, 1]")
-    max_scale: float = Field(
-        1.0, gt=0, le=1, description="largest crop side as a fraction of the image side, [min_scale, 1]"
-    )
-    min_aspect_ratio: float = Field(0.5, gt=0, description="smallest crop width/height ratio, > 0")
-    max_aspect_ratio: float = Field(2.0, gt=0, description="largest crop width/height ratio, >= min_aspect_ratio")
-    trials: int = Field(40, ge=1, description="crops tried per drawn min-IoU before drawing again, >= 1")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RandomCropParams:
-        if self.min_scale > self.max_scale or self.min_aspect_ratio > self.max_aspect_ratio:
-            raise ValueError("need min_scale <= max_scale and min_aspect_ratio <= max_aspect_ratio")
-        return self
-
-
-class ZoomOutParams(Params):
-    p: float = prob(0.5)
-    max_ratio: float = Field(
-        4.0, ge=1.0, description="largest canvas side / image side, >= 1 (drawn in [1, max_ratio])"
-    )
-    fill: tuple[int, int, int] = Field(
-        (124, 116, 104), description="RGB of the new border, each 0..255 (default: ImageNet mean)"
-    )
-
-    @model_validator(mode="after")
-    def _bytes(self) -> ZoomOutParams:
-        if not all(0 <= c <= 255 for c in self.fill):
-            raise ValueError(f"fill must be 3 values in 0..255, got {self.fill}")
-        return self
 
 
 # ---- builders ---------------------------------------------------------------

@@ -8,38 +8,11 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import Field
 from torchvision import tv_tensors
 from torchvision.ops import box_iou
 from torchvision.transforms.v2 import functional as F
 
-from ablate.tricks.augment.geometric import Augment, Sample, prob
-from ablate.tricks.registry import Params
-
-# ---- parameters -------------------------------------------------------------
-
-
-class MixupParams(Params):
-    p: float = prob(0.5)
-    alpha: float = Field(1.5, gt=0, description="blend weight lam ~ Beta(alpha, alpha), alpha > 0")
-
-
-class MosaicParams(Params):
-    p: float = prob(0.5)
-    size: int = Field(192, ge=32, description="side of the square output canvas in px, >= 32")
-    center_jitter: float = Field(
-        0.25, ge=0, le=0.45, description="centre drawn in size * [0.5 - j, 0.5 + j] on each axis, j in 0..0.45"
-    )
-    fill: int = Field(114, ge=0, le=255, description="grey level of the canvas left uncovered, 0..255")
-
-
-class CopyPasteParams(Params):
-    p: float = prob(0.5)
-    n_sources: int = Field(1, ge=1, le=8, description="other samples the objects are taken from, 1..8")
-    max_objects: int = Field(3, ge=1, description="most objects pasted per sample, >= 1")
-    max_iou: float = Field(0.1, ge=0, le=1, description="largest IoU of a pasted box with any box already there, 0..1")
-    trials: int = Field(10, ge=1, description="random places tried per object before giving it up, >= 1")
-
+from ablate.tricks.augment.geometric import Augment, Sample
 
 # ---- helpers ----------------------------------------------------------------
 

@@ -15,39 +15,18 @@ from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 from torchvision.ops import box_area, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
-
-from ablate.tricks.registry import Params
 
 EPS = 1e-7  # same guard against 0/0 as torchvision's box losses
 
 
-class BoxParams(Params):
-    """Parameters shared by every box loss."""
-
-    weight: float = Field(1.0, ge=0.0, description="multiplier of this loss in the total, >= 0")
 
 
-class SmoothL1Params(BoxParams):
-    """Smooth L1 parameters."""
-
-    beta: float = Field(1 / 9, gt=0.0, description="L1/L2 switch point in delta units, > 0; 1/9 as in RetinaNet")
 
 
-class BalancedL1Params(BoxParams):
-    """Balanced L1 parameters; defaults are Libra R-CNN's."""
-
-    alpha: float = Field(0.5, gt=0.0, description="gradient boost of inliers (diff < beta), > 0")
-    gamma: float = Field(1.5, gt=0.0, description="gradient of outliers (diff >= beta), > 0")
-    beta: float = Field(1.0, gt=0.0, description="inlier/outlier switch point in delta units, > 0")
 
 
-class FocalEIoUParams(BoxParams):
-    """Focal-EIoU parameters; default is the paper's."""
-
-    gamma: float = Field(0.5, ge=0.0, description="exponent of the IoU re-weighting, >= 0; 0 is plain EIoU")
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

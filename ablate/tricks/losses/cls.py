@@ -12,27 +12,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
-
-from ablate.tricks.registry import Params
-
-
-class ClsParams(Params):
-    """Parameters shared by every classification loss."""
-
-    label_smoothing: float = Field(
-        0.0, ge=0.0, lt=1.0, description="label smoothing eps, in [0, 1); 0 keeps hard targets"
-    )
-    weight: float = Field(1.0, ge=0.0, description="multiplier of this loss in the total, >= 0")
-
-
-class FocalParams(ClsParams):
-    """Focal loss parameters; defaults are RetinaNet's."""
-
-    gamma: float = Field(2.0, ge=0.0, description="focusing exponent on (1 - p_t), >= 0; 0 is alpha-weighted BCE")
-    alpha: float = Field(0.25, ge=0.0, le=1.0, description="weight of the positive class, in [0, 1]")
 
 
 def smooth_binary_targets(targets: torch.Tensor, eps: float) -> torch.Tensor:

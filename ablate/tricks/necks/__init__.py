@@ -3,16 +3,13 @@
 Each entry builds as ``build(**params, in_channels=[...], out_channels=C,
 extra_levels=E)`` and returns a module mapping an ``OrderedDict`` of levels
 (fine -> coarse) to the same keys plus ``extra0``..``extra{E-1}``; see ``common.Neck``.
+The modules live in this package's files, imported when a trial builds one.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from ablate.tricks.necks.bifpn import BiFPN
-from ablate.tricks.necks.common import Neck, NoFusion
-from ablate.tricks.necks.fpn import FPN
-from ablate.tricks.necks.pan import PAN
 from ablate.tricks.registry import NoParams, Params, Trick
 
 
@@ -21,10 +18,8 @@ class BiFPNParams(Params):
 
 
 NECKS: dict[str, Trick] = {
-    "none": Trick(NoFusion, NoParams, "1x1 projections only, no cross-level fusion (baseline)"),
-    "fpn": Trick(FPN, NoParams, "Feature Pyramid Network: top-down path with lateral connections (torchvision)"),
-    "pan": Trick(PAN, NoParams, "PANet: FPN plus a bottom-up path augmentation"),
-    "bifpn": Trick(BiFPN, BiFPNParams, "EfficientDet BiFPN: repeated bidirectional fusion with learnable weights"),
+    "none": Trick("ablate.tricks.necks.common:NoFusion", NoParams, "1x1 projections only, no cross-level fusion (baseline)"),
+    "fpn": Trick("ablate.tricks.necks.fpn:FPN", NoParams, "Feature Pyramid Network: top-down path with lateral connections (torchvision)"),
+    "pan": Trick("ablate.tricks.necks.pan:PAN", NoParams, "PANet: FPN plus a bottom-up path augmentation"),
+    "bifpn": Trick("ablate.tricks.necks.bifpn:BiFPN", BiFPNParams, "EfficientDet BiFPN: repeated bidirectional fusion with learnable weights"),
 }
-
-__all__ = ["NECKS", "BiFPNParams", "Neck"]

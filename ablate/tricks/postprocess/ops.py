@@ -1,15 +1,6 @@
-"""Merging raw detections: NMS variants, weighted boxes fusion, and test-time flips.
+"""The merge and test-time-augmentation functions of the ``ablate.tricks.postprocess`` catalogue.
 
-Every ``POSTPROCESS`` entry builds a pure function
-``fn(boxes [N, 4] xyxy pixels, scores [N], labels [N] int64, image_size (h, w))
--> (boxes, scores, labels)`` sorted by score, descending.  All are class-aware:
-boxes with different labels never suppress or fuse with each other.
-``postprocess`` wraps one with the score threshold and the detection cap.
-
-Every ``TTA`` entry builds ``tta(predict, images) -> list[dict]`` (``images``: a
-batch ``[B, 3, H, W]`` or a list of ``[3, H_i, W_i]``) that returns the raw detections
-of all views, mapped back to the original image; the merge is left to ``postprocess``
-(nms or wbf).
+``postprocess`` wraps a merge with the score threshold and the detection cap.
 """
 
 from __future__ import annotations
@@ -21,11 +12,8 @@ from typing import Literal
 import numpy as np
 import torch
 from ensemble_boxes import weighted_boxes_fusion
-from pydantic import Field
 from torch import Tensor
 from torchvision.ops import batched_nms, box_iou, distance_box_iou
-
-from ablate.tricks.registry import NoParams, Params, Trick
 
 Detections = tuple[Tensor, Tensor, Tensor]  # boxes [N, 4], scores [N], labels [N]
 
@@ -173,43 +161,6 @@ def _bind(fn: Callable) -> Callable[..., Callable]:
     return lambda **params: partial(fn, **params)
 
 
-IOU = "overlap (IoU, 0..1) above which a lower-scored box of the same label is suppressed"
-
-
-class NMSParams(Params):
-    iou: float = Field(0.5, ge=0, le=1, description=IOU)
-
-
-class SoftNMSParams(Params):
-    iou: float = Field(0.3, ge=0, le=1, description="linear method only: IoU (0..1) from which scores decay")
-    sigma: float = Field(0.5, gt=0, description="gaussian method only: decay exp(-iou^2 / sigma); smaller decays harder")
-    method: Literal["gaussian", "linear"] = Field(
-        "gaussian", description='"gaussian": score *= exp(-iou^2/sigma); "linear": score *= 1 - iou where iou >= iou'
-    )
-    min_score: float = Field(0.001, ge=0, le=1, description="boxes whose decayed score falls below this are dropped")
-
-
-class DIoUNMSParams(Params):
-    iou: float = Field(0.5, ge=0, le=1, description="DIoU (IoU - centre distance^2 / enclosing diagonal^2) above which to suppress")
-
-
-class WBFParams(Params):
-    iou: float = Field(0.55, ge=0, le=1, description="IoU (0..1) above which a box joins a cluster")
-    skip_box_thr: float = Field(0.0, ge=0, le=1, description="boxes scoring below this are ignored before fusing")
-    conf_type: Literal["avg", "max", "box_and_model_avg", "absent_model_aware_avg"] = Field(
-        "avg", description="fused score: 'avg' mean of the cluster, 'max' its maximum, or the "
-        "library's model-aware averages (equal to 'avg' for a single model)"
-    )
-
-
-POSTPROCESS: dict[str, Trick] = {
-    "nms": Trick(_bind(nms), NMSParams, "greedy per-class non-maximum suppression (torchvision)"),
-    "soft_nms": Trick(_bind(soft_nms), SoftNMSParams, "Soft-NMS: decay overlapping scores instead of removing boxes"),
-    "diou_nms": Trick(_bind(diou_nms), DIoUNMSParams, "DIoU-NMS: suppress by IoU minus normalised centre distance"),
-    "wbf": Trick(_bind(wbf), WBFParams, "weighted boxes fusion: average overlapping boxes by score (ensemble-boxes)"),
-}
-
-TTA: dict[str, Trick] = {
-    "none": Trick(_bind(no_tta), NoParams, "no test-time augmentation"),
-    "hflip": Trick(_bind(hflip_tta), NoParams, "also predict on the horizontal mirror and pool both sets of boxes"),
-}
+# The catalogue's builders (``ablate.tricks.postprocess``): each returns its function with the params bound.
+build_nms, build_soft_nms, build_diou_nms, build_wbf = _bind(nms), _bind(soft_nms), _bind(diou_nms), _bind(wbf)
+build_no_tta, build_hflip_tta = _bind(no_tta), _bind(hflip_tta)

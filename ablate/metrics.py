@@ -1,9 +1,12 @@
-"""The names of every metric a trial reports each epoch.
+"""The names of every metric a trial reports each epoch, and of the COCO evaluators.
 
-The study schema checks ``scheduler.metric`` (and the ``plateau`` schedule's
-metric) against this list, so a study can never wait on a metric that the
-engine never reports.
+The ground floor of the layers: the study schema checks ``scheduler.metric`` (and
+the ``plateau`` schedule's metric) against this list, so a study can never wait on
+a metric that the engine never reports; the engine reports under these names; the
+records and the report read them.  Nothing here imports torch.
 """
+
+from ablate.errors import did_you_mean
 
 # COCO summary numbers (COCOeval's, from eval.backend), as fractions in [0, 1].
 COCO_METRICS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
@@ -20,10 +23,13 @@ METRICS = COCO_METRICS + LOSS_METRICS + COST_METRICS
 HIGHER_IS_BETTER = frozenset(COCO_METRICS + ("imgs_per_s",))
 
 
+# eval.backend: the COCOeval implementations (engine/coco_eval.py maps each to its classes).
+EVAL_BACKENDS = ("faster_coco_eval", "pycocotools")
+DEFAULT_EVAL_BACKEND = "faster_coco_eval"
+
+
 def check_metric(name: str) -> str:
     """``name`` if the engine reports it, else a ValueError with the closest valid name."""
-    from ablate.tricks.registry import did_you_mean
-
     if name not in METRICS:
         raise ValueError(f"'{name}' is not reported by the engine{did_you_mean(name, METRICS)}; "
                          f"valid: {', '.join(METRICS)}")

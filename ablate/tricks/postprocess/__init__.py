@@ -1,0 +1,30 @@
+"""Merging raw detections: NMS variants, weighted boxes fusion, and test-time flips.
+
+Every ``POSTPROCESS`` entry builds a pure function
+``fn(boxes [N, 4] xyxy pixels, scores [N], labels [N] int64, image_size (h, w))
+-> (boxes, scores, labels)`` sorted by score, descending.  All are class-aware:
+boxes with different labels never suppress or fuse with each other.
+``ops.postprocess`` wraps one with the score threshold and the detection cap.
+
+Every ``TTA`` entry builds ``tta(predict, images) -> list[dict]`` (``images``: a
+batch ``[B, 3, H, W]`` or a list of ``[3, H_i, W_i]``) that returns the raw detections
+of all views, mapped back to the original image; the merge is left to ``postprocess``
+(nms or wbf).  The functions live in ``ops``, imported when a trial builds one.
+"""
+
+from ablate.tricks.postprocess.params import DIoUNMSParams, NMSParams, SoftNMSParams, WBFParams
+from ablate.tricks.registry import NoParams, Trick
+
+OPS = "ablate.tricks.postprocess.ops:"
+
+POSTPROCESS: dict[str, Trick] = {
+    "nms": Trick(OPS + "build_nms", NMSParams, "greedy per-class non-maximum suppression (torchvision)"),
+    "soft_nms": Trick(OPS + "build_soft_nms", SoftNMSParams, "Soft-NMS: decay overlapping scores instead of removing boxes"),
+    "diou_nms": Trick(OPS + "build_diou_nms", DIoUNMSParams, "DIoU-NMS: suppress by IoU minus normalised centre distance"),
+    "wbf": Trick(OPS + "build_wbf", WBFParams, "weighted boxes fusion: average overlapping boxes by score (ensemble-boxes)"),
+}
+
+TTA: dict[str, Trick] = {
+    "none": Trick(OPS + "build_no_tta", NoParams, "no test-time augmentation"),
+    "hflip": Trick(OPS + "build_hflip_tta", NoParams, "also predict on the horizontal mirror and pool both sets of boxes"),
+}
