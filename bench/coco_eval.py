@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from ablate.engine.coco_eval import BACKENDS, STAT_NAMES, coco_summary, evaluator, ground_truth
+from ablate.engine.coco_eval import BACKENDS, STAT_NAMES, coco_index, coco_summary, evaluator, ground_truth
 
 STAGES = ("index", "loadRes", "evaluate+accumulate", "summarize")
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "loss_ablation.yaml"
@@ -158,8 +158,8 @@ def eval_share(epochs: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         result = run_trial(config, seed=0, out_dir=Path(tmp), device="cpu", log=lambda _: None)
         records = json.loads((Path(tmp) / "detections.json").read_text())
-    coco_gt = build_data(config, seed=0, device=torch.device("cpu")).val_coco
-    indexes = {b: ground_truth(coco_gt, b) for b in BACKENDS}  # built once per trial, as the data pipeline does
+    val_gt = build_data(config, seed=0, device=torch.device("cpu")).val_gt
+    indexes = {b: coco_index(val_gt, b) for b in BACKENDS}  # built once per trial, as the trial does
     coco = {b: [] for b in BACKENDS}
     for r in range(repeats):
         for backend in BACKENDS if r % 2 == 0 else list(BACKENDS)[::-1]:
@@ -169,7 +169,7 @@ def eval_share(epochs: int, repeats: int) -> None:
     coco = {b: statistics.median(v) for b, v in coco.items()}
     used = config.eval.backend
     print(f"\n{STUDY.name} baseline, {epochs} epochs on CPU, seed 0: "
-          f"{len(coco_gt.imgs)} val images, {len(records)} detections in the last epoch (trained with {used})")
+          f"{len(val_gt['images'])} val images, {len(records)} detections in the last epoch (trained with {used})")
     print(f"{'epoch':>5s}{'epoch s':>10s}{'eval s':>9s}{'eval share':>12s}   (eval = inference + COCO)")
     for row in result.history:
         print(f"{row['epoch']:5d}{row['epoch_time_s']:10.2f}{row['eval_time_s']:9.2f}"

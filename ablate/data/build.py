@@ -19,7 +19,6 @@ from ablate.data.coco import Annotations, load_coco
 from ablate.data.dataset import DetectionDataset, SeededSampler, collate
 from ablate.data.shapes import ensure_shapes
 from ablate.data.voc import load_voc
-from ablate.engine.coco_eval import coco_index
 from ablate.errors import DataError
 from ablate.study.loader import expand_env
 from ablate.study.schema import Data, TrialConfig
@@ -38,7 +37,7 @@ class DataBundle:
     Batches from both loaders are ``(images, targets)``: ``images`` a list of float32
     [3, H, W] in [0, 1]; ``targets`` a list of ``{"boxes": float32 [N, 4] XYXY pixels,
     "labels": int64 [N] in 0..C-1, "image_id": int}``.  Val images are the originals
-    (no resize), in a fixed order; ``val_coco`` is their ground truth, indexed by the configured ``eval.backend`` once.
+    (no resize), in a fixed order; ``val_gt`` is their ground truth as a COCO dict (the engine indexes it for its evaluator).
 
     ``generator`` drives the train loader's order and every augmentation draw: save
     ``generator.get_state()`` with a checkpoint and ``set_state`` it before the next
@@ -47,7 +46,7 @@ class DataBundle:
 
     train: DataLoader
     val: DataLoader
-    val_coco: Any  # the eval.backend's COCO index (coco_eval.coco_index)
+    val_gt: dict[str, Any]  # COCO ``{images, annotations, categories}`` of the val split
     classes: list[str]  # label -> name; the detector has len(classes) classes
     cat_ids: list[int]  # label -> COCO category id, for writing detections
     warnings: dict[str, int]  # repair kind -> count, over both splits
@@ -82,7 +81,7 @@ def build_data(config: TrialConfig, *, seed: int, device: torch.device, cache_di
     val_loader = DataLoader(val_set, batch_size=batch, shuffle=False, drop_last=False,
                             generator=torch.Generator().manual_seed(_VAL_SEED), **common)
     return DataBundle(
-        train=train_loader, val=val_loader, val_coco=coco_index(val.gt, config.eval.backend), classes=train.classes,
+        train=train_loader, val=val_loader, val_gt=val.gt, classes=train.classes,
         cat_ids=train.cat_ids, warnings=warnings, num_train=len(train_set), num_val=len(val_set),
         generator=generator,
     )

@@ -21,6 +21,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from ablate.engine import checkpoint
+from ablate.engine.coco_eval import coco_index
 from ablate.engine.loop import LoopState, StepTools, evaluate, train_one_epoch
 from ablate.errors import ConfigError, TrialFailed
 from ablate.metrics import METRICS
@@ -104,6 +105,7 @@ class Pieces:
     """What ``run_trial`` trains with, as built (before a checkpoint is restored)."""
 
     data: DataBundle
+    val_coco: Any  # data.val_gt indexed once by the eval.backend that scores it (coco_eval.coco_index)
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     schedule: Any  # a SCHEDULES entry: schedule(step) -> lr factor, observe(scores), state_dict()
@@ -150,7 +152,7 @@ def build_pieces(config: TrialConfig, *, seed: int, device: torch.device) -> Pie
 
     tools = StepTools(lr_at, build(REGULARISERS, "clip_grad", "regulariser", t.clip_grad.model_dump()),
                       amp, t.accumulate, ema)
-    return Pieces(data, model, optimizer, schedule, tools, swa, swa_from, notices)
+    return Pieces(data, coco_index(data.val_gt, config.eval.backend), model, optimizer, schedule, tools, swa, swa_from, notices)
 
 
 def run_trial(
@@ -231,7 +233,7 @@ def run_trial(
             if swa is not None and epoch >= swa_from:
                 swa.update_parameters(model)
                 judged = swa.module
-            scores, records = evaluate(judged, data.val, coco_gt=data.val_coco, cat_ids=data.cat_ids,
+            scores, records = evaluate(judged, data.val, coco_gt=pieces.val_coco, cat_ids=data.cat_ids,
                                        device=device, amp=amp, backend=config.eval.backend)
             schedule.observe(scores)
             row = {"epoch": epoch, **{k: v for k, v in {**scores, **train}.items() if k in METRICS},

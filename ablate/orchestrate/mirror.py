@@ -30,8 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ablate.atomic import atomic_path
-from ablate.orchestrate.tracking import WHERE, Tracker, error_reason, flatten
-from ablate.results.store import FINAL_STATUSES, ResultsStore
+from ablate.mlflow_tags import error_reason
+from ablate.orchestrate.tracking import WHERE, Tracker, flatten
+from ablate.results.store import ResultsStore
+from ablate.status import FINAL
 
 PENDING = "mlflow_pending.json"
 RETRY_S = 30.0  # after a failure, no MLflow call for this long
@@ -155,7 +157,7 @@ class Mirror:
         history = self.store.history(tid)
         for epoch in history:
             t.log_epoch(tid, epoch)
-        if row.get("status") in FINAL_STATUSES:
+        if row.get("status") in FINAL:
             t.end_trial(tid, status=row["status"], label=row.get("status_label", row["status"]),
                         final=history[-1] if history else {}, end_time=row.get("ended_at"))
 

@@ -28,6 +28,7 @@ from ablate.orchestrate.storage import Storage, disk_problem
 from ablate.orchestrate.tracking import Tracker
 from ablate.orchestrate.worker import Plan
 from ablate.results.store import ResultsStore
+from ablate.status import COMPLETED, FAILED, PRUNED, label
 from ablate.study.expand import Trial, config_dict, short
 from ablate.study.paths import get
 from ablate.study.schema import CategoricalDist
@@ -54,14 +55,15 @@ def factor_levels(plan: Plan, trial: Trial) -> dict[str, str]:
 def ending(status_file: dict, epochs: int, error: str | None) -> tuple[str, str | None, str]:
     """(status, reason, label) of a trial that stopped, from its status.json and Ray's error."""
     done = len(status_file.get("history", []))
-    if status_file.get("status") == "failed":
-        return "failed", status_file.get("reason", "unknown"), f"failed: {status_file.get('reason', 'unknown')}"
+    if status_file.get("status") == FAILED:
+        reason = status_file.get("reason", "unknown")
+        return FAILED, reason, label(FAILED, reason=reason)
     if error is not None:
         reason = f"{CRASHED}: {error}"
-        return "failed", reason, f"failed: {reason}"
+        return FAILED, reason, label(FAILED, reason=reason)
     if done >= epochs:
-        return "completed", None, "completed"
-    return "pruned", None, f"pruned@epoch {done}"
+        return COMPLETED, None, COMPLETED
+    return PRUNED, None, label(PRUNED, epoch=done)
 
 
 class Recorder:

@@ -26,8 +26,6 @@ See mirror.py for what happens when the server cannot be reached.
 from __future__ import annotations
 
 import json
-import os
-import re
 import time
 
 import yaml
@@ -35,33 +33,11 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from ablate.metrics import METRICS
+from ablate.mlflow_tags import LOGGED, PARAMS, ROLE, STUDY, TRIAL, bound_http_retries, study_run
 
-ROLE, STUDY, TRIAL, LOGGED = "ablate.role", "ablate.study", "ablate.trial_id", "ablate.epochs_logged"
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: the pure-Python one takes ~10 ms a config
-PARAMS = "ablate.params"  # "pending" from a child run's creation until its last batch of params says how many
 WHERE = ("node", "host", "device")  # the tags tag_trial sets
 PARAM_MAX = 6000  # MLflow's limit on a param value
-
-# MLflow's HTTP client retries a refused connection 7 times with exponential backoff (about
-# 4 minutes) and waits 120 s for an answer; the driver instead gives up within seconds and
-# keeps the records for later (mirror.py).  Ending a run on a server also fetches the run
-# again to print its URL: one request and two lines per trial, off.  A value the user set wins.
-CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
-
-
-def error_reason(error: BaseException) -> str:
-    """The gist of a failed MLflow call: ``[Errno 111] Connection refused`` rather than its whole retry story."""
-    text = " ".join(str(error).split())
-    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
-    return errno.group(0).strip() if errno else f"{type(error).__name__}: {text[:160]}"
-
-
-def bound_http_retries() -> None:
-    """Apply CLIENT_ENV in this process, where the user has not set the variable (MLflow reads it per request)."""
-    for name, value in CLIENT_ENV.items():
-        os.environ.setdefault(name, value)
-
 
 # how a trial's ending maps to an MLflow run status
 RUN_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
@@ -133,10 +109,9 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(self.experiment)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(self.experiment)
-        parents = self.client.search_runs(
-            [self.experiment_id], f"tags.`{STUDY}` = '{self.study}' and tags.`{ROLE}` = 'study'", max_results=1)
-        if parents:
-            parent_id = parents[0].info.run_id
+        parent = study_run(self.client, self.experiment_id, self.study)
+        if parent is not None:
+            parent_id = parent.info.run_id
             if self.reopen:
                 self.client.update_run(parent_id, status="RUNNING")
                 for key, value in self.tags.items():  # the study may have been edited since

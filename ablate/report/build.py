@@ -49,16 +49,15 @@ def _mlflow(source: Source):
     try:
         from mlflow.tracking import MlflowClient
 
-        from ablate.orchestrate.tracking import ROLE, STUDY, bound_http_retries
+        from ablate.mlflow_tags import bound_http_retries, study_run
 
         bound_http_retries()  # a report from Parquet waits seconds, not minutes, for a server that is down
         client = MlflowClient(tracking_uri=source.tracking_uri)
         experiment = client.get_experiment_by_name(source.experiment or source.study)
         if experiment is None:
             return None
-        parents = client.search_runs([experiment.experiment_id],
-                                     f"tags.`{STUDY}` = '{source.study}' and tags.`{ROLE}` = 'study'", max_results=1)
-        return client, experiment.experiment_id, parents[0].info.run_id if parents else None
+        parent = study_run(client, experiment.experiment_id, source.study)
+        return client, experiment.experiment_id, parent.info.run_id if parent is not None else None
     except Exception:  # noqa: BLE001 -- a report from Parquet must not need a tracking server
         return None
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from scipy import stats
 from ablate.errors import DataError
 from ablate.metrics import METRICS
 from ablate.results.store import EPOCHS, TRIALS
+from ablate.status import short as short_status
+from ablate.status import variant_text
 from ablate.study.schema import TrialConfig
 from ablate.tricks.schedules import STEP_PRESETS
 
@@ -122,48 +123,6 @@ def _zoo_fields(config_json: str | None) -> dict[str, str]:
     return {"Network": NETWORKS.get(model.get("detector"), str(model.get("detector", ""))),
             "Dataset": DATASETS.get(data.get("dataset"), str(data.get("dataset", ""))),
             "Backbone": BACKBONES.get(backbone, backbone), "style": "pytorch", "Lr schd": schedule}
-
-
-# ---- status --------------------------------------------------------------------
-
-
-def trial_status(status: str, epochs: int, reason: str = "") -> str:
-    """One trial's short status: ``completed``, ``pruned@2``, ``failed: <reason>``, ``running``.
-
-    Example:
-        >>> trial_status("pruned", 2), trial_status("failed", 0, "OOM at batch_size 16")
-        ('pruned@2', 'failed: OOM at batch_size 16')
-    """
-    if status == "pruned":
-        return f"pruned@{epochs}"
-    if status == "failed":
-        return f"failed: {reason or 'unknown'}"
-    return status or "unknown"
-
-
-def status_text(labels: list[str]) -> str:
-    """A variant's status from its trials' ``trial_status`` labels.
-
-    One label when all seeds agree (``completed``, ``pruned@2``, ``failed: OOM``); else a
-    count of each, completed first: ``completed 1, pruned@2 1, failed 1 (OOM)``.
-    """
-    counts = Counter(labels)
-    if len(counts) == 1:
-        return labels[0]
-    rank = {"completed": 0, "pruned": 1, "running": 2, "failed": 3}
-
-    def key(label: str) -> tuple:
-        word, _, rest = label.partition("@")
-        word = word.partition(":")[0]
-        return rank.get(word, 4), int(rest) if rest.isdigit() else 0, label
-
-    parts = []
-    for label in sorted(counts, key=key):
-        if label.startswith("failed: "):
-            parts.append(f"failed {counts[label]} ({label[len('failed: '):]})")
-        else:
-            parts.append(f"{label} {counts[label]}")
-    return ", ".join(parts)
 
 
 # ---- statistics ----------------------------------------------------------------
@@ -331,7 +290,7 @@ def variant_summary(
     runs: dict[int, list[str]] = {}
     for v, s, e, r, run in zip(by, _column(trials, "status", "unknown"), _column(trials, "epochs", 0),
                                _column(trials, "reason", ""), _column(trials, "mlflow_run_id", None)):
-        labels.setdefault(v, []).append(trial_status(s if isinstance(s, str) else "unknown", int(e) if e == e else 0,
+        labels.setdefault(v, []).append(short_status(s if isinstance(s, str) else "unknown", int(e) if e == e else 0,
                                                      r if isinstance(r, str) else ""))
         if isinstance(run, str):
             runs.setdefault(v, []).append(run)
@@ -363,7 +322,7 @@ def variant_summary(
             "Mem": float(agg["Mem"]), **{c: float(agg[c]) for c in AP_COLUMNS},
             "n_seeds": len(mine), "seeds": list(mine), **delta,
             "img/s": float(agg["img/s"]), "epochs": int(agg["epochs"]) if agg["epochs"] == agg["epochs"] else 0,
-            "status": status_text(labels[v]), "mlflow_run_ids": runs.get(v, []),
+            "status": variant_text(labels[v]), "mlflow_run_ids": runs.get(v, []),
         })
     summary = pd.DataFrame(rows, columns=[
         "variant", "variant_name", *(f"factor.{p}" for p in factors), *ZOO_NAMES, "Mem", *AP_COLUMNS,

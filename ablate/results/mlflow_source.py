@@ -21,15 +21,10 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one co
 
 from ablate.errors import DataError
 from ablate.metrics import METRICS
-from ablate.orchestrate.tracking import ROLE, STUDY, TRIAL, bound_http_retries, error_reason
+from ablate.mlflow_tags import TRIAL, bound_http_retries, error_reason, study_run
 from ablate.results.store import summarise
-
-
-def _status(label: str) -> tuple[str, str]:
-    """'pruned@epoch 2' -> ('pruned', ''); 'failed: reason' -> ('failed', 'reason')."""
-    if label.startswith("failed"):
-        return "failed", label.partition(": ")[2]
-    return ("pruned" if label.startswith("pruned") else label), ""
+from ablate.status import RUNNING
+from ablate.status import parse as parse_status
 
 
 def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -51,11 +46,9 @@ def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = 
     if found is None:
         raise DataError(f"MLflow store {client.tracking_uri} has no experiment '{experiment or study}'; "
                         "pass the study file (its tracking.uri / tracking.experiment) or set MLFLOW_TRACKING_URI")
-    parents = client.search_runs([found.experiment_id], f"tags.`{STUDY}` = '{study}' and tags.`{ROLE}` = 'study'",
-                                 max_results=1)
-    if not parents:
+    parent = study_run(client, found.experiment_id, study)
+    if parent is None:
         raise DataError(f"MLflow experiment '{found.name}' in {client.tracking_uri} has no run of study '{study}'")
-    parent = parents[0]
     runs = client.search_runs([found.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
                               max_results=50_000)
     order = json.loads(parent.data.tags.get("ablate.factors", "[]"))  # the study's factor order
@@ -71,7 +64,7 @@ def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = 
                 history.setdefault(int(m.step), {"epoch": int(m.step)})[name] = m.value
         rows = [history[e] for e in sorted(history)]
         epochs += [{"trial_id": tid, **row} for row in rows]
-        status, reason = _status(tags.get("status", "running"))
+        ended, _, reason = parse_status(tags.get("status", RUNNING))
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config.yaml", tmp)).read_text())
@@ -84,7 +77,7 @@ def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = 
             **{f"factor.{p}": params[f"factor.{p}"] for p in order if f"factor.{p}" in params},
             **{k: v for k, v in sorted(params.items()) if k.startswith("factor.") and k[7:] not in order},
             **({"config": json.dumps(config, sort_keys=True)} if config else {}),
-            "status": status, "reason": reason, "status_label": tags.get("status", "running"),
+            "status": ended, "reason": reason, "status_label": tags.get("status", RUNNING),
             "epochs": len(rows), **summarise(rows),
             "started_at": run.info.start_time / 1000 if run.info.start_time else None,
             "ended_at": run.info.end_time / 1000 if run.info.end_time else None,

@@ -24,11 +24,6 @@ from ablate.metrics import COCO_METRICS, HIGHER_IS_BETTER, METRICS
 TRIALS = "trials.parquet"
 EPOCHS = "epochs.parquet"
 
-# Statuses a trial ends with; "pruned@epoch k" and "failed: reason" carry a suffix in
-# `status_label`, while the `status` column holds the bare word.
-FINAL_STATUSES = ("completed", "pruned", "failed")
-
-
 def _write(frame: pd.DataFrame, path: Path) -> None:
     try:
         with atomic_path(path) as tmp:  # a full disk, Ctrl-C: the old file stays whole, no partial temp file stays

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ablate.data import build_data
-from ablate.engine.coco_eval import BACKENDS, coco_summary
+from ablate.engine.coco_eval import BACKENDS, coco_index, coco_summary
 from ablate.errors import DataError
 from ablate.study.schema import TrialConfig
 
@@ -111,20 +111,20 @@ def test_worker_settings_reach_the_loaders():
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_val_coco_scores_perfect_detections_as_one(backend):
-    cfg = config().model_copy(update={"eval": config().eval.model_copy(update={"backend": backend})})
-    bundle = build_data(cfg, seed=0, device=CPU)
-    assert isinstance(bundle.val_coco, BACKENDS[backend][0])  # indexed once, by the backend that evaluates
+def test_val_gt_scores_perfect_detections_as_one(backend):
+    bundle = build_data(config(), seed=0, device=CPU)
+    val_coco = coco_index(bundle.val_gt, backend)
     dets = [{"image_id": t["image_id"], "category_id": bundle.cat_ids[int(label)], "score": 1.0,
              "bbox": [x0, y0, x1 - x0, y1 - y0]}
             for _, targets in bundle.val for t in targets
             for (x0, y0, x1, y1), label in zip(t["boxes"].tolist(), t["labels"])]
-    stats = coco_summary(bundle.val_coco, dets, backend)
+    stats = coco_summary(val_coco, dets, backend)
     assert stats["mAP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0), stats
 
 
-def test_building_val_coco_prints_nothing(capsys):
-    build_data(config(), seed=0, device=CPU)
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_building_and_indexing_val_gt_prints_nothing(capsys, backend):
+    coco_index(build_data(config(), seed=0, device=CPU).val_gt, backend)
     assert capsys.readouterr().out == ""
 
 
@@ -158,7 +158,7 @@ def test_coco_paths_resize_and_counted_warnings(coco_root, caplog):
     assert target["boxes"].tolist() == [[96.0, 24.0, 144.0, 72.0]]  # clipped to x1 = 60, then scaled x2.4
     (image,), (target,) = next(iter(bundle.val))
     assert image.shape == (3, 40, 60) and target["boxes"].tolist() == [[40.0, 10.0, 60.0, 30.0]]
-    assert bundle.val_coco.loadAnns(bundle.val_coco.getAnnIds())[0]["bbox"] == [40.0, 10.0, 20.0, 20.0]
+    assert bundle.val_gt["annotations"][0]["bbox"] == [40.0, 10.0, 20.0, 20.0]
 
 
 def test_longer_side_is_capped(tmp_path, png):

@@ -16,8 +16,6 @@ from ablate.results.aggregate import (
     factor_paths,
     load_frames,
     seeds_to_resolve,
-    status_text,
-    trial_status,
     variant_summary,
     zoo_fields,
 )
@@ -159,16 +157,6 @@ def test_pruned_and_failed_variants_keep_their_rows_and_status():
     assert failed["seeds"] == [] and failed["epochs"] == 0
     assert s.loc[3, "status"] == "completed 1, pruned@2 1, failed 1 (non-finite loss_box at epoch 2, iteration 7)"
     assert s.loc[3, "mAP"] == pytest.approx((0.42 + 0.11 + 0.05) / 3)  # last evaluations, failed one included
-
-
-def test_status_labels():
-    assert trial_status("completed", 3) == "completed"
-    assert trial_status("pruned", 2) == "pruned@2"
-    assert trial_status("failed", 0, "OOM") == "failed: OOM"
-    assert trial_status("failed", 0) == "failed: unknown"
-    assert status_text(["pruned@2", "pruned@2"]) == "pruned@2"
-    assert status_text(["pruned@10", "completed", "pruned@2"]) == "completed 1, pruned@2 1, pruned@10 1"
-    assert status_text(["failed: OOM", "running"]) == "running 1, failed 1 (OOM)"
 
 
 def _config(**keys) -> str:

@@ -1,0 +1,41 @@
+"""What ablate writes to MLflow and reads back: tag names, the study's parent run, the client's patience.
+
+The writer (orchestrate/tracking.py) and the readers (results/mlflow_source.py, the
+report's run links) all import this, so a study's runs are found by one rule.
+Nothing here imports MLflow: functions take a ``MlflowClient``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+ROLE, STUDY, TRIAL, LOGGED = "ablate.role", "ablate.study", "ablate.trial_id", "ablate.epochs_logged"
+PARAMS = "ablate.params"  # "pending" from a child run's creation until its last batch of params says how many
+
+# MLflow's HTTP client retries a refused connection 7 times with exponential backoff (about
+# 4 minutes) and waits 120 s for an answer; the driver instead gives up within seconds and
+# keeps the records for later (mirror.py).  Ending a run on a server also fetches the run
+# again to print its URL: one request and two lines per trial, off.  A value the user set wins.
+CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+
+
+def error_reason(error: BaseException) -> str:
+    """The gist of a failed MLflow call: ``[Errno 111] Connection refused`` rather than its whole retry story."""
+    text = " ".join(str(error).split())
+    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    return errno.group(0).strip() if errno else f"{type(error).__name__}: {text[:160]}"
+
+
+def bound_http_retries() -> None:
+    """Apply CLIENT_ENV in this process, where the user has not set the variable (MLflow reads it per request)."""
+    for name, value in CLIENT_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def study_run(client, experiment_id: str, study: str):
+    """``study``'s parent run in the experiment (an ``mlflow.entities.Run``), or None when it has none yet."""
+    parents = client.search_runs([experiment_id], f"tags.`{STUDY}` = '{study}' and tags.`{ROLE}` = 'study'",
+                                 max_results=1)
+    return parents[0] if parents else None
