@@ -17,7 +17,7 @@ from rich.table import Table
 from ablate.errors import AblateError
 from ablate.study import StudyError, expand, load_study, trials
 from ablate.study.errors import Problem
-from ablate.study.expand import config_dict, short
+from ablate.study.expand import config_dict, max_t, short
 from ablate.study.loader import require_env
 from ablate.study.paths import get
 
@@ -218,7 +218,7 @@ def _print_plan(study, variants, n_trials: int) -> None:
     epochs = sum(v.config.train.epochs for v in variants) * len(study.seeds)
     s = study.scheduler
     pruning = (f"ASHA on {s.metric} ({s.mode}), grace {s.grace_period}, reduction {s.reduction_factor:g}, "
-               f"max_t {s.max_t or study.train.epochs}" if s.name == "asha" else "no early stopping")
+               f"max_t {max_t(study, variants)}" if s.name == "asha" else "no early stopping")
     out.print(f"{_n(len(variants), 'variant')} x {_n(len(study.seeds), 'seed')} = [bold]{_n(n_trials, 'trial')}[/], "
               f"at most {epochs} epochs; {pruning}")
     if study.design == "optuna":

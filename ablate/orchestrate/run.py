@@ -41,6 +41,7 @@ from ablate.orchestrate.worker import Plan, train
 from ablate.results.store import ResultsStore, stale_temp_files
 from ablate.study import load_study
 from ablate.study.expand import Trial, check, trials
+from ablate.study.expand import max_t as horizon
 from ablate.study.loader import require_env
 from ablate.study.schema import Study
 
@@ -335,8 +336,7 @@ def _tune(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store:
             by_ray_id[ray_trial.trial_id] = trial
         return by_ray_id[ray_trial.trial_id]
 
-    max_t = max(v.variant.config.train.epochs for v in plan.lookup.values())
-    max_t = study.scheduler.max_t or max(max_t, study.train.epochs)
+    max_t = horizon(study, [t.variant for t in plan.lookup.values()])
     prior = {tid: [(int(r["epoch"]), r.get(study.scheduler.metric)) for r in store.history(tid)]
              for tid in store.trials}
     scheduler, echo = build_scheduler(study.scheduler, max_t=max_t, key=lambda t: resolve(t).trial_id,

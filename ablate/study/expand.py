@@ -216,19 +216,25 @@ def _check_search(study: Study) -> None:
             _resolve(study, {path: value}, f"search.space.{path}" + (f".choices[{i}]" if isinstance(dist, CategoricalDist) else ""))
 
 
+def max_t(study: Study, variants: list[Variant]) -> int:
+    """The scheduler's horizon in epochs: ``scheduler.max_t``, or when null the longest variant's epochs."""
+    return study.scheduler.max_t or max([study.train.epochs] + [v.config.train.epochs for v in variants])
+
+
 def _check_scheduler(study: Study, variants: list[Variant]) -> None:
     s = study.scheduler
     if s.name != "asha":
         return
     origin = _origin(study, ("scheduler",))
     longest = max(v.config.train.epochs for v in variants)
-    max_t = s.max_t or study.train.epochs
-    if max_t < longest:
-        raise StudyError([Problem(origin, "scheduler.max_t", f"{max_t} would stop every trial before its last epoch "
+    if s.max_t is not None and s.max_t < longest:
+        raise StudyError([Problem(origin, "scheduler.max_t", f"{s.max_t} would stop every trial before its last epoch "
                                   f"(the longest variant trains {longest} epochs); set max_t: {longest} or null")])
-    if s.grace_period > max_t:
-        raise StudyError([Problem(origin, "scheduler.grace_period", f"({s.grace_period}) must be <= max_t ({max_t} "
-                                  "epochs): no trial could ever be compared")])
+    horizon = max_t(study, variants)
+    if s.grace_period > horizon:
+        why = "" if s.max_t is not None else " epochs: max_t is null, so the longest variant's"
+        raise StudyError([Problem(origin, "scheduler.grace_period", f"grace_period ({s.grace_period}) must be <= "
+                                  f"max_t ({horizon}{why}); no trial could ever be compared")])
 
 
 def check(study: Study) -> list[Variant]:

@@ -285,9 +285,9 @@ class Scheduler(Section):
     def _consistent(self) -> Scheduler:
         better = "max" if self.metric in HIGHER_IS_BETTER else "min"
         if self.mode != better:
-            raise ValueError(f"mode: {self.mode} would keep the worst trials: {self.metric} is better when {better}er")
-        if self.max_t is not None and self.grace_period > self.max_t:
-            raise ValueError(f"grace_period ({self.grace_period}) must be <= max_t ({self.max_t})")
+            way = "higher" if better == "max" else "lower"
+            raise ValueError(f"mode: {self.mode} would keep the worst trials: {self.metric} is better {way}; "
+                             f"set mode: {better}")
         return self
 
 

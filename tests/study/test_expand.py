@@ -11,7 +11,7 @@ import yaml
 
 from ablate.study import expand, load_study, trials
 from ablate.study.errors import StudyError
-from ablate.study.expand import trial_id
+from ablate.study.expand import config_dict, max_t, trial_id
 from ablate.study.schema import TrialConfig
 
 BOX = ["giou", "ciou", "diou"]
@@ -123,7 +123,28 @@ def test_trial_id_is_the_same_in_another_process():
     assert outs == {here}
 
 
-def test_every_variant_config_is_json_serialisable(write):
-    study = _study(write, design="grid", factors={"augment": [["hflip", "mosaic"], []], "model.neck": ["pan", "bifpn"]})
+def test_a_recorded_config_reloads_as_the_same_trial(write):
+    # the results store keeps config_dict's JSON; validated again (a report, a resume) it must be the same
+    # trial: a validator that rewrote a value on the way in (a scaled lr, a sorted list) would change the id
+    study = _study(write, design="grid", factors={"augment": [["hflip", "mosaic"], []], "model.neck": ["pan", "bifpn"],
+                                                  "train.optimizer": [{"name": "sgd", "lr": 0.02}]})
     for v in expand(study):
-        json.dumps(v.config.model_dump(mode="json"))
+        again = TrialConfig.model_validate(json.loads(json.dumps(config_dict(v.config))))
+        assert trial_id(again, 0) == trial_id(v.config, 0), v.name
+
+
+def test_max_t_null_is_the_longest_variant(write):
+    study = _study(write, train={"epochs": 4}, factors={"train.epochs": [6]},
+                   scheduler={"name": "asha", "grace_period": 5})
+    assert max_t(study, expand(study)) == 6  # grace 5 fits the 6-epoch variant: no error either
+    study = _study(write, train={"epochs": 4}, factors={"train.epochs": [6]},
+                   scheduler={"name": "asha", "max_t": 8})
+    assert max_t(study, expand(study)) == 8
+
+
+def test_grace_beyond_a_null_max_t_says_where_the_horizon_comes_from(write):
+    with pytest.raises(StudyError) as info:
+        _study(write, train={"epochs": 4}, factors={"train.epochs": [6]}, scheduler={"name": "asha", "grace_period": 7})
+    (problem,) = info.value.problems
+    assert "grace_period (7) must be <= max_t (6 epochs: max_t is null, so the longest variant's)" in str(problem)
+    assert "or null" not in str(problem)
