@@ -8,15 +8,17 @@ records and the report read them.  Nothing here imports torch.
 
 from ablate.errors import did_you_mean
 
-# COCO summary numbers (COCOeval's, from eval.backend), as fractions in [0, 1].
-COCO_METRICS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+# COCO summary numbers (COCOeval's twelve, in its stats order, from eval.backend), as fractions in [0, 1].
+COCO_METRICS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 # Training losses (mean over the epoch); FCOS adds its centerness term.
 LOSS_METRICS = ("loss", "loss_cls", "loss_box", "loss_ctr")
 
-# Cost and bookkeeping.
-COST_METRICS = ("lr", "imgs_per_s", "peak_mem_mb", "epoch_time_s", "eval_time_s")
+# Cost and bookkeeping: seconds of the epoch's training, evaluation and checkpoint, and the whole epoch.
+COST_METRICS = ("lr", "imgs_per_s", "peak_mem_mb", "epoch_time_s", "train_time_s", "eval_time_s", "checkpoint_s")
 
+# Every name a trial reports per epoch; the engine fails a trial that computes one not listed here
+# (it would never reach a record), and the records keep exactly these.
 METRICS = COCO_METRICS + LOSS_METRICS + COST_METRICS
 
 # Which way is better, for validation and for ``mode`` defaults.

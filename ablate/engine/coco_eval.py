@@ -20,10 +20,11 @@ from faster_coco_eval import COCOeval_faster
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ablate.metrics import COCO_METRICS
 from ablate.metrics import DEFAULT_EVAL_BACKEND as DEFAULT_BACKEND
 
 # COCOeval.stats order (its summarize() for iouType "bbox").
-STAT_NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+STAT_NAMES = COCO_METRICS
 
 # eval.backend (its names: ablate.metrics.EVAL_BACKENDS) -> (its COCO index class, its COCOeval class).
 BACKENDS = {

@@ -96,6 +96,15 @@ def read_status(out_dir: Path) -> dict:
         return {}
 
 
+def _listed(metrics: dict) -> dict:
+    """``metrics`` unchanged, once every name is known to ablate.metrics (which the records keep)."""
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"the loop computed {unknown}, which ablate.metrics.METRICS does not list: "
+                         "list them there, or they would never reach a record")
+    return metrics
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -236,7 +245,7 @@ def run_trial(
             scores, records = evaluate(judged, data.val, coco_gt=pieces.val_coco, cat_ids=data.cat_ids,
                                        device=device, amp=amp, backend=config.eval.backend)
             schedule.observe(scores)
-            row = {"epoch": epoch, **{k: v for k, v in {**scores, **train}.items() if k in METRICS},
+            row = {"epoch": epoch, **_listed({**scores, **train}),
                    "peak_mem_mb": _peak_mb(device, rss_start), "epoch_time_s": time.perf_counter() - began}
             state.history.append(row)
             saving = time.perf_counter()

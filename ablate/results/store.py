@@ -52,7 +52,7 @@ def summarise(history: list[dict]) -> dict:
             out[f"best_{k}"] = max(values) if k in HIGHER_IS_BETTER else min(values)
     out["peak_mem_mb"] = max(row.get("peak_mem_mb", 0.0) for row in history)
     out["imgs_per_s"] = float(pd.Series([row.get("imgs_per_s") for row in history]).median())
-    out["train_time_s"] = float(sum(row.get("epoch_time_s", 0.0) for row in history))
+    out["epochs_time_s"] = float(sum(row.get("epoch_time_s", 0.0) for row in history))  # all its epochs, in s
     return out
 
 
