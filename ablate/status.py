@@ -18,6 +18,7 @@ from collections import Counter
 
 COMPLETED, PRUNED, FAILED, RUNNING = "completed", "pruned", "failed", "running"
 FINAL = (COMPLETED, PRUNED, FAILED)  # the statuses a trial ends with
+CRASHED = "crashed"  # prefix of the reason of a trial Ray gave up retrying: not deterministic, run again on resume
 
 _PRUNED = re.compile(r"pruned@(?:epoch )?(\d+)$")
 
@@ -49,6 +50,12 @@ def parse(text: str) -> tuple[str, int | None, str]:
     if pruned:
         return PRUNED, int(pruned.group(1)), ""
     return text, None, ""
+
+
+def ended(row: dict) -> bool:
+    """A recorded trial that a rerun leaves alone: completed, pruned, or failed for a reason that would repeat."""
+    status = row.get("status")
+    return status in (COMPLETED, PRUNED) or (status == FAILED and not str(row.get("reason", "")).startswith(CRASHED))
 
 
 def short(status: str, epochs: int, reason: str = "") -> str:

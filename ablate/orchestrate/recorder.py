@@ -28,13 +28,12 @@ from ablate.orchestrate.storage import Storage, disk_problem
 from ablate.orchestrate.tracking import Tracker
 from ablate.orchestrate.worker import Plan
 from ablate.results.store import ResultsStore
-from ablate.status import COMPLETED, FAILED, PRUNED, label
+from ablate.status import COMPLETED, CRASHED, FAILED, PRUNED, label
 from ablate.study.expand import Trial, config_dict, short
 from ablate.study.paths import get
 from ablate.study.schema import CategoricalDist
 
 FLUSH_S = 2.0  # the longest a start or an epoch waits to be written to the Parquet files
-CRASHED = "crashed"  # prefix of the reason of a trial Ray gave up retrying: not deterministic, run again on resume
 
 
 def factor_levels(plan: Plan, trial: Trial) -> dict[str, str]:

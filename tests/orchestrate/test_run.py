@@ -60,8 +60,10 @@ def test_asha_prunes_a_bad_variant_never_the_baseline_and_a_non_finite_trial_fai
         factors={"train.optimizer.lr": [0.8],  # 50x: clearly worse by epoch 2
                  "loss.box": [{"name": "giou", "weight": 1.0e39}]},  # inf at the first iteration
         scheduler={"name": "asha", "grace_period": 2, "reduction_factor": 2})
-    outcome = run_study(path, [], results_root=tmp_path / "results", max_concurrent=2)
-    assert not outcome.interrupted
+    # as a user runs it: the command line, which also writes the report at the end
+    result = CliRunner().invoke(app, ["run", str(path), "--results", str(tmp_path / "results"), "--max-concurrent", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"report: {Path('reports') / 'asha' / 'index.html'}" in result.output
     table = _assert_once_and_equal(tmp_path, tmp_path / "results", "asha", _planned(path)).set_index("variant_name")
     baseline = table.loc["baseline"]
     assert (baseline.status == "completed").all() and (baseline.epochs == 3).all()

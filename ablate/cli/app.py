@@ -6,20 +6,27 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 import yaml
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ablate.cli.wording import (
+    describe,
+    err,
+    out,
+    print_metrics,
+    print_plan,
+    resolved,
+    train_with_progress,
+    write_report,
+)
 from ablate.errors import AblateError
 from ablate.study import StudyError, expand, load_study, trials
 from ablate.study.errors import Problem
-from ablate.study.expand import config_dict, max_t, short
 from ablate.study.loader import require_env
-from ablate.study.paths import get
 
 app = typer.Typer(
     name="ablate",
@@ -28,8 +35,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 StudyFile = Annotated[Path, typer.Argument(help="study YAML file, e.g. studies/loss_ablation.yaml", show_default=False)]
 Overrides = Annotated[
@@ -77,12 +82,6 @@ def _last_line(e: Exception) -> str:
     return line.removeprefix(prefix)
 
 
-def _level_label(value: Any) -> str:
-    if isinstance(value, dict) and "name" in value:
-        return escape(str(value["name"]))
-    return escape(short(value))
-
-
 @app.command()
 def run(
     file: StudyFile,
@@ -104,7 +103,7 @@ def run(
 
     Running it again resumes: ended trials are kept, unfinished ones continue from their last epoch.
     """
-    from ablate.orchestrate.run import describe, run_study
+    from ablate.orchestrate.run import run_study
 
     with handled(debug):
         try:
@@ -117,7 +116,7 @@ def run(
             err.print("[yellow]interrupted[/]: run the same command again to resume (finished trials are kept)")
             raise typer.Exit(130) from None
         if not dry_run:
-            describe(outcome, err)
+            describe(outcome, write_report(outcome, err) if outcome.report_due else None, err)
         if outcome.interrupted:
             raise typer.Exit(1)
 
@@ -189,70 +188,12 @@ def plan(
         if as_json:
             rows = [
                 {"trial_id": t.trial_id, "variant": t.variant.index, "variant_name": t.variant.name,
-                 "seed": t.seed, "overrides": t.variant.overrides, "config": _resolved(t.variant.config)}
+                 "seed": t.seed, "overrides": t.variant.overrides, "config": resolved(t.variant.config)}
                 for t in all_trials
             ]
             print(json.dumps(rows, indent=2))
             return
-        _print_plan(study, variants, len(all_trials))
-
-
-def _print_plan(study, variants, n_trials: int) -> None:
-    factors = list(study.factors)
-    table = Table(title=f"{study.name}: {study.design}", title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("variant", overflow="fold")
-    for path in factors:
-        table.add_column(escape(path), overflow="fold")
-    base = config_dict(variants[0].config)
-    for v in variants:
-        cells = []
-        for path in factors:
-            if path in v.overrides:
-                cells.append(_level_label(v.overrides[path]))
-            else:
-                cells.append(f"[dim]{_level_label(get(base, tuple(path.split('.'))))}[/]")
-        name = "[bold]baseline[/] ◀" if v.is_baseline else escape(v.name)
-        table.add_row(str(v.index), name, *cells)
-    out.print(table)
-    epochs = sum(v.config.train.epochs for v in variants) * len(study.seeds)
-    s = study.scheduler
-    pruning = (f"ASHA on {s.metric} ({s.mode}), grace {s.grace_period}, reduction {s.reduction_factor:g}, "
-               f"max_t {max_t(study, variants)}" if s.name == "asha" else "no early stopping")
-    out.print(f"{_n(len(variants), 'variant')} x {_n(len(study.seeds), 'seed')} = [bold]{_n(n_trials, 'trial')}[/], "
-              f"at most {epochs} epochs; {pruning}")
-    if study.design == "optuna":
-        space = Table(title="search space (sampled by Optuna at run time)", title_justify="left")
-        space.add_column("path")
-        space.add_column("distribution")
-        for path, d in study.search.space.items():
-            space.add_row(escape(path), escape(short({"name": d.type} | d.model_dump(exclude={"type"}, exclude_none=True))))
-        out.print(space)
-        out.print(f"+ {_n(study.search.num_samples, 'sampled configuration')} x {_n(len(study.seeds), 'seed')} "
-                  f"(sampler seed {study.search.seed})")
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _resolved(config) -> dict:
-    """The config as shown to users: ``name`` first in each section, lr_effective added."""
-
-    def name_first(value: Any) -> Any:
-        if isinstance(value, dict):
-            keys = sorted(value, key=lambda k: k != "name")
-            return {k: name_first(value[k]) for k in keys}
-        if isinstance(value, list):
-            return [name_first(v) for v in value]
-        return value
-
-    data = name_first(config_dict(config))
-    train = data["train"]
-    at = list(train).index("lr_scaling") + 1
-    items = list(train.items())
-    data["train"] = dict(items[:at] + [("lr_effective", config.lr_effective)] + items[at:])
-    return data
+        print_plan(study, variants, len(all_trials))
 
 
 @app.command("show-config")
@@ -269,7 +210,7 @@ def show_config(
         v = _variant(file, variants, variant)
         header = {k: v_ for k, v_ in study.model_dump(mode="json").items()
                   if k in ("name", "description", "design", "seeds")}
-        text = yaml.safe_dump(header, sort_keys=False) + yaml.safe_dump(_resolved(v.config), sort_keys=False)
+        text = yaml.safe_dump(header, sort_keys=False) + yaml.safe_dump(resolved(v.config), sort_keys=False)
         lines = [f"# variant {v.index}: {v.name}"] + [
             line + ("  # derived: lr x f(batch_size x devices x accumulate / base_batch_size)"
                     if line.startswith("  lr_effective:") else "")
@@ -334,51 +275,12 @@ def train(
         tid = trial_id(v.config, seed)
         folder = out_dir or Path("results") / study.name / "train" / tid
         err.print(f"trial [bold]{tid}[/]: variant {v.index} ({escape(v.name)}), seed {seed} -> {escape(str(folder))}")
-        result = _train_with_progress(v.config, seed, folder)
+        result = train_with_progress(v.config, seed, folder)
         final = {"trial_id": tid, "variant": v.index, "variant_name": v.name, "seed": seed,
                  "status": result.status, **result.final}
-        _print_metrics(final)
+        print_metrics(final)
         if as_json:
             print(json.dumps(final))
-
-
-def _train_with_progress(config, seed: int, folder: Path):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from ablate.engine.trial import run_trial
-    from ablate.errors import TrialFailed
-
-    epochs = config.train.epochs
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("it {task.fields[it]}"),
-               TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TextColumn("eta"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task(f"epoch 1/{epochs}", total=None, it="-", loss=float("nan"))
-
-        def on_iteration(p: dict) -> None:
-            done = (p["epoch"] - 1) * p["iterations"] + p["iteration"]
-            bar.update(task, total=epochs * p["iterations"], completed=done, it=f"{p['iteration']}/{p['iterations']}",
-                       loss=p["loss"], description=f"epoch {p['epoch']}/{epochs}")
-
-        def on_epoch(row: dict, _folder) -> None:
-            bar.console.print(f"epoch {row['epoch']:>3}: mAP {row['mAP']:.3f}  AP50 {row['AP50']:.3f}  "
-                              f"loss {row['loss']:.3f}  {row['imgs_per_s']:.1f} img/s  {row['epoch_time_s']:.1f} s")
-
-        try:
-            return run_trial(config, seed=seed, out_dir=folder, progress=on_iteration, on_epoch=on_epoch,
-                             log=lambda message: bar.console.print(escape(message)))
-        except TrialFailed as e:
-            bar.console.print(f"[bold red]trial failed[/] {escape(e.reason)} (recorded in {folder}/status.json)")
-            raise typer.Exit(1) from None
-
-
-def _print_metrics(final: dict) -> None:
-    table = Table(title="final metrics", title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in final.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else escape(str(value)))
-    err.print(table)
 
 
 @app.command()

@@ -1,0 +1,217 @@
+"""The Tune side of ``ablate run``: Ray started or joined, the Tuner built and fitted, Ctrl-C turned into a stop.
+
+``fit`` wires a study into Ray Tune: the trainable (worker.train) with its resources, the
+scheduler and searcher, the callback that records every result (recorder.StudyCallback),
+and the watch on workers that never start.  Runs in the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import signal
+import threading
+import time
+
+from rich.console import Console
+
+from ablate import ray_env
+from ablate.errors import StorageError
+from ablate.orchestrate import preflight
+from ablate.orchestrate.recorder import Recorder, StudyCallback
+from ablate.orchestrate.start_watch import StartWatch, timeout_s
+from ablate.orchestrate.storage import Storage, disk_problem
+from ablate.orchestrate.worker import Plan, train
+from ablate.results.store import ResultsStore
+from ablate.status import ended
+from ablate.study.expand import Trial
+from ablate.study.expand import max_t as horizon
+from ablate.study.schema import Study
+
+
+def ray_init(address: str | None, verbose: bool) -> bool:
+    """Join ``address`` (or RAY_ADDRESS) or start a local Ray; True if this process started it."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    quiet = logging.WARNING if verbose else logging.ERROR
+    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(quiet)
+    if not verbose:  # Tune logs each trial error with its traceback; ablate records its reason and notes it
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    if ray.is_initialized():
+        return False
+    ray_env.uv_hook_off_in_ray()  # Ray may have been imported before ablate set the switch
+    ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=quiet,
+             configure_logging=True)
+    return address is None
+
+
+def fit(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: ResultsStore, recorder: Recorder,
+          max_concurrent: int | None, verbose: bool, console: Console, *, started_ray: bool, trainable=train) -> bool:
+    """Build and fit the Tuner; True if it was interrupted."""
+    import ray
+    from ray import tune
+
+    from ablate.orchestrate.scheduler import build_scheduler
+    from ablate.orchestrate.search import searcher
+    from ablate.orchestrate.view import View
+
+    joined = len([n for n in ray.nodes() if n.get("Alive")]) > 1 or not started_ray
+    storage = recorder.storage
+    if joined:
+        preflight.check_shared(storage, "storage" if study.storage is not None else "the results folder")
+    resources = preflight.resources(study, console, joined=joined)
+    by_ray_id: dict[str, Trial] = {}
+    next_index = [max([int(r.get("variant", 0)) for r in store.trials.values()] + [0]) + 1]
+
+    def resolve(ray_trial) -> Trial:
+        if ray_trial.trial_id not in by_ray_id:
+            index = -1 if "trial_id" in ray_trial.config else next_index[0]
+            trial = plan.resolve(ray_trial.config, index)
+            if trial.variant.index == next_index[0]:
+                next_index[0] += 1
+            by_ray_id[ray_trial.trial_id] = trial
+        return by_ray_id[ray_trial.trial_id]
+
+    max_t = horizon(study, [t.variant for t in plan.lookup.values()])
+    prior = {tid: [(int(r["epoch"]), r.get(study.scheduler.metric)) for r in store.history(tid)]
+             for tid in store.trials}
+    scheduler, echo = build_scheduler(study.scheduler, max_t=max_t, key=lambda t: resolve(t).trial_id,
+                                      protected={t.trial_id for t in plan.lookup.values() if t.variant.is_baseline},
+                                      prior=prior)
+    console.print(echo)
+    console.print(f"resources per trial: cpu {resources['cpu']:g}, gpu {resources['gpu']:g}"
+                  + (f"; at most {max_concurrent} at once" if max_concurrent else ""))
+
+    trainable = tune.with_resources(
+        tune.with_parameters(trainable, plan=plan, storage=storage,
+                             threads=max(1, int(resources["cpu"])), use_gpu=resources["gpu"] > 0),
+        resources)
+    if study.design == "optuna":
+        from ablate.orchestrate.search import baseline_point
+
+        points = [baseline_point(study)] if todo and baseline_point(study) is not None else []
+        done = [(_point(r), r.get(f"final_{study.scheduler.metric}"), r.get("status") == "pruned")
+                for r in store.trials.values() if ended(r) and r.get("variant") != 0 and r.get("sample")]
+        unfinished = [_point(r) for r in store.trials.values() if not ended(r) and r.get("sample")]
+        search = searcher(study, metric=study.scheduler.metric, mode=study.scheduler.mode,
+                          points=points + unfinished, done=done)
+        param_space, num_samples = {}, samples_left + len(points)
+    else:
+        search = None
+        param_space, num_samples = {"trial_id": tune.grid_search([t.trial_id for t in todo])}, 1
+
+    view = View(console, store, [t.trial_id for t in todo], metric=study.scheduler.metric,
+                mode=study.scheduler.mode, epochs=max_t, total=len(plan.lookup) + samples_left
+                + sum(1 for r in store.trials.values() if r.get("sample")))
+    need = {"CPU": resources["cpu"], "GPU": resources["gpu"]}
+    watch = StartWatch(timeout_s(), waiting_for_resources=lambda: joined and any(
+        ray.available_resources().get(k, 0) < v for k, v in need.items() if v))
+    callback, ctrl_c = StudyCallback(recorder, resolve, view, watch), _ctrl_c_stopper()
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler, search_alg=search, num_samples=num_samples,
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,  # a finished trial's worker process takes the next: no process start, no imports
+            trial_name_creator=lambda t: resolve(t).trial_id, trial_dirname_creator=lambda t: resolve(t).trial_id,
+            **({} if scheduler is not None or search is not None else
+               {"metric": study.scheduler.metric, "mode": study.scheduler.mode}),
+        ),
+        run_config=tune.RunConfig(
+            name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=storage.ray_path(),
+            storage_filesystem=storage.fs()[0] if storage.remote else None,
+            failure_config=tune.FailureConfig(max_failures=study.max_failures),
+            callbacks=[callback],
+            stop=ctrl_c,
+            verbose=1 if verbose else 0,
+        ),
+    )
+    interrupted = False
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())  # Tune's banners
+    with view, quiet, _on_ctrl_c(ctrl_c):
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C
+            interrupted = True
+        except Exception as e:
+            # a folder that cannot take writes (full, read-only), seen by a trial or by the recorder: Tune
+            # re-raises it as its own error with the traceback as text; the user gets the reason and the fix
+            problem = callback.fatal or _storage_problem(e, storage)
+            if problem is not None:
+                raise problem from None
+            raise
+    view.ended(recorder.events)
+    return interrupted or ctrl_c.requested
+
+
+def _ctrl_c_stopper():
+    """A Tune ``Stopper`` that ends the experiment once ``requested`` (see _on_ctrl_c)."""
+    from ray.tune import Stopper
+
+    class CtrlC(Stopper):
+        requested = False
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return self.requested
+
+    return CtrlC()
+
+
+@contextlib.contextmanager
+def _on_ctrl_c(stop):
+    """Ctrl-C stops the study: the first SIGINT sets ``stop.requested`` (a Tune Stopper's ``stop_all``).
+
+    Tune then stops every trial at its next step (running ones are killed after a few seconds
+    if they do not stop: an epoch may be long) and records nothing for them, so a rerun
+    resumes them from their last epoch.  Tune's own SIGINT handler does the same, but its
+    ``fit`` then returns as if the study had ended; with it off (TUNE_DISABLE_SIGINT_HANDLER,
+    read when ``fit`` starts) ablate knows it was stopped: no report, "run it again" said.
+    A second Ctrl-C raises KeyboardInterrupt at once (the handler puts back the previous one).
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first(signum, frame) -> None:
+        stop.requested = True
+        signal.signal(signal.SIGINT, previous)
+
+    env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = env
+
+
+def _storage_problem(error: BaseException, storage: Storage) -> StorageError | None:
+    """A StorageError for an error of Tune's whose text says a folder is full or read-only (its own state files)."""
+    text = f"{error}\n{error.__cause__ or ''}"
+    problem = disk_problem(text)
+    if problem is None:
+        return None
+    own = [line for line in text.splitlines() if "StorageError: " in line]
+    if own:  # the results store's own message (a Parquet write), with the file and the fix
+        return StorageError(own[-1].split("StorageError: ", 1)[1].strip())
+    return StorageError(f"{storage.where} cannot be written ({problem}); free space there (or pass --storage a folder "
+                        "on another disk), then run the same command again to resume (what is recorded is kept)")
+
+
+def _point(row: dict) -> dict:
+    return json.loads(row["sample"])
