@@ -18,7 +18,12 @@ from ablate.tricks.necks import NECKS
 from ablate.tricks.postprocess import POSTPROCESS, TTA
 from ablate.tricks.registry import build
 
-DETECTORS = {"retinanet": CatalogueRetinaNet, "fcos": CatalogueFCOS}
+# model.detector (study.schema.DETECTORS) -> its builder, called as (backbone, num_classes, model section, **common)
+BUILDERS = {
+    "retinanet": lambda backbone, n, m, **common: CatalogueRetinaNet(
+        backbone, n, anchor_scale=m.anchor_scale, head_norm=m.head_norm, **common),
+    "fcos": lambda backbone, n, m, **common: CatalogueFCOS(backbone, n, **common),
+}
 PYRAMID_EXTRA_LEVELS = 2  # C3-C5 -> P3-P7: RetinaNet and FCOS both predict on five levels
 
 
@@ -61,12 +66,9 @@ def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
         score_thresh=config.eval.score_thresh,
         head_convs=m.head_convs,
     )
-    if m.detector == "retinanet":
-        model = CatalogueRetinaNet(backbone, num_classes, anchor_scale=m.anchor_scale, head_norm=m.head_norm, **common)
-    elif m.detector == "fcos":
-        model = CatalogueFCOS(backbone, num_classes, **common)
-    else:
-        raise ValueError(f"unknown detector '{m.detector}'; valid: {', '.join(DETECTORS)}")
+    if m.detector not in BUILDERS:
+        raise ValueError(f"unknown detector '{m.detector}'; valid: {', '.join(BUILDERS)}")
+    model = BUILDERS[m.detector](backbone, num_classes, m, **common)
 
     return Detector(
         model,

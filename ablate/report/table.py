@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ablate.atomic import atomic_path
-from ablate.results.aggregate import AP_COLUMNS
+from ablate.results.zoo import AP_COLUMNS
 
 ZOO_COLUMNS = ("Network", "Dataset", "Backbone", "style", "Lr schd", "Mem", "mAP", "AP50", "APs", "APm", "APl")
 HIGHER_BETTER, LOWER_BETTER = (*AP_COLUMNS, "img/s"), ("Mem",)

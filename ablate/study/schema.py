@@ -42,6 +42,11 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+def choices(table: dict) -> str:
+    """``"a | b | c"``: a key's valid names in its description, from the table itself (it cannot drift)."""
+    return " | ".join(table)
+
+
 def named(table: dict[str, Trick], default: str) -> Any:
     """A study field selecting one entry of ``table``; ``default`` when unnamed."""
     members = tuple(
@@ -62,8 +67,12 @@ def named(table: dict[str, Trick], default: str) -> Any:
 # ---- the baseline configuration ----------------------------------------------
 
 
+# model.detector -> its name in a model-zoo table (the Network column); models/build.py builds each.
+DETECTORS = {"retinanet": "RetinaNet", "fcos": "FCOS"}
+
+
 class Model(Section):
-    detector: Literal["retinanet", "fcos"] = Field("retinanet", description="torchvision detector")
+    detector: Literal[tuple(DETECTORS)] = Field("retinanet", description="torchvision detector: " + choices(DETECTORS))
     backbone: Literal["tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v3"] = Field(
         "tiny", description="tiny: a small CNN that trains on a CPU; the others from torchvision"
     )
@@ -76,7 +85,7 @@ class Model(Section):
     anchor_scale: float = Field(
         4.0, gt=0, le=16, description="retinanet: anchor base size in strides (4 as in the paper; 2 suits small images)"
     )
-    neck: named(NECKS, "fpn") = Field("fpn", description="feature fusion: none | fpn | pan | bifpn")
+    neck: named(NECKS, "fpn") = Field("fpn", description="feature fusion: " + choices(NECKS))
     pretrained: str | None = Field(
         None, description="local path of backbone weights (a torch state dict); null: random init"
     )
@@ -128,7 +137,7 @@ class Data(Section):
 
 
 class LrScaling(Section):
-    rule: Literal[tuple(LR_SCALING)] = Field("linear", description="linear | sqrt | none")
+    rule: Literal[tuple(LR_SCALING)] = Field("linear", description=choices(LR_SCALING))
     base_batch_size: int = Field(16, ge=1, description="total batch the written lr is meant for")
 
 
@@ -137,10 +146,10 @@ class Train(Section):
     batch_size: int = Field(8, ge=1, le=4096, description="images per device per forward pass")
     devices: int = Field(1, ge=1, le=1024, description="devices per trial (data parallel)")
     accumulate: int = Field(1, ge=1, le=1024, description="forward passes per optimiser step")
-    optimizer: named(OPTIMIZERS, "sgd") = Field("sgd", description="sgd | adam | adamw, with lr and weight decay")
+    optimizer: named(OPTIMIZERS, "sgd") = Field("sgd", description=choices(OPTIMIZERS) + ", with lr and weight decay")
     lr_scaling: LrScaling = Field(default_factory=LrScaling, description="lr_effective = lr x f(total batch / base)")
-    schedule: named(SCHEDULES, "step") = Field("step", description="step | cosine | cosine_restarts | onecycle | plateau | constant")
-    warmup: named(WARMUPS, "linear") = Field("linear", description="linear | constant | exp | none")
+    schedule: named(SCHEDULES, "step") = Field("step", description=choices(SCHEDULES))
+    warmup: named(WARMUPS, "linear") = Field("linear", description=choices(WARMUPS))
     clip_grad: ClipParams = Field(default_factory=ClipParams, description="gradient clipping by global norm")
     ema: EmaParams = Field(default_factory=EmaParams, description="exponential moving average of weights")
     swa: SwaParams = Field(default_factory=SwaParams, description="stochastic weight averaging")
@@ -183,17 +192,17 @@ class Train(Section):
 
 
 class Loss(Section):
-    cls: named(CLS_LOSSES, "focal") = Field("focal", description="focal | bce | ce, with label smoothing and weight")
+    cls: named(CLS_LOSSES, "focal") = Field("focal", description=choices(CLS_LOSSES) + ", with label smoothing and weight")
     box: named(BOX_LOSSES, "smooth_l1") = Field(
-        "smooth_l1", description="l1 | smooth_l1 | balanced_l1 | iou | giou | diou | ciou | eiou | focal_eiou"
+        "smooth_l1", description=choices(BOX_LOSSES)
     )
 
 
 class Eval(Section):
-    nms: named(POSTPROCESS, "nms") = Field("nms", description="nms | soft_nms | diou_nms | wbf")
+    nms: named(POSTPROCESS, "nms") = Field("nms", description=choices(POSTPROCESS))
     score_thresh: float = Field(0.05, ge=0, lt=1, description="detections below this score are dropped")
     max_dets: int = Field(100, ge=1, le=10_000, description="detections kept per image")
-    tta: named(TTA, "none") = Field("none", description="test-time augmentation: none | hflip")
+    tta: named(TTA, "none") = Field("none", description="test-time augmentation: " + choices(TTA))
     backend: Literal[EVAL_BACKENDS] = Field(
         DEFAULT_EVAL_BACKEND, description="COCO AP implementation: faster_coco_eval (C++, same twelve numbers to 1e-4, "
         "bench/coco_eval.py) | pycocotools (the reference)"

@@ -7,13 +7,19 @@ import torch
 from torchvision.models.detection import FCOS, RetinaNet
 
 from ablate.models import Detector
+from ablate.models.build import BUILDERS
+from ablate.study import schema
 from ablate.tricks.necks import NECKS
 
 NUM_CLASSES = 3
-DETECTORS = ["retinanet", "fcos"]
+DETECTORS = list(schema.DETECTORS)  # every detector a study can name
 # tiny with every neck; the torchvision backbones with fpn at 64 px
 VARIANTS = [("tiny", neck, 96) for neck in NECKS] + [("resnet18", "fpn", 64), ("mobilenet_v3", "fpn", 64)]
 LOSS_KEYS = {"retinanet": {"loss_cls", "loss_box"}, "fcos": {"loss_cls", "loss_box", "loss_ctr"}}
+
+
+def test_every_detector_a_study_can_name_has_a_builder():
+    assert set(BUILDERS) == set(schema.DETECTORS)
 
 
 def check_detections(detections, images):

@@ -11,15 +11,10 @@ import pytest
 from scipy import stats
 
 from ablate.errors import DataError
-from ablate.results.aggregate import (
-    delta_stats,
-    factor_paths,
-    load_frames,
-    seeds_to_resolve,
-    variant_summary,
-    zoo_fields,
-)
+from ablate.results.aggregate import factor_paths, load_frames, variant_summary
+from ablate.results.stats import delta_stats, seeds_to_resolve
 from ablate.results.store import ResultsStore
+from ablate.results.zoo import zoo_fields
 from ablate.study.expand import config_dict
 from ablate.study.schema import TrialConfig
 

@@ -1,0 +1,68 @@
+"""How model zoos name a trial: Network, Dataset, Backbone, style, Lr schd, from its resolved config."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from pydantic import ValidationError
+
+from ablate.study.schema import DETECTORS, TrialConfig
+from ablate.tricks.schedules import STEP_PRESETS
+
+AP_COLUMNS = ("mAP", "AP50", "APs", "APm", "APl")
+ZOO_NAMES = ("Network", "Dataset", "Backbone", "style", "Lr schd")
+DATASETS = {"coco": "COCO", "voc": "VOC", "shapes": "shapes"}
+BACKBONES = {"resnet18": "R-18", "resnet34": "R-34", "resnet50": "R-50", "mobilenet_v3": "MobileNetV3"}
+
+
+def lr_schedule(config: TrialConfig) -> str:
+    """``Lr schd`` as model zoos write it: effective lr, then ``1x``/``2x``/``3x`` or ``<name>_<epochs>e``.
+
+    A step schedule of 12, 24 or 36 epochs is ``1x``/``2x``/``3x`` unless it names its own
+    milestones (other than the preset's).
+
+    Example:
+        >>> lr_schedule(TrialConfig.model_validate({"train": {"schedule": "cosine", "epochs": 8}}))
+        '0.005_cosine_8e'
+    """
+    train, schedule = config.train, config.train.schedule
+    name = f"{schedule.name}_{train.epochs}e"
+    if schedule.name == "step":
+        for preset, (epochs, milestones) in STEP_PRESETS.items():
+            if train.epochs == epochs and schedule.milestones in (None, milestones):
+                name = preset
+    return f"{config.lr_effective:g}_{name}"
+
+
+def zoo_fields(config_json: str | None) -> dict[str, str]:
+    """``Network, Dataset, Backbone, style, Lr schd`` of one resolved trial config.
+
+    Args:
+        config_json: the ``config`` column (JSON of the resolved ``TrialConfig``); None
+            (an older store without it) or unreadable JSON gives empty strings, and a
+            config this version no longer validates gives an empty ``Lr schd``.
+    """
+    return dict(_zoo_fields(config_json if isinstance(config_json, str) else None))
+
+
+@lru_cache(maxsize=4096)  # a study has few distinct configs; validating each once keeps 10,000 trials fast
+def _zoo_fields(config_json: str | None) -> dict[str, str]:
+    try:
+        raw = json.loads(config_json) if config_json is not None else None
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        return dict.fromkeys(ZOO_NAMES, "")
+    model, data = raw.get("model", {}), raw.get("data", {})
+    backbone = model.get("backbone", "")
+    if backbone == "tiny":
+        backbone = f"tiny-w{float(model.get('width', 1.0))}"
+    train = {k: v for k, v in raw.get("train", {}).items() if k != "lr_effective"}  # `ablate plan --json` adds it
+    try:
+        schedule = lr_schedule(TrialConfig.model_validate({**raw, "train": train}))
+    except ValidationError:
+        schedule = ""
+    return {"Network": DETECTORS.get(model.get("detector"), str(model.get("detector", ""))),
+            "Dataset": DATASETS.get(data.get("dataset"), str(data.get("dataset", ""))),
+            "Backbone": BACKBONES.get(backbone, backbone), "style": "pytorch", "Lr schd": schedule}
