@@ -23,7 +23,7 @@ from ablate.errors import DataError
 from ablate.study.loader import expand_env
 from ablate.study.schema import Data, TrialConfig
 from ablate.tricks.augment import AUGMENTS
-from ablate.tricks.registry import build
+from ablate.tricks.registry import build_selected
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def build_data(config: TrialConfig, *, seed: int, device: torch.device, cache_di
     train, val = load_splits(d, cache_dir)
     require_boxes(train, val)
     warnings = _report(train, val)
-    augments = [build(AUGMENTS, s.name, "augmentation", s.model_dump(exclude={"name"})) for s in config.augment]
+    augments = [build_selected(AUGMENTS, s, "augmentation") for s in config.augment]
     train_set = DetectionDataset(train.records, image_size=d.image_size, augments=augments, train=True)
     val_set = DetectionDataset(val.records)
 

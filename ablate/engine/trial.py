@@ -28,7 +28,7 @@ from ablate.metrics import METRICS
 from ablate.study.expand import config_dict, trial_id
 from ablate.study.schema import TrialConfig
 from ablate.tricks.optim import OPTIMIZERS, REGULARISERS
-from ablate.tricks.registry import build
+from ablate.tricks.registry import build, build_selected
 from ablate.tricks.schedules import SCHEDULES, WARMUPS
 
 if TYPE_CHECKING:
@@ -49,10 +49,6 @@ class TrialResult:
     @property
     def final(self) -> dict:
         return self.history[-1] if self.history else {}
-
-
-def _params(spec) -> dict:
-    return spec.model_dump(exclude={"name"})
 
 
 def _rss_mb() -> float:
@@ -142,11 +138,11 @@ def build_pieces(config: TrialConfig, *, seed: int, device: torch.device) -> Pie
     if device.type == "cuda":  # process-wide, so set by every trial
         torch.backends.cudnn.benchmark = t.cudnn_benchmark
     lr = config.lr_effective
-    optimizer = build(OPTIMIZERS, t.optimizer.name, "optimizer", _params(t.optimizer), model=model, lr_effective=lr)
+    optimizer = build_selected(OPTIMIZERS, t.optimizer, "optimizer", model=model, lr_effective=lr)
     steps_per_epoch = math.ceil(len(data.train) / t.accumulate)
-    schedule = build(SCHEDULES, t.schedule.name, "schedule", _params(t.schedule),
+    schedule = build_selected(SCHEDULES, t.schedule, "schedule",
                      epochs=t.epochs, iters_per_epoch=steps_per_epoch, base_lr=lr)
-    warmup = build(WARMUPS, t.warmup.name, "warmup", _params(t.warmup))
+    warmup = build_selected(WARMUPS, t.warmup, "warmup")
     ema = build(REGULARISERS, "ema", "regulariser", t.ema.model_dump(), model=model)
     swa = build(REGULARISERS, "swa", "regulariser", t.swa.model_dump(), model=model)
     amp = build(REGULARISERS, "amp", "regulariser", t.amp.model_dump(), device=device)

@@ -6,8 +6,6 @@ keyword arguments, as torchvision's ``RetinaNet(backbone, num_classes, ...)`` do
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from ablate.models.backbones import BackboneWithNeck, build_body, load_weights
 from ablate.models.detector import Detector
 from ablate.models.fcos import CatalogueFCOS
@@ -16,7 +14,7 @@ from ablate.study.schema import TrialConfig
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
 from ablate.tricks.postprocess import POSTPROCESS, TTA
-from ablate.tricks.registry import build
+from ablate.tricks.registry import build_selected
 
 # model.detector (study.schema.DETECTORS) -> its builder, called as (backbone, num_classes, model section, **common)
 BUILDERS = {
@@ -25,11 +23,6 @@ BUILDERS = {
     "fcos": lambda backbone, n, m, **common: CatalogueFCOS(backbone, n, **common),
 }
 PYRAMID_EXTRA_LEVELS = 2  # C3-C5 -> P3-P7: RetinaNet and FCOS both predict on five levels
-
-
-def params(spec: BaseModel) -> dict:
-    """A catalogue section's parameters: its fields except ``name``."""
-    return spec.model_dump(exclude={"name"})
 
 
 def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
@@ -54,14 +47,14 @@ def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
     body, channels = build_body(m.backbone, width=m.width)
     if m.pretrained is not None:
         load_weights(body, m.pretrained)
-    neck = build(NECKS, m.neck.name, "neck", params(m.neck),
+    neck = build_selected(NECKS, m.neck, "neck",
                  in_channels=channels, out_channels=m.channels, extra_levels=PYRAMID_EXTRA_LEVELS)
     backbone = BackboneWithNeck(body, neck, m.channels)
 
     size = config.data.image_size
     common = dict(
-        cls_loss=build(CLS_LOSSES, config.loss.cls.name, "classification loss", params(config.loss.cls)),
-        box_loss=build(BOX_LOSSES, config.loss.box.name, "box loss", params(config.loss.box)),
+        cls_loss=build_selected(CLS_LOSSES, config.loss.cls, "classification loss"),
+        box_loss=build_selected(BOX_LOSSES, config.loss.box, "box loss"),
         min_size=size, max_size=size * 1333 // 800,  # torchvision's 800/1333 aspect cap
         score_thresh=config.eval.score_thresh,
         head_convs=m.head_convs,
@@ -72,8 +65,8 @@ def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
 
     return Detector(
         model,
-        method=build(POSTPROCESS, config.eval.nms.name, "postprocess", params(config.eval.nms)),
-        tta=build(TTA, config.eval.tta.name, "tta", params(config.eval.tta)),
+        method=build_selected(POSTPROCESS, config.eval.nms, "postprocess"),
+        tta=build_selected(TTA, config.eval.tta, "tta"),
         score_thresh=config.eval.score_thresh,
         max_dets=config.eval.max_dets,
     )

@@ -92,3 +92,12 @@ def build(
     trick = lookup(table, name, kind)
     checked = trick.params.model_validate(params or {}).model_dump()
     return trick.build(**checked, **context)
+
+
+def build_selected(table: dict[str, Trick], selected: BaseModel, kind: str, /, **context: Any) -> Any:
+    """Build the entry a study section selects: its ``name`` and, as parameters, every other field.
+
+    Example:
+        >>> loss = build_selected(BOX_LOSSES, config.loss.box, "box loss")
+    """
+    return build(table, selected.name, kind, selected.model_dump(exclude={"name"}), **context)
