@@ -1,6 +1,6 @@
 """What ablate writes to MLflow and reads back: tag names, the study's parent run, the client's patience.
 
-The writer (orchestrate/tracking.py) and the readers (results/mlflow_source.py, the
+The writer (orchestrate/mlflow_runs.py) and the readers (results/mlflow_source.py, the
 report's run links) all import this, so a study's runs are found by one rule.
 Nothing here imports MLflow: functions take a ``MlflowClient``.
 """
@@ -15,7 +15,7 @@ PARAMS = "ablate.params"  # "pending" from a child run's creation until its last
 
 # MLflow's HTTP client retries a refused connection 7 times with exponential backoff (about
 # 4 minutes) and waits 120 s for an answer; the driver instead gives up within seconds and
-# keeps the records for later (mirror.py).  Ending a run on a server also fetches the run
+# keeps the records for later (mlflow_mirror.py).  Ending a run on a server also fetches the run
 # again to print its URL: one request and two lines per trial, off.  A value the user set wins.
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}

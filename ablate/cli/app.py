@@ -163,7 +163,7 @@ def sync(
     Each trial's run is found again or created, missing epochs are logged, its ending set; nothing is sent twice.
     Exit code 1 if MLflow still cannot be reached.
     """
-    from ablate.orchestrate.mirror import sync_study
+    from ablate.orchestrate.mlflow_mirror import sync_study
 
     with handled(debug):
         name = load_study(Path(study), []).name if Path(study).is_file() else _study_name(study)

@@ -1,4 +1,12 @@
-"""Running a study on Ray Tune: launch, ASHA / Optuna, MLflow tracking, the results store, resume.
+"""Running a study on Ray Tune, resumably; a trial's life in five steps:
 
-Ray's environment switches are set by ``ablate/__init__.py`` (ablate/ray_env.py), before Ray is imported.
+1. the driver plans the trials and checks the environment (run.py, preflight.py);
+2. Tune starts a worker for each (tuner.py: resources, scheduler.py / search.py, start_watch.py);
+3. the worker pulls the trial's folder and trains it (worker.py, worker_watchdog.py, storage.py);
+4. each epoch is reported to Tune (``tune.report``, with the folder pushed back);
+5. the driver records it in Parquet, then MLflow (record.py -> results/store.py, mlflow_mirror.py -> mlflow_runs.py).
+
+Files named ``worker*`` run in the Ray worker process, storage.py in both; the rest in the driver.
+lock.py keeps one driver per study folder, view.py is its console.  Ray's environment switches are
+set by ``ablate/__init__.py`` (ablate/ray_env.py), before Ray is imported.
 """

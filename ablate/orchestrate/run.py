@@ -26,10 +26,10 @@ from ablate.data.check import check_data
 from ablate.errors import AblateError
 from ablate.orchestrate import preflight, tuner
 from ablate.orchestrate.lock import LOCK, study_lock
-from ablate.orchestrate.mirror import outage_errors
-from ablate.orchestrate.recorder import Recorder
+from ablate.orchestrate.mlflow_mirror import outage_errors
+from ablate.orchestrate.mlflow_runs import Tracker
+from ablate.orchestrate.record import Recorder
 from ablate.orchestrate.storage import Storage
-from ablate.orchestrate.tracking import Tracker
 from ablate.orchestrate.worker import Plan, train
 from ablate.results.store import ResultsStore, stale_temp_files
 from ablate.status import ended
@@ -52,7 +52,7 @@ class Outcome:
     experiment: str | None = None  # the MLflow experiment (None: the study's name)
     interrupted: bool = False
     report_due: bool = False  # the study ran to its end (not stopped): the caller writes its report
-    unsynced: int = 0  # trials whose records MLflow could not take (kept in results/<study>/, see mirror.py)
+    unsynced: int = 0  # trials whose records MLflow could not take (kept in results/<study>/, see mlflow_mirror.py)
 
 
 def launch_order(todo: list[Trial], seed: int = 0) -> list[Trial]:

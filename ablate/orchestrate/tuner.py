@@ -1,7 +1,7 @@
 """The Tune side of ``ablate run``: Ray started or joined, the Tuner built and fitted, Ctrl-C turned into a stop.
 
 ``fit`` wires a study into Ray Tune: the trainable (worker.train) with its resources, the
-scheduler and searcher, the callback that records every result (recorder.StudyCallback),
+scheduler and searcher, the callback that records every result (record.StudyCallback),
 and the watch on workers that never start.  Runs in the driver.
 """
 
@@ -21,7 +21,7 @@ from rich.console import Console
 from ablate import ray_env
 from ablate.errors import StorageError
 from ablate.orchestrate import preflight
-from ablate.orchestrate.recorder import Recorder, StudyCallback
+from ablate.orchestrate.record import Recorder, StudyCallback
 from ablate.orchestrate.start_watch import StartWatch, timeout_s
 from ablate.orchestrate.storage import Storage, disk_problem
 from ablate.orchestrate.worker import Plan, train

@@ -1,11 +1,11 @@
-"""The Ray Tune trainable: one ablate trial, reported epoch by epoch.
+"""The Ray Tune trainable, run in the Ray worker process: one ablate trial, reported epoch by epoch.
 
 The trial's folder (``<storage>/<study>/trials/<trial id>/``, see storage.py) is its
 checkpoint: when Ray retries a crashed trial, or a killed study runs again, ``run_trial``
 resumes from the last epoch written there.  A deterministic failure (non-finite
 loss, OOM, bad data, a bad path) is written to the folder's ``status.json`` and the
 function returns normally, so Ray does not retry what would fail the same way.  With
-``hang_timeout_s`` a watchdog ends a worker whose trial stops finishing epochs (watchdog.py).
+``hang_timeout_s`` a watchdog ends a worker whose trial stops finishing epochs (worker_watchdog.py).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def train(tune_config: dict, *, plan: Plan, storage: Storage, threads: int, use_
     from ablate.engine import checkpoint
     from ablate.engine.trial import STATUS, read_status, run_trial
     from ablate.errors import DISK_ERRNOS, StorageError, TrialFailed
-    from ablate.orchestrate.watchdog import Watchdog, hang_for_tests, hung_status
+    from ablate.orchestrate.worker_watchdog import Watchdog, hang_for_tests, hung_status
 
     began = time.time()  # the worker process is up and this module imported (bench/orchestration.py)
     trial = plan.resolve(tune_config)
@@ -87,7 +87,7 @@ def train(tune_config: dict, *, plan: Plan, storage: Storage, threads: int, use_
                   progress=hang_for_tests(trial.trial_id))
     except TrialFailed:
         pass  # run_trial wrote status.json with the reason
-    except OSError as e:  # the trial's folder is full or read-only: the driver stops the study (recorder.py)
+    except OSError as e:  # the trial's folder is full or read-only: the driver stops the study (record.py)
         if e.errno not in DISK_ERRNOS:
             raise
         raise StorageError(f"{os.strerror(e.errno)}: cannot write the trial folder {out}") from None

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from records import steps, trial_runs
 
 from ablate.orchestrate.run import run_study
-from ablate.orchestrate.watchdog import TEST_HANG
+from ablate.orchestrate.worker_watchdog import TEST_HANG
 from ablate.study import StudyError, load_study, trials
 from ablate.study.expand import check
 

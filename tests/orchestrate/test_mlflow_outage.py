@@ -27,7 +27,7 @@ from records import steps, trial_runs
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.orchestrate.mirror import PENDING
+from ablate.orchestrate.mlflow_mirror import PENDING
 from ablate.orchestrate.run import run_study
 from ablate.study import load_study, trials
 from ablate.study.expand import check

@@ -9,8 +9,8 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from ablate.orchestrate.mirror import PENDING, Mirror, read_pending, sync_study
-from ablate.orchestrate.tracking import Tracker
+from ablate.orchestrate.mlflow_mirror import PENDING, Mirror, read_pending, sync_study
+from ablate.orchestrate.mlflow_runs import Tracker
 from ablate.results.store import ResultsStore
 
 

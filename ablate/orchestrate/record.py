@@ -1,11 +1,11 @@
-"""Where every trial's numbers go: the Parquet store and MLflow, each exactly once.
+"""Where every trial's numbers go (in the driver): the Parquet store, then MLflow, each exactly once.
 
 The ``Recorder`` is driven by Ray Tune's callbacks in the driver (``StudyCallback``)
 and, on a resume, by the trial folders themselves: a trial's ``status.json`` holds its
 whole history, so whatever a killed driver never recorded is recorded on the next
 run, and whatever it did record is skipped (rows are keyed by trial and epoch).
 Each event goes into the store (in memory), then to MLflow through the ``Mirror``
-(mirror.py: when MLflow cannot be reached the study goes on and the trial is marked for
+(mlflow_mirror.py: when MLflow cannot be reached the study goes on and the trial is marked for
 later), then to the Parquet files, which are rewritten whole: starts and epochs reach
 them at most ``FLUSH_S`` late (each trial's status.json holds them meanwhile, and the
 next run catches up from there); an ending is written at once.
@@ -22,10 +22,10 @@ from ray.tune import Callback
 
 from ablate.errors import AblateError, StorageError
 from ablate.metrics import METRICS
-from ablate.orchestrate.mirror import Mirror
+from ablate.orchestrate.mlflow_mirror import Mirror
+from ablate.orchestrate.mlflow_runs import Tracker
 from ablate.orchestrate.start_watch import StartWatch, WorkerStartError
 from ablate.orchestrate.storage import Storage, disk_problem
-from ablate.orchestrate.tracking import Tracker
 from ablate.orchestrate.worker import Plan
 from ablate.results.store import ResultsStore
 from ablate.status import COMPLETED, CRASHED, FAILED, PRUNED, label

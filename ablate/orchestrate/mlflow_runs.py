@@ -20,7 +20,7 @@ idempotent, which is what lets a killed study resume without duplicates:
 Nothing is sent until the first call (``connect``): a study starts while MLflow is
 down, and after a failed call ``invalidate`` makes the next one read all of the above
 back from the server (a write whose answer was lost is then seen, not repeated).
-See mirror.py for what happens when the server cannot be reached.
+See mlflow_mirror.py for what happens when the server cannot be reached.
 """
 
 from __future__ import annotations

@@ -5,14 +5,14 @@ trial by trial, through ``Mirror.send``: it brings one trial's MLflow run level 
 store (created with its params, tags and config.yaml; every recorded epoch logged once;
 its ending set).  A live event and a replay after an outage are the same call, so a
 replay writes what the live run would have written, and writes nothing twice (see
-tracking.py for how each write is made idempotent).
+mlflow_runs.py for how each write is made idempotent).
 
 When MLflow cannot be reached (a stopped server, a refused connection, a locked or
 missing sqlite file) the study goes on: the first failure is said once on the console,
 the trial stays in ``results/<study>/mlflow_pending.json`` (with where its records go),
 and for ``RETRY_S`` seconds no MLflow call is tried (twice as long after each failed
 retry, up to ``MAX_RETRY_S``), so training hardly waits on it (a failed call gives up
-within seconds: tracking.py bounds MLflow's own HTTP retries).  The first call that
+within seconds: mlflow_runs.py bounds MLflow's own HTTP retries).  The first call that
 succeeds after that says MLflow is back and sends the pending trials (at most
 ``DRAIN_S`` seconds of them per event).  What is still pending when the study ends is
 sent by ``ablate sync STUDY`` or by the next ``ablate run`` of the study, before any
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ablate.atomic import atomic_path
 from ablate.mlflow_tags import error_reason
-from ablate.orchestrate.tracking import WHERE, Tracker, flatten
+from ablate.orchestrate.mlflow_runs import WHERE, Tracker, flatten
 from ablate.results.store import ResultsStore
 from ablate.status import FINAL
 
