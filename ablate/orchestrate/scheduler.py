@@ -1,6 +1,9 @@
 """Ray Tune's ASHA, keyed by ablate's trial ids, that never stops a baseline trial.
 
-Two small changes to ``AsyncHyperBandScheduler``, both through its public methods:
+Two small changes to ``AsyncHyperBandScheduler``, made through its hooks and its private
+state (``_brackets`` and their ``_rungs``, ``_metric_op``, ``_num_stopped``, ``_trial_info``,
+``_max_t``), which no public method reaches; pyproject.toml pins Ray's minor version for that,
+and tests/orchestrate/test_logic.py checks each of them by name, without starting Ray:
 
 - Rungs record results under ablate's trial id (a hash of config and seed), not
   Ray's per-run id, so a resumed study can put the results of its finished trials

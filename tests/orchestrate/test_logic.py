@@ -1,0 +1,181 @@
+"""The orchestration's decisions without Ray running: the scheduler driven through its hooks with
+recorded results (as Ray's own test_trial_scheduler.py drives AsyncHyperBandScheduler), what a rerun
+leaves alone, the launch order, how a Tune config names a trial, and the Optuna search space.
+Nothing here calls ray.init; the whole file runs in seconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from ray.tune.schedulers import TrialScheduler
+
+from ablate.orchestrate.run import launch_order
+from ablate.orchestrate.scheduler import StudyASHA, build_scheduler
+from ablate.orchestrate.search import baseline_point, distributions, values
+from ablate.orchestrate.worker import Plan
+from ablate.status import ended
+from ablate.study import load_study, trials
+from ablate.study.expand import check, trial_id
+from ablate.study.schema import Scheduler
+
+STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
+
+
+@dataclass(frozen=True)
+class FakeTrial:  # what Tune hands a scheduler; StudyASHA only keys it
+    trial_id: str
+
+
+def asha(*, protected=(), prior=None, max_t=8, grace=2, rf=2, mode="max") -> StudyASHA:
+    return StudyASHA(key=lambda t: t.trial_id, protected=set(protected), prior=prior or {}, time_attr="epoch",
+                     metric="mAP", mode=mode, max_t=max_t, grace_period=grace, reduction_factor=rf, brackets=1,
+                     stop_last_trials=True)
+
+
+def report(s: StudyASHA, tid: str, epoch: int, value: float) -> str:
+    return s.on_trial_result(None, FakeTrial(tid), {"epoch": epoch, "mAP": value})
+
+
+def add(s: StudyASHA, *tids: str) -> None:
+    for tid in tids:
+        s.on_trial_add(None, FakeTrial(tid))
+
+
+# ---- the scheduler -------------------------------------------------------------------
+
+
+def test_rungs_are_asha_milestones_and_the_cut_is_the_rung_quantile():
+    s = asha(max_t=8, grace=2, rf=2)
+    assert [m for m, _ in s._brackets[0]._rungs] == [8, 4, 2]
+    add(s, "a", "b", "c")
+    assert report(s, "a", 2, 0.5) == CONTINUE  # an empty rung cuts nothing
+    assert report(s, "b", 2, 0.6) == CONTINUE
+    # rf 2: the cutoff is the rung's median, np.nanpercentile([0.5, 0.6], 50) = 0.55
+    assert np.nanpercentile([0.5, 0.6], 50) == pytest.approx(0.55)
+    assert report(s, "c", 2, 0.54) == STOP
+    assert s._num_stopped == 1
+    assert report(s, "a", 3, 0.1) == CONTINUE  # between rungs nothing is judged
+
+
+def test_the_baseline_is_measured_but_never_stopped_before_max_t():
+    s = asha(protected={"base"})
+    add(s, "a", "b", "base")
+    report(s, "a", 2, 0.5)
+    report(s, "b", 2, 0.6)
+    assert report(s, "base", 2, 0.1) == CONTINUE  # ASHA said STOP: turned into CONTINUE
+    assert s._num_stopped == 0  # and not counted as stopped
+    assert s._brackets[0]._rungs[-1][1]["base"] == pytest.approx(0.1)  # yet it is in the rung, the yardstick
+    assert report(s, "base", 8, 0.7) == STOP  # at max_t every trial ends, the baseline too
+
+
+def test_rungs_are_seeded_from_an_earlier_run_and_a_resumed_trial_is_not_judged_twice():
+    prior = {"a": [(1, 0.3), (2, 0.5), (3, 0.55)], "b": [(2, 0.6), (4, 0.7)], "nan": [(2, float("nan"))]}
+    s = asha(prior=prior)
+    rungs = {m: recorded for m, recorded in s._brackets[0]._rungs}
+    assert rungs[2] == {"a": 0.5, "b": 0.6} and rungs[4] == {"b": 0.7} and rungs[8] == {}  # NaN left out
+    add(s, "a", "x")
+    assert report(s, "a", 2, 0.01) == CONTINUE  # passed rung 2 in the earlier run: not judged again
+    assert report(s, "x", 2, 0.54) == STOP  # judged against the seeded rung, median 0.55
+
+
+def test_mode_min_cuts_the_highest():
+    s = asha(mode="min", prior={"a": [(2, 1.0)], "b": [(2, 2.0)]})
+    add(s, "x", "y")
+    assert report(s, "x", 2, 1.2) == CONTINUE  # -1.2 >= median(-1, -2) = -1.5
+    assert report(s, "y", 2, 1.9) == STOP
+
+
+def test_a_trial_removed_or_completed_unknown_is_forgotten_quietly():
+    s = asha()
+    add(s, "a")
+    s.on_trial_remove(None, FakeTrial("a"))
+    assert "a" not in s._trial_info
+    s.on_trial_complete(None, FakeTrial("a"), {"epoch": 2, "mAP": 0.5})  # no KeyError
+    s.on_trial_remove(None, FakeTrial("never-added"))
+
+
+def test_ray_private_state_the_scheduler_relies_on_is_there():
+    # StudyASHA reads and writes AsyncHyperBandScheduler's private state; an upgrade of Ray that renames
+    # any of it fails here, by name, rather than as a wrong cut in a study
+    s = asha()
+    assert isinstance(s._brackets, list) and s._brackets
+    milestone, recorded = s._brackets[0]._rungs[0]
+    assert isinstance(milestone, (int, float)) and isinstance(recorded, dict)
+    assert s._metric_op == 1.0 and s._num_stopped == 0 and s._trial_info == {} and s._max_t == 8
+    assert callable(s._brackets[0].cutoff)
+
+
+def test_build_scheduler_says_what_it_runs_with():
+    none, echo = build_scheduler(Scheduler(name="none"), max_t=4, key=str, protected=set(), prior={})
+    assert none is None and "every trial runs all its epochs" in echo
+    s, echo = build_scheduler(Scheduler(name="asha", grace_period=1, protect_baseline=False), max_t=4,
+                              key=str, protected={"base"}, prior={})
+    assert isinstance(s, StudyASHA) and s._protected == set() and "max_t=4" in echo and "grace_period=1" in echo
+
+
+# ---- what a rerun does ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row, left_alone", [
+    ({"status": "completed"}, True),
+    ({"status": "pruned"}, True),
+    ({"status": "failed", "reason": "non-finite loss_box at epoch 3"}, True),  # would fail the same way
+    ({"status": "failed", "reason": "crashed: RayTaskError"}, False),  # Ray gave up: worth another try
+    ({"status": "running"}, False),
+    ({}, False),
+])
+def test_ended(row, left_alone):
+    assert ended(row) is left_alone
+
+
+def _study(write, **keys):
+    path = write("s.yaml", {"name": "s", "train": {"epochs": 2}, "loss": {"box": "giou"}, "seeds": [0, 1], **keys})
+    study = load_study(path)
+    return study, trials(study, check(study))
+
+
+def test_launch_order_puts_the_baseline_first_and_shuffles_the_rest_reproducibly(write):
+    _, planned = _study(write, factors={"loss.box": ["diou", "ciou", "eiou"]})
+    order = launch_order(planned, seed=0)
+    assert [t.variant.is_baseline for t in order] == [True, True] + [False] * 6
+    assert sorted(t.trial_id for t in order) == sorted(t.trial_id for t in planned)
+    assert [t.trial_id for t in launch_order(planned, seed=0)] == [t.trial_id for t in order]
+    rest = [t.trial_id for t in planned if not t.variant.is_baseline]
+    assert [t.trial_id for t in order[2:]] != rest  # not the ascending grid ASHA's rungs would see
+
+
+def test_plan_resolves_a_grid_config_and_an_optuna_sample(write):
+    study, planned = _study(write, factors={"loss.box": ["diou"]})
+    plan = Plan(study, {t.trial_id: t for t in planned}, planned[0].trial_id)
+    assert plan.resolve({"trial_id": planned[-1].trial_id}) is planned[-1]
+
+    space = {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+             "loss.box": {"type": "categorical", "choices": ["giou", {"name": "smooth_l1", "beta": 0.5}]}}
+    study, planned = _study(write, design="optuna", seeds=[3], search={"space": space, "num_samples": 4})
+    plan = Plan(study, {planned[0].trial_id: planned[0]}, planned[0].trial_id)
+    trial = plan.resolve({"train.optimizer.lr": 0.02, "loss.box": "smooth_l1(beta=0.5)"}, index=5)
+    assert trial.seed == 3 and trial.variant.index == 5
+    assert trial.variant.config.train.optimizer.lr == 0.02 and trial.variant.config.loss.box.beta == 0.5
+    assert trial.trial_id == trial_id(trial.variant.config, 3)
+    base = study.baseline()
+    again = plan.resolve({"train.optimizer.lr": base.train.optimizer.lr, "loss.box": "giou"}, index=6)
+    assert again.trial_id == planned[0].trial_id and again.variant is planned[0].variant  # the baseline, as planned
+
+
+def test_search_space_maps_to_optuna_and_back(write):
+    space = {"train.optimizer.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+             "train.batch_size": {"type": "int", "low": 2, "high": 8, "step": 2},
+             "loss.box": {"type": "categorical", "choices": ["giou", {"name": "smooth_l1", "beta": 0.5}]}}
+    study, _ = _study(write, design="optuna", seeds=[0], search={"space": space})
+    d = distributions(study)
+    assert d["train.optimizer.lr"] == FloatDistribution(0.001, 0.1, log=True)
+    assert d["train.batch_size"] == IntDistribution(2, 8, step=2)
+    assert d["loss.box"] == CategoricalDistribution(["giou", "smooth_l1(beta=0.5)"])
+    assert values(study, {"loss.box": "smooth_l1(beta=0.5)", "train.batch_size": 4}) == {
+        "loss.box": {"name": "smooth_l1", "beta": 0.5}, "train.batch_size": 4}
+    base = study.baseline()
+    assert baseline_point(study) == {"train.optimizer.lr": base.train.optimizer.lr,
+                                     "train.batch_size": base.train.batch_size, "loss.box": "giou"}
