@@ -20,8 +20,8 @@ from ablate.data.dataset import DetectionDataset, SeededSampler, collate
 from ablate.data.shapes import ensure_shapes
 from ablate.data.voc import load_voc
 from ablate.errors import DataError
+from ablate.study.config import Data, TrialConfig
 from ablate.study.loader import expand_env
-from ablate.study.schema import Data, TrialConfig
 from ablate.tricks.augment import AUGMENTS
 from ablate.tricks.registry import build_selected
 

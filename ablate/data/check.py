@@ -32,7 +32,7 @@ from ablate.data.build import load_splits, require_boxes
 from ablate.data.coco import Annotations, ImageRecord
 from ablate.data.shapes import default_cache_dir
 from ablate.errors import DataError
-from ablate.study.schema import Data, TrialConfig
+from ablate.study.config import Data, TrialConfig
 
 # the keys that say which files a dataset is; image_size, workers and the like do not
 IDENTITY = ("dataset", "root", "train_ann", "train_images", "val_ann", "val_images", "classes")

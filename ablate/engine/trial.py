@@ -25,8 +25,8 @@ from ablate.engine.coco_eval import coco_index
 from ablate.engine.loop import LoopState, StepTools, evaluate, train_one_epoch
 from ablate.errors import ConfigError, TrialFailed
 from ablate.metrics import METRICS
+from ablate.study.config import TrialConfig
 from ablate.study.expand import config_dict, trial_id
-from ablate.study.schema import TrialConfig
 from ablate.tricks.optim import OPTIMIZERS, REGULARISERS
 from ablate.tricks.registry import build, build_selected
 from ablate.tricks.schedules import SCHEDULES, WARMUPS

@@ -10,13 +10,13 @@ from ablate.models.backbones import BackboneWithNeck, build_body, load_weights
 from ablate.models.detector import Detector
 from ablate.models.fcos import CatalogueFCOS
 from ablate.models.retinanet import CatalogueRetinaNet
-from ablate.study.schema import TrialConfig
+from ablate.study.config import TrialConfig
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
 from ablate.tricks.postprocess import POSTPROCESS, TTA
 from ablate.tricks.registry import build_selected
 
-# model.detector (study.schema.DETECTORS) -> its builder, called as (backbone, num_classes, model section, **common)
+# model.detector (study.config.DETECTORS) -> its builder, called as (backbone, num_classes, model section, **common)
 BUILDERS = {
     "retinanet": lambda backbone, n, m, **common: CatalogueRetinaNet(
         backbone, n, anchor_scale=m.anchor_scale, head_norm=m.head_norm, **common),

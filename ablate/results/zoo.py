@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from pydantic import ValidationError
 
-from ablate.study.schema import DETECTORS, TrialConfig
+from ablate.study.config import DETECTORS, TrialConfig
 from ablate.tricks.schedules import STEP_PRESETS
 
 AP_COLUMNS = ("mAP", "AP50", "APs", "APm", "APl")

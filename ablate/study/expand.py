@@ -19,8 +19,9 @@ from pydantic import ValidationError
 
 from ablate.errors import did_you_mean
 from ablate.study import paths
+from ablate.study.config import CONFIG_KEYS, TrialConfig
 from ablate.study.errors import Problem, StudyError, problems_from_validation
-from ablate.study.schema import CONFIG_KEYS, CategoricalDist, Study, TrialConfig
+from ablate.study.schema import CategoricalDist, Study
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,8 @@
 """The study file, as validated data.  Every key has a default documented here.
 
-A study is a baseline ``TrialConfig`` (model, data, train, loss, augment, eval)
-plus what varies (design, factors, search, seeds) and how trials run
-(scheduler, resources, tracking).  A section that selects a catalogue entry
-(``loss.box``, ``train.schedule``, ``model.neck``, ...) is a tagged union on
-``name`` built from the catalogue dict, so a study is checked against exactly the
-tricks that exist.  Such a section may be written as a bare name (``giou``) or as a
-mapping without ``name`` (``{beta: 0.05}``: the default trick with that parameter).
+A study is a baseline ``TrialConfig`` (config.py: model, data, train, loss, augment,
+eval) plus what varies (design, factors, search, seeds), how trials run (scheduler,
+resources, tracking) and how a difference is judged (decision).
 """
 
 from __future__ import annotations
@@ -14,222 +10,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from ablate.metrics import DEFAULT_EVAL_BACKEND, EVAL_BACKENDS, HIGHER_IS_BETTER, METRICS, check_metric
-from ablate.tricks.augment import AUGMENTS
-from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
-from ablate.tricks.necks import NECKS
-from ablate.tricks.optim import OPTIMIZERS, AmpParams, ClipParams, EmaParams, SwaParams
-from ablate.tricks.postprocess import POSTPROCESS, TTA
-from ablate.tricks.registry import Trick
-from ablate.tricks.scaling import LR_SCALING
-from ablate.tricks.schedules import SCHEDULES, STEP_PRESETS, WARMUPS, step_milestones
+from ablate.metrics import HIGHER_IS_BETTER, METRICS, check_metric
+from ablate.study.config import Section, TrialConfig
 
 NAME_RE = re.compile(r"[a-z0-9_-]+")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-def choices(table: dict) -> str:
-    """``"a | b | c"``: a key's valid names in its description, from the table itself (it cannot drift)."""
-    return " | ".join(table)
-
-
-def named(table: dict[str, Trick], default: str) -> Any:
-    """A study field selecting one entry of ``table``; ``default`` when unnamed."""
-    members = tuple(
-        create_model(name, __base__=trick.params, name=(Literal[name], name)) for name, trick in table.items()
-    )
-
-    def shorthand(value: Any) -> Any:
-        if isinstance(value, str):
-            return {"name": value}
-        if isinstance(value, dict) and "name" not in value:
-            return {"name": default, **value}
-        return value
-
-    union = Annotated[Union[members], Field(discriminator="name")]  # noqa: UP007 (runtime tuple)
-    return Annotated[union, BeforeValidator(shorthand)]
-
-
-# ---- the baseline configuration ----------------------------------------------
-
-
-# model.detector -> its name in a model-zoo table (the Network column); models/build.py builds each.
-DETECTORS = {"retinanet": "RetinaNet", "fcos": "FCOS"}
-
-
-class Model(Section):
-    detector: Literal[tuple(DETECTORS)] = Field("retinanet", description="torchvision detector: " + choices(DETECTORS))
-    backbone: Literal["tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v3"] = Field(
-        "tiny", description="tiny: a small CNN that trains on a CPU; the others from torchvision"
-    )
-    width: float = Field(1.0, gt=0, le=4, description="channel multiplier of the tiny backbone")
-    channels: int = Field(64, ge=8, le=1024, description="width of the neck and heads")
-    head_convs: int = Field(4, ge=1, le=4, description="3x3 convs per head branch, 1..4 (4 as in RetinaNet and FCOS)")
-    head_norm: Literal["group", "none"] = Field(
-        "group", description="retinanet: GroupNorm in the head convs (torchvision's v2) | none (the paper's)"
-    )
-    anchor_scale: float = Field(
-        4.0, gt=0, le=16, description="retinanet: anchor base size in strides (4 as in the paper; 2 suits small images)"
-    )
-    neck: named(NECKS, "fpn") = Field("fpn", description="feature fusion: " + choices(NECKS))
-    pretrained: str | None = Field(
-        None, description="local path of backbone weights (a torch state dict); null: random init"
-    )
-
-
-class Shapes(Section):
-    train_images: int = Field(512, ge=1, le=100_000, description="images in the synthetic train split")
-    val_images: int = Field(128, ge=1, le=100_000, description="images in the synthetic val split")
-    seed: int = Field(0, ge=0, description="generator seed; the set is cached by (counts, size, seed)")
-
-
-class Data(Section):
-    dataset: Literal["shapes", "coco", "voc"] = Field(
-        "shapes", description="shapes: built-in synthetic set | coco: json + images | voc: XML folder + images"
-    )
-    image_size: int = Field(192, ge=32, le=4096, description="training and evaluation size in pixels (square)")
-    root: str | None = Field(None, description="coco/voc: folder the paths below are relative to")
-    train_ann: str | None = Field(None, description="coco: train annotation json | voc: train XML folder")
-    train_images: str | None = Field(None, description="coco/voc: train image folder")
-    val_ann: str | None = Field(None, description="coco: val annotation json | voc: val XML folder")
-    val_images: str | None = Field(None, description="coco/voc: val image folder")
-    classes: list[str] | None = Field(None, description="voc: class names in label order; null: from the files")
-    shapes: Shapes = Field(default_factory=Shapes, description="the synthetic set's size and seed")
-    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: in the trial process)")
-    pin_memory: bool | None = Field(None, description="pin host memory; null: on when training on CUDA")
-    persistent_workers: bool = Field(False, description="keep workers alive between epochs (needs num_workers > 0)")
-    prefetch_factor: int | None = Field(None, ge=1, description="batches prefetched per worker; null: torch's default")
-
-    @field_validator("classes")
-    @classmethod
-    def _distinct_classes(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None:
-            if not v:
-                raise ValueError("is empty; list the class names in label order, or null to read them from the files")
-            dupes = sorted({c for c in v if v.count(c) > 1})
-            if dupes:
-                raise ValueError(f"lists {', '.join(repr(c) for c in dupes)} more than once; give each class once")
-        return v
-
-    @model_validator(mode="after")
-    def _paths_for_dataset(self) -> Data:
-        if self.dataset != "shapes":
-            missing = [k for k in ("train_ann", "val_ann") if getattr(self, k) is None]
-            if missing:
-                raise ValueError(f"dataset '{self.dataset}' needs data.{' and data.'.join(missing)}")
-        if self.persistent_workers and self.num_workers == 0:
-            raise ValueError("persistent_workers: true needs num_workers > 0")
-        return self
-
-
-class LrScaling(Section):
-    rule: Literal[tuple(LR_SCALING)] = Field("linear", description=choices(LR_SCALING))
-    base_batch_size: int = Field(16, ge=1, description="total batch the written lr is meant for")
-
-
-class Train(Section):
-    epochs: int = Field(12, ge=1, le=10_000, description="training epochs (a step preset sets it)")
-    batch_size: int = Field(8, ge=1, le=4096, description="images per device per forward pass")
-    devices: int = Field(1, ge=1, le=1024, description="devices per trial (data parallel)")
-    accumulate: int = Field(1, ge=1, le=1024, description="forward passes per optimiser step")
-    optimizer: named(OPTIMIZERS, "sgd") = Field("sgd", description=choices(OPTIMIZERS) + ", with lr and weight decay")
-    lr_scaling: LrScaling = Field(default_factory=LrScaling, description="lr_effective = lr x f(total batch / base)")
-    schedule: named(SCHEDULES, "step") = Field("step", description=choices(SCHEDULES))
-    warmup: named(WARMUPS, "linear") = Field("linear", description=choices(WARMUPS))
-    clip_grad: ClipParams = Field(default_factory=ClipParams, description="gradient clipping by global norm")
-    ema: EmaParams = Field(default_factory=EmaParams, description="exponential moving average of weights")
-    swa: SwaParams = Field(default_factory=SwaParams, description="stochastic weight averaging")
-    amp: AmpParams = Field(default_factory=AmpParams, description="mixed precision (CUDA only)")
-    channels_last: bool = Field(
-        False, description="NHWC memory format for the model and so its activations (bench/trainer_throughput.py)"
-    )
-    cudnn_benchmark: bool = Field(
-        False, description="CUDA: let cuDNN time its conv algorithms; pays off when batches keep one size "
-        "(shapes without multiscale, random_crop, zoom_out); ignored on CPU"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _preset_sets_epochs(cls, data: Any) -> Any:
-        schedule = data.get("schedule") if isinstance(data, dict) else None
-        preset = schedule.get("preset") if isinstance(schedule, dict) else None
-        if preset in STEP_PRESETS:
-            epochs = STEP_PRESETS[preset][0]
-            if "epochs" in data and data["epochs"] != epochs:
-                raise ValueError(
-                    f"epochs: {data['epochs']} contradicts schedule preset {preset} ({epochs} epochs); "
-                    "remove one of them"
-                )
-            if schedule.get("milestones") is not None:
-                raise ValueError(f"schedule: give milestones or preset {preset}, not both")
-            data = {**data, "epochs": epochs}
-        return data
-
-    @model_validator(mode="after")
-    def _fits_epochs(self) -> Train:
-        s = self.schedule
-        if s.name == "step":
-            late = [m for m in step_milestones(self.epochs, s.milestones, s.preset) if m >= self.epochs]
-            if late:
-                raise ValueError(f"schedule.milestones {late} must be below epochs ({self.epochs})")
-        if self.swa.enabled and self.swa.epochs > self.epochs:
-            raise ValueError(f"swa.epochs ({self.swa.epochs}) exceeds epochs ({self.epochs})")
-        return self
-
-
-class Loss(Section):
-    cls: named(CLS_LOSSES, "focal") = Field("focal", description=choices(CLS_LOSSES) + ", with label smoothing and weight")
-    box: named(BOX_LOSSES, "smooth_l1") = Field(
-        "smooth_l1", description=choices(BOX_LOSSES)
-    )
-
-
-class Eval(Section):
-    nms: named(POSTPROCESS, "nms") = Field("nms", description=choices(POSTPROCESS))
-    score_thresh: float = Field(0.05, ge=0, lt=1, description="detections below this score are dropped")
-    max_dets: int = Field(100, ge=1, le=10_000, description="detections kept per image")
-    tta: named(TTA, "none") = Field("none", description="test-time augmentation: " + choices(TTA))
-    backend: Literal[EVAL_BACKENDS] = Field(
-        DEFAULT_EVAL_BACKEND, description="COCO AP implementation: faster_coco_eval (C++, same twelve numbers to 1e-4, "
-        "bench/coco_eval.py) | pycocotools (the reference)"
-    )
-
-
-class TrialConfig(Section):
-    """Everything one trial needs; its hash (with the seed) is the trial id."""
-
-    model: Model = Field(default_factory=Model)
-    data: Data = Field(default_factory=Data)
-    train: Train = Field(default_factory=Train)
-    loss: Loss = Field(default_factory=Loss)
-    augment: list[named(AUGMENTS, "hflip")] = Field(
-        ["hflip"], description="train-time augmentations in order; a bare name or {name: ..., p: ...}"
-    )
-    eval: Eval = Field(default_factory=Eval)
-
-    @property
-    def lr_effective(self) -> float:
-        from ablate.tricks.scaling import lr_effective
-
-        t = self.train
-        return lr_effective(
-            t.optimizer.lr, rule=t.lr_scaling.rule, base_batch_size=t.lr_scaling.base_batch_size,
-            batch_size=t.batch_size, devices=t.devices, accumulate=t.accumulate,
-        )
 
 
 # ---- what varies and how trials run ---------------------------------------------
@@ -389,5 +175,3 @@ class Study(TrialConfig):
     def baseline(self) -> TrialConfig:
         return TrialConfig.model_validate(self.model_dump(include=set(TrialConfig.model_fields)))
 
-
-CONFIG_KEYS = tuple(TrialConfig.model_fields)

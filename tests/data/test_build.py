@@ -11,7 +11,7 @@ import torch
 from ablate.data import build_data
 from ablate.engine.coco_eval import BACKENDS, coco_index, coco_summary
 from ablate.errors import DataError
-from ablate.study.schema import TrialConfig
+from ablate.study.config import TrialConfig
 
 CPU = torch.device("cpu")
 

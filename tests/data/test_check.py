@@ -10,7 +10,7 @@ from ablate.data import check
 from ablate.data.check import check_data, check_images
 from ablate.data.coco import load_coco
 from ablate.errors import DataError
-from ablate.study.schema import TrialConfig
+from ablate.study.config import TrialConfig
 
 
 def _config(tmp_path, **changes) -> TrialConfig:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ablate.study.config import TrialConfig
 from ablate.study.paths import merge
-from ablate.study.schema import TrialConfig
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,8 +15,8 @@ from pycocotools.cocoeval import COCOeval
 from pydantic import ValidationError
 
 from ablate.engine.coco_eval import BACKENDS, STAT_NAMES, coco_summary, ground_truth, to_coco_results
+from ablate.study.config import TrialConfig
 from ablate.study.expand import trial_id
-from ablate.study.schema import TrialConfig
 
 
 def _index(images: list[dict], categories: list[int], annotations: list[dict]) -> COCO:

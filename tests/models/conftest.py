@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ablate.models import build_model
-from ablate.study.schema import TrialConfig
+from ablate.study.config import TrialConfig
 
 NUM_CLASSES = 3
 

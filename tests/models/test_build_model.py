@@ -8,18 +8,18 @@ from torchvision.models.detection import FCOS, RetinaNet
 
 from ablate.models import Detector
 from ablate.models.build import BUILDERS
-from ablate.study import schema
+from ablate.study import config as study_config
 from ablate.tricks.necks import NECKS
 
 NUM_CLASSES = 3
-DETECTORS = list(schema.DETECTORS)  # every detector a study can name
+DETECTORS = list(study_config.DETECTORS)  # every detector a study can name
 # tiny with every neck; the torchvision backbones with fpn at 64 px
 VARIANTS = [("tiny", neck, 96) for neck in NECKS] + [("resnet18", "fpn", 64), ("mobilenet_v3", "fpn", 64)]
 LOSS_KEYS = {"retinanet": {"loss_cls", "loss_box"}, "fcos": {"loss_cls", "loss_box", "loss_ctr"}}
 
 
 def test_every_detector_a_study_can_name_has_a_builder():
-    assert set(BUILDERS) == set(schema.DETECTORS)
+    assert set(BUILDERS) == set(study_config.DETECTORS)
 
 
 def check_detections(detections, images):
@@ -160,7 +160,7 @@ def test_unknown_sizes_and_classes_rejected(make_config):
 
 def test_head_convs_sets_the_depth_of_both_head_branches():
     from ablate.models import build_model
-    from ablate.study.schema import TrialConfig
+    from ablate.study.config import TrialConfig
 
     for detector in ("retinanet", "fcos"):
         deep = build_model(TrialConfig.model_validate({"model": {"detector": detector}}), num_classes=3)

@@ -15,8 +15,8 @@ from ablate.results.aggregate import factor_paths, load_frames, variant_summary
 from ablate.results.stats import delta_stats, seeds_to_resolve
 from ablate.results.store import ResultsStore
 from ablate.results.zoo import zoo_fields
+from ablate.study.config import TrialConfig
 from ablate.study.expand import config_dict
-from ablate.study.schema import TrialConfig
 
 LEVELS = {0: "smooth_l1", 1: "giou", 2: "diou", 3: "ciou"}
 

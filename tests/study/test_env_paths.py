@@ -10,8 +10,8 @@ from PIL import Image
 
 from ablate.data import build_data
 from ablate.study import StudyError, load_study, trials
+from ablate.study.config import TrialConfig
 from ablate.study.loader import env_vars, expand_env, require_env
-from ablate.study.schema import TrialConfig
 
 VAR = "ABLATE_TEST_DATA_ROOT"  # not ABLATE_COCO_ROOT: a user's own setting must not leak in
 COCO = {"dataset": "coco", "root": f"${{{VAR}}}", "train_ann": "ann.json", "train_images": "imgs",

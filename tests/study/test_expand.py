@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from ablate.study import expand, load_study, trials
+from ablate.study.config import TrialConfig
 from ablate.study.errors import StudyError
 from ablate.study.expand import config_dict, max_t, trial_id
-from ablate.study.schema import TrialConfig
 
 BOX = ["giou", "ciou", "diou"]
 CLS = ["bce", "ce"]
@@ -115,7 +115,7 @@ def test_seed_is_part_of_the_id():
 
 def test_trial_id_is_the_same_in_another_process():
     """Nothing process-specific (hash randomisation, dict order) enters the id."""
-    code = ("from ablate.study.expand import trial_id; from ablate.study.schema import TrialConfig;"
+    code = ("from ablate.study.expand import trial_id; from ablate.study.config import TrialConfig;"
             "print(trial_id(TrialConfig.model_validate({'loss': {'box': 'giou'}, 'augment': ['hflip', 'mosaic']}), 3))")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}

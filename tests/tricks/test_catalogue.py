@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ablate.study.schema import TrialConfig
+from ablate.study.config import TrialConfig
 from ablate.tricks import CATALOGUE
 
 ENTRIES = [(kind, name) for kind, k in CATALOGUE.items() for name in k.table]
