@@ -4,13 +4,13 @@ Every trick kind (schedules, losses, augmentations, necks, ...) keeps a plain
 ``dict[str, Trick]`` literal in its own module or package ``__init__``; nothing
 registers itself by import side effect.  The study schema turns each dict into a
 tagged union on ``name``, so a study is validated against exactly these entries.
-An entry names its builder as ``"module:attribute"``, imported when a trial first
-builds it: reading the catalogue (loading a study, ``ablate plan``) imports no torch.
+An entry whose builder needs torch holds it as ``Lazy(lambda: _box().GIoULoss)``, where
+``_box`` imports the module when a trial first builds it: reading the catalogue (loading a
+study, ``ablate plan``) imports no torch, and no module is ever imported from a string.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,28 +35,32 @@ class NoParams(Params):
 
 
 @dataclass(frozen=True)
+class Lazy:
+    """A builder that is imported on first use: ``load()`` returns it."""
+
+    load: Callable[[], Callable[..., Any]]
+
+
+@dataclass(frozen=True)
 class Trick:
     """One catalogue entry.
 
     Args:
-        target: the factory, or where it lives as ``"package.module:attribute"``;
-            it is called as ``build(**params, **context)`` and what it returns
-            depends on the kind (a loss module, a transform, a neck, ...).
+        target: the factory, or a ``Lazy`` that loads it; it is called as
+            ``build(**params, **context)`` and what it returns depends on the kind
+            (a loss module, a transform, a neck, ...).
         params: the pydantic model of its user-facing parameters.
         doc: one line shown by ``ablate catalogue``.
     """
 
-    target: Callable[..., Any] | str
+    target: Callable[..., Any] | Lazy
     params: type[Params]
     doc: str
 
     @property
     def build(self) -> Callable[..., Any]:
         """The factory, its module imported on first use."""
-        if callable(self.target):
-            return self.target
-        module, _, attribute = self.target.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return self.target.load() if isinstance(self.target, Lazy) else self.target
 
 
 class UnknownTrick(KeyError):

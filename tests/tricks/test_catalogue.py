@@ -21,7 +21,7 @@ def test_entry_is_documented_and_has_defaults(kind, name):
 
 @pytest.mark.parametrize(("kind", "name"), ENTRIES, ids=[f"{k}:{n}" for k, n in ENTRIES])
 def test_entry_names_a_builder_that_exists(kind, name):
-    assert callable(CATALOGUE[kind].table[name].build)  # its "module:attribute" imports and resolves
+    assert callable(CATALOGUE[kind].table[name].build)  # its Lazy loader imports the module and finds the builder
 
 
 # kind -> (the study keys that select `name`, where the validated config holds the selection)

@@ -21,22 +21,37 @@ from ablate.tricks.augment.params import (
     RandomCropParams,
     ZoomOutParams,
 )
-from ablate.tricks.registry import Trick
+from ablate.tricks.registry import Lazy, Trick
 
-GEOMETRIC = "ablate.tricks.augment.geometric:"
-PHOTOMETRIC = "ablate.tricks.augment.photometric:"
-MIXING = "ablate.tricks.augment.mixing:"
+
+def _geometric():  # imported when a trial builds one of its entries
+    from ablate.tricks.augment import geometric
+
+    return geometric
+
+
+def _photometric():  # imported when a trial builds one of its entries
+    from ablate.tricks.augment import photometric
+
+    return photometric
+
+
+def _mixing():  # imported when a trial builds one of its entries
+    from ablate.tricks.augment import mixing
+
+    return mixing
+
 
 AUGMENTS: dict[str, Trick] = {
-    "hflip": Trick(GEOMETRIC + "hflip", FlipParams, "mirror left-right (v2.RandomHorizontalFlip)"),
-    "vflip": Trick(GEOMETRIC + "vflip", FlipParams, "mirror top-bottom (v2.RandomVerticalFlip)"),
-    "multiscale": Trick(GEOMETRIC + "multiscale", MultiscaleParams, "shorter side to one of `sizes` (v2.RandomShortestSize)"),
-    "random_crop": Trick(GEOMETRIC + "random_crop", RandomCropParams, "SSD crop keeping a drawn min IoU with a box (RandomIoUCrop)"),
-    "zoom_out": Trick(GEOMETRIC + "zoom_out", ZoomOutParams, "paste onto a larger mean-filled canvas (v2.RandomZoomOut)"),
-    "photometric": Trick(PHOTOMETRIC + "photometric", PhotometricParams, "jitter brightness, contrast, saturation, hue (ColorJitter)"),
-    "blur": Trick(PHOTOMETRIC + "blur", BlurParams, "Gaussian blur with a random sigma (v2.GaussianBlur)"),
-    "cutout": Trick(PHOTOMETRIC + "cutout", CutoutParams, "erase a random rectangle, boxes unchanged (v2.RandomErasing)"),
-    "mixup": Trick(MIXING + "Mixup", MixupParams, "blend with another sample, lam ~ Beta(alpha, alpha), keep both box sets"),
-    "mosaic": Trick(MIXING + "Mosaic", MosaicParams, "tile the sample and 3 others in quadrants around a random centre"),
-    "copy_paste": Trick(MIXING + "CopyPaste", CopyPasteParams, "paste box crops from other samples where they barely overlap"),
+    "hflip": Trick(Lazy(lambda: _geometric().hflip), FlipParams, "mirror left-right (v2.RandomHorizontalFlip)"),
+    "vflip": Trick(Lazy(lambda: _geometric().vflip), FlipParams, "mirror top-bottom (v2.RandomVerticalFlip)"),
+    "multiscale": Trick(Lazy(lambda: _geometric().multiscale), MultiscaleParams, "shorter side to one of `sizes` (v2.RandomShortestSize)"),
+    "random_crop": Trick(Lazy(lambda: _geometric().random_crop), RandomCropParams, "SSD crop keeping a drawn min IoU with a box (RandomIoUCrop)"),
+    "zoom_out": Trick(Lazy(lambda: _geometric().zoom_out), ZoomOutParams, "paste onto a larger mean-filled canvas (v2.RandomZoomOut)"),
+    "photometric": Trick(Lazy(lambda: _photometric().photometric), PhotometricParams, "jitter brightness, contrast, saturation, hue (ColorJitter)"),
+    "blur": Trick(Lazy(lambda: _photometric().blur), BlurParams, "Gaussian blur with a random sigma (v2.GaussianBlur)"),
+    "cutout": Trick(Lazy(lambda: _photometric().cutout), CutoutParams, "erase a random rectangle, boxes unchanged (v2.RandomErasing)"),
+    "mixup": Trick(Lazy(lambda: _mixing().Mixup), MixupParams, "blend with another sample, lam ~ Beta(alpha, alpha), keep both box sets"),
+    "mosaic": Trick(Lazy(lambda: _mixing().Mosaic), MosaicParams, "tile the sample and 3 others in quadrants around a random centre"),
+    "copy_paste": Trick(Lazy(lambda: _mixing().CopyPaste), CopyPasteParams, "paste box crops from other samples where they barely overlap"),
 }

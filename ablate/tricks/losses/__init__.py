@@ -16,25 +16,35 @@ from ablate.tricks.losses.params import (
     FocalParams,
     SmoothL1Params,
 )
-from ablate.tricks.registry import Trick
+from ablate.tricks.registry import Lazy, Trick
 
-CLS = "ablate.tricks.losses.cls:"
-BOX = "ablate.tricks.losses.box:"
+
+def _cls():  # imported when a trial builds one of its entries
+    from ablate.tricks.losses import cls
+
+    return cls
+
+
+def _box():  # imported when a trial builds one of its entries
+    from ablate.tricks.losses import box
+
+    return box
+
 
 CLS_LOSSES: dict[str, Trick] = {
-    "focal": Trick(CLS + "FocalLoss", FocalParams, "sigmoid focal loss (RetinaNet): down-weights easy negatives"),
-    "bce": Trick(CLS + "BCELoss", ClsParams, "per-class sigmoid binary cross-entropy, no focusing"),
-    "ce": Trick(CLS + "CELoss", ClsParams, "softmax cross-entropy over C classes plus an implicit background logit 0"),
+    "focal": Trick(Lazy(lambda: _cls().FocalLoss), FocalParams, "sigmoid focal loss (RetinaNet): down-weights easy negatives"),
+    "bce": Trick(Lazy(lambda: _cls().BCELoss), ClsParams, "per-class sigmoid binary cross-entropy, no focusing"),
+    "ce": Trick(Lazy(lambda: _cls().CELoss), ClsParams, "softmax cross-entropy over C classes plus an implicit background logit 0"),
 }
 
 BOX_LOSSES: dict[str, Trick] = {
-    "l1": Trick(BOX + "L1Loss", BoxParams, "L1 on encoded deltas"),
-    "smooth_l1": Trick(BOX + "SmoothL1Loss", SmoothL1Params, "smooth L1 on encoded deltas (torchvision RetinaNet default)"),
-    "balanced_l1": Trick(BOX + "BalancedL1Loss", BalancedL1Params, "balanced L1 on deltas (Libra R-CNN): boosts inliers"),
-    "iou": Trick(BOX + "IoULoss", BoxParams, "1 - IoU on decoded boxes"),
-    "giou": Trick(BOX + "GIoULoss", BoxParams, "generalized IoU loss: gradient even for non-overlapping boxes"),
-    "diou": Trick(BOX + "DIoULoss", BoxParams, "distance IoU loss: GIoU-like, penalises centre distance"),
-    "ciou": Trick(BOX + "CIoULoss", BoxParams, "complete IoU loss: DIoU plus an aspect-ratio term"),
-    "eiou": Trick(BOX + "EIoULoss", BoxParams, "efficient IoU loss: DIoU plus width and height gaps"),
-    "focal_eiou": Trick(BOX + "FocalEIoULoss", FocalEIoUParams, "focal-EIoU: EIoU weighted by IoU^gamma, favours good boxes"),
+    "l1": Trick(Lazy(lambda: _box().L1Loss), BoxParams, "L1 on encoded deltas"),
+    "smooth_l1": Trick(Lazy(lambda: _box().SmoothL1Loss), SmoothL1Params, "smooth L1 on encoded deltas (torchvision RetinaNet default)"),
+    "balanced_l1": Trick(Lazy(lambda: _box().BalancedL1Loss), BalancedL1Params, "balanced L1 on deltas (Libra R-CNN): boosts inliers"),
+    "iou": Trick(Lazy(lambda: _box().IoULoss), BoxParams, "1 - IoU on decoded boxes"),
+    "giou": Trick(Lazy(lambda: _box().GIoULoss), BoxParams, "generalized IoU loss: gradient even for non-overlapping boxes"),
+    "diou": Trick(Lazy(lambda: _box().DIoULoss), BoxParams, "distance IoU loss: GIoU-like, penalises centre distance"),
+    "ciou": Trick(Lazy(lambda: _box().CIoULoss), BoxParams, "complete IoU loss: DIoU plus an aspect-ratio term"),
+    "eiou": Trick(Lazy(lambda: _box().EIoULoss), BoxParams, "efficient IoU loss: DIoU plus width and height gaps"),
+    "focal_eiou": Trick(Lazy(lambda: _box().FocalEIoULoss), FocalEIoUParams, "focal-EIoU: EIoU weighted by IoU^gamma, favours good boxes"),
 }

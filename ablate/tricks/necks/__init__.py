@@ -10,16 +10,40 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ablate.tricks.registry import NoParams, Params, Trick
+from ablate.tricks.registry import Lazy, NoParams, Params, Trick
 
 
 class BiFPNParams(Params):
     repeats: int = Field(2, ge=1, description="number of stacked BiFPN cells (EfficientDet-D0 uses 3)")
 
 
+def _common():  # imported when a trial builds one of its entries
+    from ablate.tricks.necks import common
+
+    return common
+
+
+def _fpn():  # imported when a trial builds one of its entries
+    from ablate.tricks.necks import fpn
+
+    return fpn
+
+
+def _pan():  # imported when a trial builds one of its entries
+    from ablate.tricks.necks import pan
+
+    return pan
+
+
+def _bifpn():  # imported when a trial builds one of its entries
+    from ablate.tricks.necks import bifpn
+
+    return bifpn
+
+
 NECKS: dict[str, Trick] = {
-    "none": Trick("ablate.tricks.necks.common:NoFusion", NoParams, "1x1 projections only, no cross-level fusion (baseline)"),
-    "fpn": Trick("ablate.tricks.necks.fpn:FPN", NoParams, "Feature Pyramid Network: top-down path with lateral connections (torchvision)"),
-    "pan": Trick("ablate.tricks.necks.pan:PAN", NoParams, "PANet: FPN plus a bottom-up path augmentation"),
-    "bifpn": Trick("ablate.tricks.necks.bifpn:BiFPN", BiFPNParams, "EfficientDet BiFPN: repeated bidirectional fusion with learnable weights"),
+    "none": Trick(Lazy(lambda: _common().NoFusion), NoParams, "1x1 projections only, no cross-level fusion (baseline)"),
+    "fpn": Trick(Lazy(lambda: _fpn().FPN), NoParams, "Feature Pyramid Network: top-down path with lateral connections (torchvision)"),
+    "pan": Trick(Lazy(lambda: _pan().PAN), NoParams, "PANet: FPN plus a bottom-up path augmentation"),
+    "bifpn": Trick(Lazy(lambda: _bifpn().BiFPN), BiFPNParams, "EfficientDet BiFPN: repeated bidirectional fusion with learnable weights"),
 }

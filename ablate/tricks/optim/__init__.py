@@ -17,21 +17,31 @@ from ablate.tricks.optim.params import (
     SgdParams,
     SwaParams,
 )
-from ablate.tricks.registry import Trick
+from ablate.tricks.registry import Lazy, Trick
 
-OPT = "ablate.tricks.optim.optimizers:"
-REG = "ablate.tricks.optim.regularisers:"
+
+def _optimizers():  # imported when a trial builds one of its entries
+    from ablate.tricks.optim import optimizers
+
+    return optimizers
+
+
+def _regularisers():  # imported when a trial builds one of its entries
+    from ablate.tricks.optim import regularisers
+
+    return regularisers
+
 
 OPTIMIZERS: dict[str, Trick] = {
-    "sgd": Trick(OPT + "sgd", SgdParams, "Stochastic gradient descent with (Nesterov) momentum."),
-    "adam": Trick(OPT + "adam", AdamParams, "Adam (Kingma & Ba) with L2 weight decay."),
-    "adamw": Trick(OPT + "adamw", AdamWParams, "AdamW: Adam with decoupled weight decay."),
+    "sgd": Trick(Lazy(lambda: _optimizers().sgd), SgdParams, "Stochastic gradient descent with (Nesterov) momentum."),
+    "adam": Trick(Lazy(lambda: _optimizers().adam), AdamParams, "Adam (Kingma & Ba) with L2 weight decay."),
+    "adamw": Trick(Lazy(lambda: _optimizers().adamw), AdamWParams, "AdamW: Adam with decoupled weight decay."),
 }
 
 # Regularisers and loop options: study sections (train.ema, ...), one entry each.
 REGULARISERS: dict[str, Trick] = {
-    "ema": Trick(REG + "ema", EmaParams, "Exponential moving average of the weights, evaluated instead of the raw weights."),
-    "swa": Trick(REG + "swa", SwaParams, "Stochastic weight averaging over the last epochs (Izmailov et al.)."),
-    "clip_grad": Trick(REG + "clip_grad", ClipParams, "Clip the global gradient norm before each optimiser step."),
-    "amp": Trick(REG + "amp", AmpParams, "Automatic mixed precision (fp16 with loss scaling, or bf16) on CUDA."),
+    "ema": Trick(Lazy(lambda: _regularisers().ema), EmaParams, "Exponential moving average of the weights, evaluated instead of the raw weights."),
+    "swa": Trick(Lazy(lambda: _regularisers().swa), SwaParams, "Stochastic weight averaging over the last epochs (Izmailov et al.)."),
+    "clip_grad": Trick(Lazy(lambda: _regularisers().clip_grad), ClipParams, "Clip the global gradient norm before each optimiser step."),
+    "amp": Trick(Lazy(lambda: _regularisers().amp), AmpParams, "Automatic mixed precision (fp16 with loss scaling, or bf16) on CUDA."),
 }

@@ -13,18 +13,23 @@ of all views, mapped back to the original image; the merge is left to ``postproc
 """
 
 from ablate.tricks.postprocess.params import DIoUNMSParams, NMSParams, SoftNMSParams, WBFParams
-from ablate.tricks.registry import NoParams, Trick
+from ablate.tricks.registry import Lazy, NoParams, Trick
 
-OPS = "ablate.tricks.postprocess.ops:"
+
+def _ops():  # imported when a trial builds one of its entries
+    from ablate.tricks.postprocess import ops
+
+    return ops
+
 
 POSTPROCESS: dict[str, Trick] = {
-    "nms": Trick(OPS + "build_nms", NMSParams, "greedy per-class non-maximum suppression (torchvision)"),
-    "soft_nms": Trick(OPS + "build_soft_nms", SoftNMSParams, "Soft-NMS: decay overlapping scores instead of removing boxes"),
-    "diou_nms": Trick(OPS + "build_diou_nms", DIoUNMSParams, "DIoU-NMS: suppress by IoU minus normalised centre distance"),
-    "wbf": Trick(OPS + "build_wbf", WBFParams, "weighted boxes fusion: average overlapping boxes by score (ensemble-boxes)"),
+    "nms": Trick(Lazy(lambda: _ops().build_nms), NMSParams, "greedy per-class non-maximum suppression (torchvision)"),
+    "soft_nms": Trick(Lazy(lambda: _ops().build_soft_nms), SoftNMSParams, "Soft-NMS: decay overlapping scores instead of removing boxes"),
+    "diou_nms": Trick(Lazy(lambda: _ops().build_diou_nms), DIoUNMSParams, "DIoU-NMS: suppress by IoU minus normalised centre distance"),
+    "wbf": Trick(Lazy(lambda: _ops().build_wbf), WBFParams, "weighted boxes fusion: average overlapping boxes by score (ensemble-boxes)"),
 }
 
 TTA: dict[str, Trick] = {
-    "none": Trick(OPS + "build_no_tta", NoParams, "no test-time augmentation"),
-    "hflip": Trick(OPS + "build_hflip_tta", NoParams, "also predict on the horizontal mirror and pool both sets of boxes"),
+    "none": Trick(Lazy(lambda: _ops().build_no_tta), NoParams, "no test-time augmentation"),
+    "hflip": Trick(Lazy(lambda: _ops().build_hflip_tta), NoParams, "also predict on the horizontal mirror and pool both sets of boxes"),
 }
