@@ -11,6 +11,7 @@ import os
 import re
 
 ROLE, STUDY, TRIAL, LOGGED = "ablate.role", "ablate.study", "ablate.trial_id", "ablate.epochs_logged"
+DECISION = "ablate.decision"  # the parent run's: results/store.py's decision.json, for a report from MLflow alone
 PARAMS = "ablate.params"  # "pending" from a child run's creation until its last batch of params says how many
 
 # MLflow's HTTP client retries a refused connection 7 times with exponential backoff (about

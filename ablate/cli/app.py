@@ -216,7 +216,7 @@ def show_config(
                     if line.startswith("  lr_effective:") else "")
             for line in text.splitlines()
         ]
-        rest = study.model_dump(mode="json", include={"scheduler", "resources", "tracking", "max_failures",
+        rest = study.model_dump(mode="json", include={"scheduler", "decision", "resources", "tracking", "max_failures",
                                                          "storage"})
         print("\n".join(lines) + "\n" + yaml.safe_dump(rest, sort_keys=False), end="")
 

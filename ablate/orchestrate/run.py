@@ -24,6 +24,7 @@ from rich.markup import escape
 
 from ablate.data.check import check_data
 from ablate.errors import AblateError
+from ablate.mlflow_tags import DECISION
 from ablate.orchestrate import preflight, tuner
 from ablate.orchestrate.lock import LOCK, study_lock
 from ablate.orchestrate.mlflow_mirror import outage_errors
@@ -31,7 +32,7 @@ from ablate.orchestrate.mlflow_runs import Tracker
 from ablate.orchestrate.record import Recorder
 from ablate.orchestrate.storage import Storage
 from ablate.orchestrate.worker import Plan, train
-from ablate.results.store import ResultsStore, stale_temp_files
+from ablate.results.store import ResultsStore, stale_temp_files, write_decision
 from ablate.status import ended
 from ablate.study import load_study
 from ablate.study.expand import Trial, check, trials
@@ -68,10 +69,15 @@ def _counts(store: ResultsStore, ids: list[str] | None = None) -> dict[str, int]
     return {s: sum(1 for r in rows if r.get("status") == s) for s in ("completed", "pruned", "failed")}
 
 
+def _decision(study: Study) -> dict:
+    return {"metric": study.scheduler.metric, **study.decision.model_dump()}
+
+
 def _tracker(study: Study) -> Tracker:
     varied = list(study.search.space) if study.design == "optuna" else list(study.factors)
     return Tracker(study.tracking.uri, study.tracking.experiment or study.name, study.name,
                    {"design": study.design, "description": study.description[:5000],
+                    DECISION: json.dumps(_decision(study)),
                     "ablate.factors": json.dumps(varied)})  # their order, for a report from MLflow alone
 
 
@@ -164,6 +170,7 @@ def run_study(
             stale.unlink(missing_ok=True)
         if restart:
             _discard(folder, study, where, console)
+        write_decision(folder, _decision(study))  # what the report judges on, as this run was told
         tracker = _tracker(study)
         store = ResultsStore(folder)
         recorder = Recorder(plan, store, tracker, where,

@@ -17,6 +17,7 @@ from ablate.report.figures import curves, forest, pareto, size_bars, timeline
 from ablate.report.html import table_to_html, write_html
 from ablate.report.table import best_cells, notes, write_tables, zoo_table
 from ablate.results.aggregate import factor_paths, load_frames, variant_summary
+from ablate.results.store import read_decision
 
 
 @dataclass(frozen=True)
@@ -76,15 +77,16 @@ def build_report(source: Source, *, out_dir: Path | None = None, from_mlflow: bo
         from ablate.results.mlflow_source import frames_from_mlflow
 
         trials, epochs, info = frames_from_mlflow(source.study, uri=source.tracking_uri, experiment=source.experiment)
-        description = source.description or info["description"]
+        description, decision = source.description or info["description"], info["decision"]
     else:
         trials, epochs = load_frames(Path(source.results) / source.study)
-        description = source.description
+        description, decision = source.description, read_decision(Path(source.results) / source.study)
     if trials.empty:
         raise DataError(f"study '{source.study}' has no recorded trial yet; run it first (ablate run)")
     out_dir = Path(out_dir) if out_dir is not None else Path("reports") / source.study
     summary = variant_summary(trials, factors=factor_paths(trials), baseline=baseline_index(trials, baseline),
-                              epochs=epochs)
+                              epochs=epochs, **decision)
+    metric = summary.attrs["metric"]
     paths = write_tables(summary, out_dir, percent=percent)
 
     tracking = _mlflow(source)
@@ -93,7 +95,7 @@ def build_report(source: Source, *, out_dir: Path | None = None, from_mlflow: bo
     display.insert(0, "variant", summary["variant_name"].astype(str))
     best = best_cells(summary, percent=percent)
     best.insert(0, "variant", False)
-    figures = [("mAP per epoch", curves(trials, epochs)), ("ΔmAP against the baseline", forest(summary)),
+    figures = [(f"{metric} per epoch", curves(trials, epochs, metric)), (f"Δ{metric} against the baseline", forest(summary)),
                ("mAP vs Mem", pareto(summary, x="Mem")), ("mAP vs img/s", pareto(summary, x="img/s")),
                ("APs, APm, APl", size_bars(summary)), ("Trials over time", timeline(trials))]
     paths["html"] = write_html(out_dir / "index.html", title=f"ablate: {source.study}", description=description,

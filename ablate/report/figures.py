@@ -70,7 +70,7 @@ def curves(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str = "mAP") -> g
         epochs: one row per trial and epoch (``trial_id, epoch`` and ``metric``).
         metric: an epoch column, e.g. ``"mAP"``, ``"AP50"``, ``"loss"``.
     """
-    title = f"{metric} per epoch: mean over seeds, band = min..max"
+    title = f"{metric} per epoch: mean over the seeds that ran every epoch shown, band = min..max"
     if metric not in epochs.columns:
         numeric = [c for c in epochs.columns if c not in ("trial_id", "epoch") and pd.api.types.is_numeric_dtype(epochs[c])]
         raise ValueError(f"no epoch column {metric!r}; choose one of {numeric}")
@@ -80,6 +80,10 @@ def curves(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str = "mAP") -> g
     rows = epochs[["trial_id", "epoch", metric]].merge(meta, on="trial_id", how="inner")
 
     kept = rows[rows["status"] != "failed"].dropna(subset=[metric])
+    # the line of a variant is the mean of the same seeds at every epoch: those that reached its last epoch
+    # (a pruned seed ends in an x, not in a mean whose members change from one epoch to the next)
+    reach = kept.groupby("trial_id")["epoch"].transform("max")
+    kept = kept[reach == kept.groupby("variant")["epoch"].transform("max")]
     stats = kept.groupby(["variant", "epoch"])[metric].agg(["mean", "min", "max", "count"]).reset_index()
     last = rows.loc[rows.groupby("trial_id")["epoch"].idxmax()] if not rows.empty else rows
     pruned = last[last["status"] == "pruned"].groupby(["variant", "epoch"])[metric].agg(["mean", "count"]).reset_index()
@@ -136,53 +140,58 @@ def curves(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str = "mAP") -> g
 
 
 def forest(summary: pd.DataFrame) -> go.Figure:
-    """ΔmAP vs the baseline per variant with its 95% interval (``dmAP_lo``..``dmAP_hi``).
+    """Δ<metric> vs the baseline per variant with its interval (``dmAP_lo``..``dmAP_hi``), marked by verdict.
 
-    Resolved deltas (interval excludes zero) are filled and coloured by sign; unresolved
-    ones are grey open circles; variants without an interval (one seed) are open
-    diamonds with no bar.  Variants without a delta (e.g. all trials failed) are left out.
+    Better and worse are filled and coloured, equivalent filled blue, unresolved grey open
+    circles, a variant stopped by the scheduler an open square (its Δ at the stop epoch), and
+    variants without an interval (one seed) open diamonds with no bar.  Variants without a
+    delta (e.g. all trials failed) are left out.  The title names the metric and the confidence.
     """
-    title = "ΔmAP vs baseline, 95% interval over seeds"
+    metric, confidence = summary.attrs.get("metric", "mAP"), summary.attrs.get("confidence", 0.95)
+    title = f"Δ{metric} vs baseline, {confidence:.0%} interval over seeds"
     if "variant" in summary and len(summary):  # the baseline is the reference line at 0, not a point
         summary = summary[summary["variant"] != summary.attrs.get("baseline", summary["variant"].iloc[0])]
     d = _numeric(summary, "dmAP")
     if summary.empty or d.isna().all():
-        return _notice(title, "No variant has a ΔmAP (no completed trials to compare with the baseline).")
+        return _notice(title, f"No variant has a Δ{metric} (no completed trials to compare with the baseline).")
     lo, hi = _numeric(summary, "dmAP_lo"), _numeric(summary, "dmAP_hi")
     labels = _labels(summary)
     has_ci = lo.notna() & hi.notna() & d.notna()
-    computed = ~((lo <= 0) & (hi >= 0))  # used where `resolved` is missing
-    resolved = summary["resolved"].where(summary["resolved"].notna(), computed) if "resolved" in summary else computed
-    resolved = resolved.astype(bool) & has_ci
+    verdict = summary["verdict"].fillna("").astype(str) if "verdict" in summary else pd.Series("", index=summary.index)
+    need = summary["seeds_needed"] if "seeds_needed" in summary else pd.Series(None, index=summary.index)
 
     hover = pd.DataFrame({
         "label": labels.map(html.escape),
         "ci": [f"[{a:+.3f}, {b:+.3f}]" if ok else "no interval" for a, b, ok in zip(lo, hi, has_ci)],
-        "n": summary["n_seeds"].astype(str) if "n_seeds" in summary else "?",
-        "paired": summary["paired"].map({True: "paired by seed", False: "unpaired"}).fillna("") if "paired" in summary else "",
-        "need": summary["seeds_to_resolve"].map(lambda v: "" if pd.isna(v) else f"<br>~{int(v)} seeds would resolve it")
-        if "seeds_to_resolve" in summary else "",
+        "n": summary["n_pairs"].astype(str) if "n_pairs" in summary else "?",
+        "verdict": [v + (f", ~{int(n)} seeds would settle it" if v == "unresolved" and n is not None and n == n
+                         else "") for v, n in zip(verdict, need)],
     }, index=summary.index)
-    template = "<b>%{customdata[0]}</b><br>ΔmAP %{x:+.3f} %{customdata[1]}<br>%{customdata[2]} seeds, %{customdata[3]}%{customdata[4]}<extra></extra>"
+    template = (f"<b>%{{customdata[0]}}</b><br>Δ{metric} %{{x:+.3f}} %{{customdata[1]}}<br>"
+                "%{customdata[2]} paired seeds: %{customdata[3]}<extra></extra>")
 
+    stopped = verdict.str.startswith("stopped@")
     groups = [
-        ("resolved, better", has_ci & resolved & (d > 0), dict(color=STATUS_COLORS["completed"], symbol="circle"), True),
-        ("resolved, worse", has_ci & resolved & (d <= 0), dict(color=STATUS_COLORS["failed"], symbol="circle"), True),
-        ("not resolved (interval contains 0)", has_ci & ~resolved, dict(color="grey", symbol="circle-open"), True),
-        ("no interval (one seed)", ~has_ci & d.notna(), dict(color="black", symbol="diamond-open"), False),
+        ("better", has_ci & (verdict == "better"), dict(color=STATUS_COLORS["completed"], symbol="circle"), True),
+        ("worse", has_ci & (verdict == "worse"), dict(color=STATUS_COLORS["failed"], symbol="circle"), True),
+        ("equivalent", has_ci & (verdict == "equivalent"), dict(color="#1f77b4", symbol="circle"), True),
+        ("unresolved", has_ci & (verdict == "unresolved"), dict(color="grey", symbol="circle-open"), True),
+        ("stopped early (Δ at the stop epoch)", d.notna() & stopped, dict(color=STATUS_COLORS["pruned"],
+                                                                          symbol="square-open"), True),
+        ("no interval (one seed)", ~has_ci & d.notna() & ~stopped, dict(color="black", symbol="diamond-open"), False),
     ]
     fig = go.Figure()
     for name, mask, marker, bars in groups:
         if not mask.any():
             continue
-        error = dict(type="data", symmetric=False, array=(hi - d)[mask], arrayminus=(d - lo)[mask],
+        error = dict(type="data", symmetric=False, array=(hi - d)[mask].fillna(0), arrayminus=(d - lo)[mask].fillna(0),
                      color=marker["color"], thickness=1.5, width=4) if bars else None
         fig.add_trace(go.Scatter(x=d[mask], y=labels[mask], mode="markers", name=name, error_x=error,
                                  marker=dict(size=10, line=dict(width=1.5, color=marker["color"]), **marker),
                                  customdata=hover[mask].to_numpy(), hovertemplate=template))
     fig.add_vline(x=0, line=dict(color="black", width=1, dash="dash"))
     order = labels[d.notna()].tolist()
-    fig.update_layout(title=title, xaxis_title="ΔmAP vs baseline", template="plotly_white",
+    fig.update_layout(title=title, xaxis_title=f"Δ{metric} vs baseline", template="plotly_white",
                       height=min(max(320, 160 + 28 * len(order)), 2000),
                       yaxis=dict(categoryorder="array", categoryarray=order, autorange="reversed", type="category"))
     return fig

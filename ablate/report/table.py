@@ -2,7 +2,8 @@
 
 Columns: ``Network | Dataset | Backbone | style | Lr schd | Mem | mAP | AP50 | APs | APm |
 APl``, then the varied factors (headed by their paths, e.g. ``loss.box``), then ``ΔmAP``
-(mean and confidence interval vs the baseline), ``img/s``, ``epochs``, ``status``.
+(mean and confidence interval vs the baseline), ``verdict``, ``img/s``, ``epochs``, ``status``.
+A variant no seed completed shows its AP at the epoch its seeds stopped: ``0.047@2``.
 ``zoo_table`` gives the display strings and ``best_cells`` which of them are best in
 their column, so each writer marks them its own way (bold in Markdown, ``\\textbf`` in
 LaTeX, a class in HTML).
@@ -35,8 +36,8 @@ def delta_header(summary: pd.DataFrame) -> str:
 
 
 def table_columns(summary: pd.DataFrame) -> list[str]:
-    """The display columns in order: zoo columns, factor paths, delta, img/s, epochs, status."""
-    return [*ZOO_COLUMNS, *factors_of(summary), delta_header(summary), "img/s", "epochs", "status"]
+    """The display columns in order: zoo columns, factor paths, delta, verdict, img/s, epochs, status."""
+    return [*ZOO_COLUMNS, *factors_of(summary), delta_header(summary), "verdict", "img/s", "epochs", "status"]
 
 
 def _is_baseline(summary: pd.DataFrame) -> pd.Series:
@@ -68,7 +69,7 @@ def format_number(value: float, column: str, percent: bool = False) -> str:
 
 
 def format_delta(row: dict, *, baseline: bool = False, percent: bool = False) -> str:
-    """The ``ΔmAP`` cell: ``+0.005 [-0.010, +0.020] (n.s.)``, ``+0.005 (1 seed)``, ``—`` for the baseline.
+    """The ``ΔmAP`` cell: ``+0.005 [-0.010, +0.020]``, ``+0.005 (1 seed)``, ``—`` for the baseline.
 
     Args:
         row: a summary row (``dmAP``, ``dmAP_lo``, ``dmAP_hi``, ``n_seeds``).
@@ -84,9 +85,25 @@ def format_delta(row: dict, *, baseline: bool = False, percent: bool = False) ->
 
     lo, hi = row["dmAP_lo"], row["dmAP_hi"]
     if math.isnan(lo) or math.isnan(hi):
-        return f"{num(mean)} ({'1 seed' if row['n_seeds'] <= 1 else 'no interval'})"
-    flag = " (n.s.)" if lo <= 0 <= hi else ""
-    return f"{num(mean)} [{num(lo)}, {num(hi)}]{flag}"
+        pairs = row.get("n_pairs", row["n_seeds"])
+        return f"{num(mean)} ({'1 seed' if pairs <= 1 else 'no interval'})"
+    return f"{num(mean)} [{num(lo)}, {num(hi)}]"
+
+
+def format_verdict(row: dict, *, baseline: bool = False) -> str:
+    """The verdict cell: ``better``, ``worse``, ``equivalent``, ``unresolved (~9 seeds)``, ``stopped@2``.
+
+    Example:
+        >>> format_verdict({"verdict": "unresolved", "seeds_needed": 9})
+        'unresolved (~9 seeds)'
+    """
+    verdict = row.get("verdict")
+    if baseline or not isinstance(verdict, str):
+        return MISSING
+    if verdict == "unresolved":
+        need = row.get("seeds_needed")
+        return "unresolved" if need is None or need != need else f"unresolved (~{int(need)} seeds)"
+    return verdict
 
 
 def zoo_table(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
@@ -100,16 +117,24 @@ def zoo_table(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
     out = pd.DataFrame(index=summary.index)
     for column in ZOO_COLUMNS[:5]:
         out[column] = summary[column].fillna("").astype(str)
+    at = summary["at_epoch"] if "at_epoch" in summary else pd.Series(None, index=summary.index)
     for column in ZOO_COLUMNS[5:]:
-        out[column] = [format_number(float(x), column, percent) for x in summary[column]]
+        out[column] = [format_number(float(x), column, percent) + (f"@{int(k)}" if column in AP_COLUMNS and
+                                                                  _known(k) and _known(x) else "")
+                       for x, k in zip(summary[column], at)]
     for path in factors_of(summary):
         out[path] = summary[f"factor.{path}"].fillna("").astype(str)
     out[delta_header(summary)] = [format_delta(row, baseline=b, percent=percent)
                                   for row, b in zip(summary.to_dict("records"), baseline)]
+    out["verdict"] = [format_verdict(row, baseline=b) for row, b in zip(summary.to_dict("records"), baseline)]
     out["img/s"] = [format_number(float(x), "img/s") for x in summary["img/s"]]
     out["epochs"] = summary["epochs"].astype(int).astype(str)
     out["status"] = summary["status"].astype(str)
     return out
+
+
+def _known(x) -> bool:
+    return x is not None and x == x
 
 
 def best_cells(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
@@ -119,8 +144,11 @@ def best_cells(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
     (ties are all marked); a column with fewer than two values marks nothing.
     """
     best = pd.DataFrame(False, index=summary.index, columns=table_columns(summary))
+    final = summary["at_epoch"].isna() if "at_epoch" in summary else pd.Series(True, index=summary.index)
     for column in (*HIGHER_BETTER, *LOWER_BETTER):
         values = _rounded(summary, column, percent)
+        if column in AP_COLUMNS:  # a value at a stop epoch is not a result to rank
+            values = values.where(final)
         if values.notna().sum() >= 2:
             best[column] = values == (values.min() if column in LOWER_BETTER else values.max())
     return best
@@ -167,12 +195,14 @@ def latex(table: pd.DataFrame, best: pd.DataFrame) -> str:
 
 
 def csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """The table as plain numbers: the display column order, the delta as ``dmAP, dmAP_lo, dmAP_hi``.
+    """The table as plain numbers: the display column order, the delta as ``dmAP, dmAP_lo, dmAP_hi`` and the
+    verdict's numbers (adjusted ``p``, ``p_equiv``, ``seeds_needed``, the bootstrap interval, ``p_improve``).
 
     AP columns stay fractions and Mem stays MiB (unrounded) whatever the display.
     """
-    columns = [*ZOO_COLUMNS, *(f"factor.{p}" for p in factors_of(summary)),
-               "dmAP", "dmAP_lo", "dmAP_hi", "img/s", "epochs", "status"]
+    columns = [*ZOO_COLUMNS, "at_epoch", *(f"factor.{p}" for p in factors_of(summary)),
+               "dmAP", "dmAP_lo", "dmAP_hi", "p", "p_equiv", "verdict", "seeds_needed", "boot_lo", "boot_hi",
+               "p_improve", "img/s", "epochs", "status"]
     out = summary[columns].copy()
     return out.rename(columns={f"factor.{p}": p for p in factors_of(summary)})
 
@@ -204,34 +234,32 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, *, percent: bool = False)
 
 
 def notes(summary: pd.DataFrame) -> list[str]:
-    """Plain sentences for the report: which deltas the seeds cannot tell from noise.
-
-    One per unresolved variant (its delta, seeds, and about how many seeds would resolve
-    it at the measured spread), one per variant without an interval, or a single line
-    when every variant has one seed.
-    """
+    """Plain sentences for the report: how the verdicts were reached, and what the unsettled ones need."""
     header, baseline = delta_header(summary), _is_baseline(summary)
+    a = summary.attrs
     if (summary["n_seeds"] <= 1).all():
-        return ["one seed per variant: no confidence intervals; add seeds to tell tricks from noise"]
-    out = []
+        return ["one seed per variant: no confidence intervals and no verdicts; add seeds to tell tricks from noise"]
+    confidence, margin = a.get("confidence", 0.95), a.get("margin", 0.01)
+    correction, family = a.get("correction", "holm"), a.get("family", 0)
+    adjusted = {"holm": "Holm-adjusted", "bonferroni": "Bonferroni-adjusted", "none": "not adjusted"}[correction]
+    out = [f"verdicts at {confidence:.0%} confidence, {adjusted} across {family} variant(s): better/worse when "
+           f"the paired t-test on the seeds both completed rejects no difference; equivalent when two one-sided "
+           f"tests put {header} inside ±{margin:g}; the interval shown is the unadjusted t interval"]
     for row, is_base in zip(summary.to_dict("records"), baseline):
         if is_base:
             continue
-        name, mean, n = row["variant_name"], row["dmAP"], int(row["n_seeds"])
-        if math.isnan(mean):
-            why = f"no {header[1:]} to compare ({row['status']})" if n == 0 else "the baseline has no value to compare"
-            out.append(f"{name}: {why}")
-        elif row["resolved"] is None:
-            base_n = int(summary.loc[baseline, "n_seeds"].iloc[0])
-            out.append(f"{name}: {header} {mean:+.3f} from {n} seed{'s' * (n != 1)} against {base_n} of the "
-                       "baseline: no confidence interval; add seeds to tell it from noise")
-        elif not row["resolved"]:
-            need = row["seeds_to_resolve"]
-            fix = (f"about {int(need)} seeds would resolve it at the measured spread" if need is not None
-                   else "no difference was measured" if mean == 0
-                   else "more than 1000 seeds would be needed at the measured spread")
-            out.append(f"{name}: {header} {mean:+.3f} is within the noise of {n} seeds; {fix}")
-    if summary["status"].astype(str).str.contains("pruned").any():
-        out.append(f"pruned variants show their last evaluation; their {header} is taken against the baseline "
-                   "at the same epoch and seed, so it says how far behind they were when ASHA stopped them")
+        name, mean, verdict = row["variant_name"], row["dmAP"], row.get("verdict")
+        if mean is None or mean != mean:
+            out.append(f"{name}: no {header[1:]} to compare ({row['status']})")
+        elif verdict == "unresolved":
+            need = row.get("seeds_needed")
+            pairs = int(row.get("n_pairs", 0) or 0)
+            spread = a.get("spread", math.nan)
+            fix = (f"about {int(need)} seeds would settle it with 80% power at the study's spread" if _known(need)
+                   else "more than 1000 seeds would be needed at the study's spread" if _known(spread)
+                   else "too few paired seeds in the study to estimate its spread: add seeds")
+            out.append(f"{name}: {header} {mean:+.3f} on {pairs} paired seed{'s' * (pairs != 1)} is unresolved; {fix}")
+        elif isinstance(verdict, str) and verdict.startswith("stopped@"):
+            out.append(f"{name}: stopped by the scheduler at epoch {verdict[8:]}; its values and {header} are at that "
+                       "epoch, against the baseline's same seeds there (a scheduler's decision, not a test)")
     return out

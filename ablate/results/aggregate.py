@@ -1,16 +1,14 @@
-"""One row per variant: seeds aggregated, the delta against the baseline with its interval.
+"""One row per variant: seeds aggregated, the verdict against the baseline with its interval.
 
 Reads the trials table of ``ablate run`` (``results/<study>/trials.parquet``, or the
 same columns rebuilt from MLflow) and reduces it to what the report shows: the model-zoo
 columns (network, dataset, backbone, lr schedule, memory, COCO AP), the varied factors,
-the mean difference of a metric against the baseline variant with a confidence interval
-over seeds, and how many seeds would resolve a difference the interval cannot.
-
-The delta is paired by seed when the baseline ran every seed the variant ran (seed ``s``
-shares data order and initialisation in both, so ``v_s - b_s`` cancels most of the seed
-noise); otherwise it is Welch's unpaired interval.  Nothing is dropped: a pruned trial
-counts with its last evaluation, a failed one with whatever it evaluated before failing,
-and a variant whose every trial failed still has a row (AP columns NaN).
+the difference of a metric against the baseline variant with its interval over seeds, and
+the verdict of results/stats.py (better, worse, equivalent, unresolved with the seeds that
+would settle it), with error control across the study's variants.  No column mixes epochs:
+completed trials give the final values; a variant no seed completed is shown at the epoch
+all its seeds reached (``at_epoch``).  Every variant keeps a row (AP columns NaN when no
+trial of it evaluated).
 """
 
 from __future__ import annotations
@@ -18,15 +16,26 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ablate.errors import DataError
-from ablate.metrics import check_metric
-from ablate.results.stats import DELTA_COLUMNS, delta_stats
+from ablate.metrics import HIGHER_IS_BETTER, check_metric
+from ablate.results.stats import (
+    CORRECTIONS,
+    DELTA_COLUMNS,
+    bootstrap_interval,
+    compare,
+    interval,
+    judge,
+    p_improve,
+    pooled_sd,
+    seeds_to_settle,
+)
 from ablate.results.store import EPOCHS, TRIALS
 from ablate.results.zoo import AP_COLUMNS, ZOO_NAMES, zoo_fields
+from ablate.status import COMPLETED, PRUNED, variant_text
 from ablate.status import short as short_status
-from ablate.status import variant_text
 
 
 def load_frames(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -66,33 +75,38 @@ def _column(trials: pd.DataFrame, name: str, fill=math.nan) -> pd.Series:
 
 def variant_summary(
     trials: pd.DataFrame, *, factors: list[str], metric: str = "mAP", baseline: int = 0, confidence: float = 0.95,
-    epochs: pd.DataFrame | None = None,
+    margin: float = 0.01, correction: str = "holm", epochs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per variant, baseline first then by variant index.
+    """One row per variant, baseline first then by variant index, with its verdict against the baseline.
 
     Args:
         trials: the trials table (``trials.parquet`` or ``frames_from_mlflow``).
         factors: varied paths (``factor_paths(trials)``), one ``factor.<path>`` column each.
-        metric: the metric whose delta vs the baseline goes into ``dmAP*`` (named so
-            whatever the metric; ``summary.attrs["metric"]`` says which).
+        metric: the metric judged (``dmAP*`` columns, named so whatever the metric; ``attrs["metric"]``).
         baseline: the variant index the deltas are taken against.
-        confidence: of the intervals, e.g. 0.95.
-        epochs: the epochs table; when given, a trial that stopped early (pruned) is compared
-            with the baseline of its seed at the same epoch, not with the finished baseline
-            (an epoch-2 AP against an epoch-8 AP would measure the schedule, not the trick).
+        confidence, margin, correction: the study's ``decision`` (see results/stats.py).
+        epochs: the epochs table, for variants that no seed completed (their values at the epoch
+            every seed of theirs reached) and the metric's direction.
+
+    Only completed trials give final values: a failed trial's last evaluation is not a result,
+    and a pruned one (a variant's, or a baseline's with ``protect_baseline: false``) did not reach
+    the end.  A variant is compared with the baseline's final values on the seeds both completed,
+    whatever either's ``train.epochs``.  A variant no seed completed is shown at its stop epoch
+    ``k`` (``at_epoch``), against the baseline's same seeds at epoch ``k``, and gets the verdict
+    ``stopped@k`` (the scheduler's decision, not a test); it is not in the corrected family.
 
     Returns:
-        Columns ``variant, variant_name, factor.<path>..., Network, Dataset, Backbone,
-        style, Lr schd, Mem, mAP, AP50, APs, APm, APl, n_seeds, seeds, dmAP, dmAP_lo,
-        dmAP_hi, paired, resolved, seeds_to_resolve, img/s, epochs, status,
-        mlflow_run_ids``.  AP columns: mean over seeds of each trial's last evaluation;
-        ``Mem``: max peak MiB; ``img/s``: median over trials; ``epochs``: most run;
-        ``seeds``/``n_seeds``: the seeds with a value of ``metric``.  The zoo names are
-        empty strings when the store has no ``config`` column.  ``attrs`` holds
-        ``metric``, ``baseline`` and ``confidence``.
+        Columns ``variant, variant_name, factor.<path>..., Network, Dataset, Backbone, style,
+        Lr schd, Mem, mAP, AP50, APs, APm, APl, at_epoch, n_seeds, seeds, dmAP, dmAP_lo, dmAP_hi,
+        paired, n_pairs, p, p_equiv, verdict, seeds_needed, boot_lo, boot_hi, p_improve, img/s,
+        epochs, status, mlflow_run_ids``.  AP columns: mean over the completed seeds' final values
+        (or, with ``at_epoch``, over the seeds at that epoch); ``Mem``: max peak MiB; ``img/s``:
+        median over trials; ``epochs``: most run; ``seeds``: the completed seeds.  ``attrs``:
+        ``metric, baseline, confidence, margin, correction, family`` (the corrected comparisons) and
+        ``spread`` (the pooled sd of paired differences that ``seeds_needed`` assumes).
 
     Raises:
-        DataError: an unknown metric or factor, or no trials of the baseline variant.
+        DataError: an unknown metric, factor or correction, or no trials of the baseline variant.
     """
     try:
         check_metric(metric)
@@ -100,6 +114,8 @@ def variant_summary(
         raise DataError(f"metric {e}") from None
     if not 0 < confidence < 1:
         raise DataError(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence}")
+    if correction not in CORRECTIONS:
+        raise DataError(f"correction '{correction}' is not one of {', '.join(CORRECTIONS)}")
     unknown = [p for p in factors if f"factor.{p}" not in trials]
     if unknown:
         raise DataError(f"no factor column for {', '.join(unknown)}; the trials vary: "
@@ -109,13 +125,16 @@ def variant_summary(
         raise DataError(f"baseline variant {baseline} has no trials; variants present: {found or 'none'}")
     trials = trials.sort_values(["variant", "seed"], kind="stable")
     by = trials["variant"]
+    completed = (_column(trials, "status", "") == COMPLETED).to_numpy()
 
-    # Per seed first (a seed run twice counts once), then over seeds.
-    finals = pd.DataFrame({c: _column(trials, f"final_{c}") for c in dict.fromkeys((*AP_COLUMNS, metric))})
-    per_seed = finals.groupby([by, trials["seed"]]).mean()
+    # Per seed first (a seed run twice counts once), then over seeds; completed trials only.
+    columns = list(dict.fromkeys((*AP_COLUMNS, metric)))
+    finals = pd.DataFrame({c: _column(trials, f"final_{c}") for c in columns})[completed]
+    per_seed = finals.groupby([by[completed], trials["seed"][completed]]).mean()
     values: dict[int, dict[int, float]] = {}
     for (v, seed), x in per_seed[metric].dropna().items():
-        values.setdefault(v, {})[int(seed)] = float(x)
+        values.setdefault(int(v), {})[int(seed)] = float(x)
+    at_epoch = _stopped_values(trials, epochs, columns, set(per_seed.index.get_level_values(0)))
     grouped = pd.DataFrame({
         "variant_name": _column(trials, "variant_name", ""), "config": _column(trials, "config", None),
         **{f"factor.{p}": trials[f"factor.{p}"] for p in factors}}).groupby(by)
@@ -134,38 +153,83 @@ def variant_summary(
         if isinstance(run, str):
             runs.setdefault(v, []).append(run)
 
+    others = [v for v in per_variant if v != baseline]
     base = values.get(baseline, {})
-    reached = {(int(v), int(s)): int(e) for v, s, e in zip(by, trials["seed"], _column(trials, "epochs", 0)) if e == e}
-    curve: dict[tuple[int, int], float] = {}  # (seed, epoch) -> the baseline's metric then
-    if epochs is not None and not epochs.empty and metric in epochs:
-        seed_of = trials[by == baseline].set_index("trial_id")["seed"]
-        rows_b = epochs[epochs["trial_id"].isin(seed_of.index)]
-        for tid, epoch, value in zip(rows_b["trial_id"], rows_b["epoch"], rows_b[metric]):
-            if value == value:
-                curve[(int(seed_of[tid]), int(epoch))] = float(value)
-
-    def base_for(v: int) -> dict[int, float]:
-        last = max((e for (vv, _), e in reached.items() if vv == v), default=0)
-        return {s: curve.get((s, reached.get((v, s), last)), x) for s, x in base.items()}
-
+    family = {v: compare(values[v], base) for v in others if v in values}
+    higher = metric in HIGHER_IS_BETTER
+    verdicts = judge(family, margin=margin, confidence=confidence, correction=correction, higher_is_better=higher)
+    needed = seeds_to_settle(family, verdicts, margin=margin, confidence=confidence, correction=correction)
     rows = []
-    for v in [baseline] + [v for v in per_variant if v != baseline]:
-        agg, mine = per_variant[v], values.get(v, {})
+    for v in [baseline, *others]:
+        agg, mine, row = per_variant[v], values.get(v, {}), _no_delta()
+        aps, k = {c: float(agg[c]) for c in AP_COLUMNS}, None
         if v == baseline:
-            delta = {**delta_stats({}, base, confidence), "dmAP": 0.0 if base else math.nan}
-        else:
-            delta = delta_stats(mine, base_for(v), confidence)
+            row["dmAP"] = 0.0 if base else math.nan
+        elif v in family:
+            c = family[v]
+            row.update(verdicts[v], dmAP=c.mean, paired=c.paired, n_pairs=c.n if c.paired else 0,
+                       seeds_needed=needed[v])
+            if c.paired:  # descriptive beside the t interval, rough with few seeds
+                row["boot_lo"], row["boot_hi"] = bootstrap_interval(c.diffs, confidence)
+                row["p_improve"] = p_improve(c.diffs, higher)
+        elif v in at_epoch:  # no seed completed: where it stopped, against the baseline there
+            k, stopped = at_epoch[v]
+            aps = {c: float(np.mean(list(stopped[c].values()))) for c in AP_COLUMNS}
+            c = compare(stopped[metric], _baseline_at(trials, epochs, baseline, k, metric))
+            if c is not None:
+                row.update(dmAP=c.mean, paired=c.paired, n_pairs=c.n if c.paired else 0)
+                row["dmAP_lo"], row["dmAP_hi"] = interval(c, confidence)
+            row["verdict"] = f"stopped@{k}"
         rows.append({
             "variant": int(v), "variant_name": agg["variant_name"],
             **{f"factor.{p}": agg[f"factor.{p}"] for p in factors}, **zoo_fields(agg["config"]),
-            "Mem": float(agg["Mem"]), **{c: float(agg[c]) for c in AP_COLUMNS},
-            "n_seeds": len(mine), "seeds": list(mine), **delta,
+            "Mem": float(agg["Mem"]), **aps, "at_epoch": k, "n_seeds": len(mine), "seeds": list(mine), **row,
             "img/s": float(agg["img/s"]), "epochs": int(agg["epochs"]) if agg["epochs"] == agg["epochs"] else 0,
             "status": variant_text(labels[v]), "mlflow_run_ids": runs.get(v, []),
         })
     summary = pd.DataFrame(rows, columns=[
-        "variant", "variant_name", *(f"factor.{p}" for p in factors), *ZOO_NAMES, "Mem", *AP_COLUMNS,
+        "variant", "variant_name", *(f"factor.{p}" for p in factors), *ZOO_NAMES, "Mem", *AP_COLUMNS, "at_epoch",
         "n_seeds", "seeds", *DELTA_COLUMNS, "img/s", "epochs", "status", "mlflow_run_ids"])
-    summary["seeds_to_resolve"] = pd.Series([r["seeds_to_resolve"] for r in rows], dtype=object)  # int or None
-    summary.attrs.update(metric=metric, baseline=baseline, confidence=confidence)
+    for column in ("seeds_needed", "at_epoch", "verdict"):  # int, str or None
+        summary[column] = pd.Series([r[column] for r in rows], dtype=object)
+    summary.attrs.update(metric=metric, baseline=baseline, confidence=confidence, margin=margin,
+                         correction=correction, family=sum(c is not None and c.testable for c in family.values()),
+                         spread=pooled_sd(list(family.values())))
     return summary
+
+
+def _no_delta() -> dict:
+    return {"dmAP": math.nan, "dmAP_lo": math.nan, "dmAP_hi": math.nan, "paired": False, "n_pairs": 0,
+            "p": math.nan, "p_equiv": math.nan, "verdict": None, "seeds_needed": None, "boot_lo": math.nan,
+            "boot_hi": math.nan, "p_improve": math.nan}
+
+
+def _stopped_values(trials: pd.DataFrame, epochs: pd.DataFrame | None, columns: list[str],
+                    finished: set) -> dict[int, tuple[int, dict[str, dict[int, float]]]]:
+    """Variants no seed completed -> (k, column -> seed -> value at epoch k): k is the epoch every
+    pruned seed of theirs reached, so the values never mix epochs."""
+    if epochs is None or epochs.empty:
+        return {}
+    pruned = trials[(_column(trials, "status", "") == PRUNED) & ~trials["variant"].isin(finished)]
+    out = {}
+    for v, group in pruned.groupby("variant"):
+        reached = group["epochs"].dropna()
+        if reached.empty or int(reached.min()) < 1:
+            continue
+        k = int(reached.min())
+        rows = epochs[epochs["trial_id"].isin(group["trial_id"]) & (epochs["epoch"] == k)]
+        seed_of = group.set_index("trial_id")["seed"]
+        at = {c: {int(seed_of[t]): float(x) for t, x in zip(rows["trial_id"], rows[c]) if x == x}
+              for c in columns if c in rows}
+        if at.get(columns[-1]) and all(c in at for c in columns):
+            out[int(v)] = (k, at)
+    return out
+
+
+def _baseline_at(trials: pd.DataFrame, epochs: pd.DataFrame | None, baseline: int, k: int, metric: str) -> dict:
+    """seed -> the baseline's ``metric`` at epoch ``k`` (any baseline trial that reached it)."""
+    if epochs is None or epochs.empty or metric not in epochs:
+        return {}
+    seed_of = trials[trials["variant"] == baseline].set_index("trial_id")["seed"]
+    rows = epochs[epochs["trial_id"].isin(seed_of.index) & (epochs["epoch"] == k)]
+    return {int(seed_of[t]): float(x) for t, x in zip(rows["trial_id"], rows[metric]) if x == x}

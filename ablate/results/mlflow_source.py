@@ -21,8 +21,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one co
 
 from ablate.errors import DataError
 from ablate.metrics import METRICS
-from ablate.mlflow_tags import TRIAL, bound_http_retries, error_reason, study_run
-from ablate.results.store import summarise
+from ablate.mlflow_tags import DECISION, TRIAL, bound_http_retries, error_reason, study_run
+from ablate.results.store import DECISION_DEFAULTS, summarise
 from ablate.status import RUNNING
 from ablate.status import parse as parse_status
 
@@ -83,5 +83,6 @@ def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = 
             "ended_at": run.info.end_time / 1000 if run.info.end_time else None,
         })
     info = {"experiment_id": found.experiment_id, "parent_run_id": parent.info.run_id,
-            "tracking_uri": client.tracking_uri, "description": parent.data.tags.get("description", "")}
+            "tracking_uri": client.tracking_uri, "description": parent.data.tags.get("description", ""),
+            "decision": {**DECISION_DEFAULTS, **json.loads(parent.data.tags.get(DECISION, "{}"))}}
     return pd.DataFrame(trials), pd.DataFrame(epochs), info

@@ -3,6 +3,8 @@
 ``results/<study>/trials.parquet``: one row per trial (id, variant, seed, factors,
 status, reason, epochs run, final and best metrics, memory, throughput, wall time,
 MLflow run id).  ``results/<study>/epochs.parquet``: one row per trial and epoch.
+``results/<study>/decision.json``: how the report judges the variants (the study's
+``decision`` section and ``scheduler.metric``), written by each ``ablate run``.
 
 Only the driver of ``ablate run`` writes (one writer, no lock contention); a reader
 may open either file at any time and always sees a whole table, because each write
@@ -12,6 +14,7 @@ id and epoch), so writing a row twice never duplicates it.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +26,22 @@ from ablate.metrics import COCO_METRICS, HIGHER_IS_BETTER, METRICS
 
 TRIALS = "trials.parquet"
 EPOCHS = "epochs.parquet"
+DECISION = "decision.json"
+DECISION_DEFAULTS = {"metric": "mAP", "margin": 0.01, "confidence": 0.95, "correction": "holm"}
+
+
+def write_decision(folder: Path, decision: dict) -> None:
+    """``decision.json``: what the verdicts of this study are judged on (metric, margin, confidence, correction)."""
+    path = Path(folder) / DECISION
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({**DECISION_DEFAULTS, **decision}, indent=1))
+
+
+def read_decision(folder: Path) -> dict:
+    """The study's ``decision.json``, or the defaults for a folder written before there was one."""
+    path = Path(folder) / DECISION
+    found = json.loads(path.read_text()) if path.is_file() else {}
+    return {**DECISION_DEFAULTS, **{k: v for k, v in found.items() if k in DECISION_DEFAULTS}}
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
     try:

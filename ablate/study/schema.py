@@ -103,6 +103,19 @@ class Tracking(Section):
     experiment: str | None = Field(None, description="MLflow experiment; null: the study name")
 
 
+class Decision(Section):
+    """How a variant's difference from the baseline is judged (results/stats.py), on ``scheduler.metric``."""
+
+    margin: float = Field(0.01, ge=0, description="the smallest difference in scheduler.metric that matters, in "
+                          "its units (0.01 = one point of mAP): a difference shown to lie inside ±margin is "
+                          "equivalent")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="of the intervals and the tests: a verdict's chance "
+                              "of being wrong is at most 1 - confidence across the study's variants")
+    correction: Literal["holm", "bonferroni", "none"] = Field(
+        "holm", description="error control across the study's variants: holm (Holm's step-down) | bonferroni | "
+        "none (each variant alone: with many variants some verdicts will be noise)")
+
+
 DESIGNS = ("grid", "one_at_a_time", "cumulative", "optuna")
 
 
@@ -121,6 +134,7 @@ class Study(TrialConfig):
     scheduler: Scheduler = Field(default_factory=Scheduler)
     resources: Resources = Field(default_factory=Resources)
     tracking: Tracking = Field(default_factory=Tracking)
+    decision: Decision = Field(default_factory=Decision)
     max_failures: int = Field(2, ge=0, le=100, description="retries of a crashed trial from its last checkpoint")
     hang_timeout_s: float | None = Field(
         None, gt=0, description="seconds a running trial may go without finishing an epoch (counted from its "

@@ -80,9 +80,10 @@ def test_asha_prunes_a_bad_variant_never_the_baseline_and_a_non_finite_trial_fai
     # the report written at the end: every variant in the zoo table, and the same table from MLflow alone
     md = (tmp_path / "reports" / "asha" / "table.md").read_text().splitlines()
     assert md[0] == ("| Network | Dataset | Backbone | style | Lr schd | Mem | mAP | AP50 | APs | APm | APl "
-                     "| train.optimizer.lr | loss.box | ΔmAP | img/s | epochs | status |")
+                     "| train.optimizer.lr | loss.box | ΔmAP | verdict | img/s | epochs | status |")
     assert md[2].startswith("| FCOS | shapes | tiny-w1.0 | pytorch | 0.004_cosine_3e |")
     assert len(md) == 5 and "pruned@2" in md[3] + md[4] and "failed: non-finite" in md[3] + md[4]
+    assert "stopped@2" in md[3] + md[4] and "@2 |" in md[3] + md[4]  # the pruned variant at its stop epoch
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = CliRunner().invoke(app, ["report", "asha", "--from-mlflow", "--out", str(tmp_path / "m"),
                                       "--tracking-uri", uri])

@@ -61,8 +61,9 @@ def _summary() -> pd.DataFrame:
         "dmAP_lo": [np.nan, -0.01, np.nan],
         "dmAP_hi": [np.nan, 0.05, np.nan],
         "paired": [None, True, False],
-        "resolved": [None, False, None],
-        "seeds_to_resolve": [np.nan, 9, np.nan],
+        "n_pairs": [0, 2, 1],
+        "verdict": [None, "unresolved", "stopped@2"],
+        "seeds_needed": [None, 9, None],
         "img/s": [40.0, 30.0, 50.0],
         "epochs": [4, 4, 2],
         "status": ["completed", "completed (1 failed)", "pruned@epoch 2"],
@@ -101,8 +102,8 @@ def test_curves_mean_band_pruning_and_failures():
     assert means["v1"].name == "loss.box=diou (1 failed)"
     assert "loss is nan at epoch 3" in means["v1"].hovertemplate
     assert list(means["v1"].y) == pytest.approx([0.12, 0.22, 0.32, 0.42])
-    # mean over the two seeds where both ran, the survivor alone after the pruning
-    assert list(means["v2"].y) == pytest.approx([0.145, 0.245, 0.34, 0.44])
+    # audit: the line is the same seeds at every epoch (the survivor); the pruned seed ends in an x
+    assert list(means["v2"].y) == pytest.approx([0.14, 0.24, 0.34, 0.44])
     band_lo = next(t for t in fig.data if t.legendgroup == "v0" and t.fill == "tonexty")
     assert list(band_lo.y) == pytest.approx([0.1, 0.2, 0.3, 0.4])
     pruned = [t for t in fig.data if t.mode == "markers" and t.marker.symbol == "x" and t.legendgroup == "v2"]
@@ -115,18 +116,24 @@ def test_curves_names_the_metrics_it_has():
         figures.curves(trials, epochs, metric="AP99")
 
 
-def test_forest_styles_resolved_unresolved_and_no_interval():
+def test_forest_marks_each_verdict_and_names_the_metric_and_confidence():
     summary = pd.concat([_summary(), _summary().iloc[[1]].assign(
-        variant=3, variant_name="loss.box=ciou", dmAP=0.05, dmAP_lo=0.02, dmAP_hi=0.08, resolved=True)], ignore_index=True)
+        variant=3, variant_name="loss.box=l1", dmAP=0.05, dmAP_lo=0.02, dmAP_hi=0.08, verdict="better"),
+        _summary().iloc[[1]].assign(variant=4, variant_name="loss.box=iou", dmAP=0.001, dmAP_lo=np.nan,
+                                    dmAP_hi=np.nan, verdict="unresolved", n_pairs=1)], ignore_index=True)
     fig = figures.forest(summary)
     traces = {t.name: t for t in fig.data}
-    assert set(traces) == {"resolved, better", "not resolved (interval contains 0)", "no interval (one seed)"}
-    unresolved = traces["not resolved (interval contains 0)"]
+    assert set(traces) == {"better", "unresolved", "stopped early (Δ at the stop epoch)", "no interval (one seed)"}
+    unresolved = traces["unresolved"]
     assert list(unresolved.y) == ["loss.box=diou"]
     assert list(unresolved.error_x.array) == pytest.approx([0.03])
     assert list(unresolved.error_x.arrayminus) == pytest.approx([0.03])
+    assert "~9 seeds would settle it" in unresolved.customdata[0][3]
     assert traces["no interval (one seed)"].error_x.array is None
-    assert list(traces["resolved, better"].y) == ["loss.box=ciou"]
+    assert list(traces["better"].y) == ["loss.box=l1"]
+    assert fig.layout.title.text == "ΔmAP vs baseline, 95% interval over seeds"
+    summary.attrs.update(metric="AP50", confidence=0.9)
+    assert figures.forest(summary).layout.title.text == "ΔAP50 vs baseline, 90% interval over seeds"  # audit
     assert any(s.type == "line" and s.x0 == 0 and s.x1 == 0 for s in fig.layout.shapes)
     shown = [y for t in fig.data for y in (t.y or ())]
     assert NAMES[0] not in shown  # the baseline is the zero line, even when its delta is 0.0

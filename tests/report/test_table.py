@@ -20,7 +20,7 @@ from ablate.report.table import (
 from ablate.results.aggregate import variant_summary
 
 HEADER = ("| Network | Dataset | Backbone | style | Lr schd | Mem | mAP | AP50 | APs | APm | APl | loss.box "
-          "| ΔmAP | img/s | epochs | status |")
+          "| ΔmAP | verdict | img/s | epochs | status |")
 LEVELS = {0: "smooth_l1", 1: "giou", 2: "diou", 3: "ciou"}
 
 
@@ -51,9 +51,10 @@ def test_markdown_header_matches_the_column_order_exactly(tmp_path):
     paths = write_tables(STUDY, tmp_path)
     lines = paths["md"].read_text().splitlines()
     assert lines[0] == HEADER
-    assert lines[1] == "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"
+    assert lines[1] == "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---|"
     assert len(lines) == 2 + len(STUDY)
-    assert list(zoo_table(STUDY).columns) == [*ZOO_COLUMNS, "loss.box", "ΔmAP", "img/s", "epochs", "status"]
+    assert list(zoo_table(STUDY).columns) == [*ZOO_COLUMNS, "loss.box", "ΔmAP", "verdict", "img/s", "epochs",
+                                            "status"]
 
 
 def test_delta_cells_show_the_paired_interval_computed_independently():
@@ -62,15 +63,16 @@ def test_delta_cells_show_the_paired_interval_computed_independently():
     half = stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
     lo, hi = d.mean() - half, d.mean() + half
     assert lo < 0 < hi
-    assert table.loc[1, "ΔmAP"] == f"{d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] (n.s.)"
-    assert table.loc[0, "ΔmAP"] == "—"
-    assert "(n.s.)" not in table.loc[2, "ΔmAP"] and table.loc[2, "ΔmAP"].startswith("+0.051 [")
+    assert table.loc[1, "ΔmAP"] == f"{d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    assert table.loc[1, "verdict"] == f"unresolved (~{STUDY.loc[1, 'seeds_needed']} seeds)"
+    assert table.loc[0, "ΔmAP"] == "—" and table.loc[0, "verdict"] == "—"
+    assert table.loc[2, "ΔmAP"].startswith("+0.051 [") and table.loc[2, "verdict"] == "better"
 
 
 def test_format_delta_cases():
     row = {"dmAP": 0.005, "dmAP_lo": -0.010, "dmAP_hi": 0.020, "n_seeds": 3}
-    assert format_delta(row) == "+0.005 [-0.010, +0.020] (n.s.)"
-    assert format_delta(row, percent=True) == "+0.5 [-1.0, +2.0] (n.s.)"
+    assert format_delta(row) == "+0.005 [-0.010, +0.020]"
+    assert format_delta(row, percent=True) == "+0.5 [-1.0, +2.0]"
     assert format_delta({**row, "dmAP_lo": 0.001}) == "+0.005 [+0.001, +0.020]"
     assert format_delta({**row, "dmAP_lo": math.nan, "dmAP_hi": math.nan, "n_seeds": 1}) == "+0.005 (1 seed)"
     assert format_delta({**row, "dmAP_lo": math.nan, "dmAP_hi": math.nan}) == "+0.005 (no interval)"
@@ -82,35 +84,48 @@ def test_one_seed_study_shows_no_interval_and_says_so():
     one = _summary([_trial(0, 0, 0.40), _trial(1, 0, 0.43), _trial(2, 0, 0.39)])
     deltas = zoo_table(one)["ΔmAP"].tolist()
     assert deltas == ["—", "+0.030 (1 seed)", "-0.010 (1 seed)"]
-    assert notes(one) == ["one seed per variant: no confidence intervals; add seeds to tell tricks from noise"]
+    assert notes(one) == ["one seed per variant: no confidence intervals and no verdicts; add seeds to tell "
+                          "tricks from noise"]
+    assert zoo_table(one)["verdict"].tolist() == ["—", "unresolved", "unresolved"]
 
 
-def test_notes_name_unresolved_variants_and_the_seeds_they_need():
-    need = STUDY.loc[1, "seeds_to_resolve"]
+def test_notes_say_how_verdicts_are_reached_and_what_the_unsettled_need():
+    need = STUDY.loc[1, "seeds_needed"]
     assert isinstance(need, int) and need > 2
-    giou, ciou = STUDY.loc[1, "dmAP"], STUDY.loc[3, "dmAP"]
-    assert ciou == pytest.approx(0.100 - 0.405)
+    giou = STUDY.loc[1, "dmAP"]
     assert notes(STUDY) == [
-        f"loss.box=giou: ΔmAP {giou:+.3f} is within the noise of 2 seeds; about {need} seeds would resolve it "
-        "at the measured spread",
-        f"loss.box=ciou: ΔmAP {ciou:+.3f} from 1 seed against 2 of the baseline: no confidence interval; "
-        "add seeds to tell it from noise",
-        "pruned variants show their last evaluation; their ΔmAP is taken against the baseline at the same "
-        "epoch and seed, so it says how far behind they were when ASHA stopped them",
+        "verdicts at 95% confidence, Holm-adjusted across 2 variant(s): better/worse when the paired t-test on "
+        "the seeds both completed rejects no difference; equivalent when two one-sided tests put ΔmAP inside "
+        "±0.01; the interval shown is the unadjusted t interval",
+        f"loss.box=giou: ΔmAP {giou:+.3f} on 2 paired seeds is unresolved; about {need} seeds would settle it with "
+        "80% power at the study's spread",
+        "loss.box=ciou: no mAP to compare (pruned@1 1, failed 1 (OOM at batch_size 16))",
     ]
+
+
+def test_a_variant_stopped_early_shows_its_values_at_the_stop_epoch():
+    trials = pd.DataFrame([_trial(0, s, 0.40 + s / 100) for s in (0, 1)]
+                          + [_trial(1, s, 0.05, status="pruned", epochs=2) for s in (0, 1)])
+    epochs = pd.DataFrame([{"trial_id": f"t{v}-{s}", "epoch": e, **dict.fromkeys(
+        ("mAP", "AP50", "APs", "APm", "APl"), 0.02 * e + 0.01 * v)} for v in (0, 1) for s in (0, 1) for e in (1, 2)])
+    summary = variant_summary(trials, factors=["loss.box"], epochs=epochs)
+    row = zoo_table(summary).loc[1]
+    assert row["mAP"] == "0.050@2" and row["verdict"] == "stopped@2"
+    assert not best_cells(summary).loc[1, "mAP"]  # a value at a stop epoch is not ranked against finals
+    assert any(n.startswith("loss.box=giou: stopped by the scheduler at epoch 2") for n in notes(summary))
 
 
 def test_pruned_and_failed_variants_are_in_the_table_with_their_status():
     table = zoo_table(STUDY)
     assert table["loss.box"].tolist() == ["smooth_l1", "giou", "diou", "ciou"]
     assert table.loc[3, "status"] == "pruned@1 1, failed 1 (OOM at batch_size 16)"
-    assert table.loc[3, "mAP"] == "0.100" and table.loc[3, "epochs"] == "1"
+    assert table.loc[3, "mAP"] == "—" and table.loc[3, "epochs"] == "1"  # no completed seed, no epochs to show
     all_failed = _summary([_trial(0, 0, 0.4), _trial(1, 0, None, status="failed", epochs=0, reason="OOM",
                                                        mem=math.nan, speed=math.nan)])
     row = zoo_table(all_failed).loc[1]
     assert (row["mAP"], row["Mem"], row["ΔmAP"], row["status"]) == ("—", "—", "—", "failed: OOM")
     two = _summary([_trial(0, 0, 0.4), _trial(0, 1, 0.41), _trial(1, 0, None, status="failed", epochs=0, reason="OOM")])
-    assert notes(two) == ["loss.box=giou: no mAP to compare (failed: OOM)"]
+    assert notes(two)[1:] == ["loss.box=giou: no mAP to compare (failed: OOM)"]
 
 
 def test_numbers_are_formatted_like_model_zoos():
@@ -144,10 +159,10 @@ def test_writers_mark_best_cells_their_own_way(tmp_path):
 
 def test_latex_is_a_booktabs_tabular_with_escaped_text(tmp_path):
     tex = write_tables(STUDY, tmp_path)["tex"].read_text().splitlines()
-    assert tex[0] == r"\begin{tabular}{lllllrrrrrrlrrrl}"
+    assert tex[0] == r"\begin{tabular}{lllllrrrrrrlrlrrl}"
     assert tex[1] == r"\toprule" and tex[3] == r"\midrule" and tex[-2:] == [r"\bottomrule", r"\end{tabular}"]
     assert tex[2].startswith(r"Network & Dataset & Backbone & style & Lr schd & Mem & mAP")
-    assert r"loss.box & $\Delta$mAP & img/s" in tex[2]
+    assert r"loss.box & $\Delta$mAP & verdict & img/s" in tex[2]
     assert r"smooth\_l1" in tex[4] and "---" in tex[4]
     assert tex_escape("a_b & 50% #1 {x} $ ~ ^ \\") == (
         r"a\_b \& 50\% \#1 \{x\} \$ \textasciitilde{} \textasciicircum{} \textbackslash{}")
@@ -155,7 +170,9 @@ def test_latex_is_a_booktabs_tabular_with_escaped_text(tmp_path):
 
 def test_csv_holds_plain_numbers_in_the_table_order(tmp_path):
     csv = pd.read_csv(write_tables(STUDY, tmp_path, percent=True)["csv"])
-    assert list(csv.columns) == [*ZOO_COLUMNS, "loss.box", "dmAP", "dmAP_lo", "dmAP_hi", "img/s", "epochs", "status"]
+    assert list(csv.columns) == [*ZOO_COLUMNS, "at_epoch", "loss.box", "dmAP", "dmAP_lo", "dmAP_hi", "p", "p_equiv",
+                                 "verdict", "seeds_needed", "boot_lo", "boot_hi", "p_improve", "img/s", "epochs",
+                                 "status"]
     for column in ("Mem", "mAP", "AP50", "dmAP", "dmAP_lo", "dmAP_hi", "img/s"):
         assert csv[column].to_numpy() == pytest.approx(STUDY[column].to_numpy(dtype=float), nan_ok=True)
     assert csv["status"].tolist() == STUDY["status"].tolist()

@@ -12,7 +12,7 @@ from scipy import stats
 
 from ablate.errors import DataError
 from ablate.results.aggregate import factor_paths, load_frames, variant_summary
-from ablate.results.stats import delta_stats, seeds_to_resolve
+from ablate.results.stats import pooled_sd, seeds_needed
 from ablate.results.store import ResultsStore
 from ablate.results.zoo import zoo_fields
 from ablate.study.config import TrialConfig
@@ -48,9 +48,13 @@ def test_columns_are_exactly_the_documented_ones():
     s = variant_summary(PAIRED, factors=["loss.box"])
     assert list(s.columns) == [
         "variant", "variant_name", "factor.loss.box", "Network", "Dataset", "Backbone", "style", "Lr schd", "Mem",
-        "mAP", "AP50", "APs", "APm", "APl", "n_seeds", "seeds", "dmAP", "dmAP_lo", "dmAP_hi", "paired", "resolved",
-        "seeds_to_resolve", "img/s", "epochs", "status", "mlflow_run_ids"]
-    assert s.attrs == {"metric": "mAP", "baseline": 0, "confidence": 0.95}
+        "mAP", "AP50", "APs", "APm", "APl", "at_epoch", "n_seeds", "seeds", "dmAP", "dmAP_lo", "dmAP_hi", "paired",
+        "n_pairs", "p", "p_equiv", "verdict", "seeds_needed", "boot_lo", "boot_hi", "p_improve", "img/s", "epochs",
+        "status", "mlflow_run_ids"]
+    spread = s.attrs.pop("spread")
+    assert s.attrs == {"metric": "mAP", "baseline": 0, "confidence": 0.95, "margin": 0.01, "correction": "holm",
+                       "family": 1}
+    assert spread == pytest.approx(np.std([0.005, 0.010, 0.006], ddof=1))
 
 
 def test_means_and_paired_interval_equal_independent_pandas_and_scipy():
@@ -68,7 +72,9 @@ def test_means_and_paired_interval_equal_independent_pandas_and_scipy():
     assert row["paired"] and row["n_seeds"] == 3 and row["seeds"] == [0, 1, 2]
     assert row["dmAP"] == pytest.approx(d.mean())
     assert (row["dmAP_lo"], row["dmAP_hi"]) == pytest.approx((d.mean() - half, d.mean() + half))
-    assert row["resolved"] is True and row["seeds_to_resolve"] is None
+    assert row["p"] == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue)  # one comparison: Holm changes nothing
+    assert row["verdict"] == "better" and row["seeds_needed"] is None and row["n_pairs"] == 3
+    assert row["p_improve"] == 1.0 and row["boot_lo"] <= row["dmAP"] <= row["boot_hi"]
     assert row["mlflow_run_ids"] == ["run10", "run11", "run12"]
 
 
@@ -77,7 +83,7 @@ def test_baseline_row_comes_first_with_zero_delta_and_no_interval():
     base = s.iloc[0]
     assert base["variant"] == 0 and base["dmAP"] == 0.0
     assert math.isnan(base["dmAP_lo"]) and math.isnan(base["dmAP_hi"])
-    assert base["resolved"] is None and base["seeds_to_resolve"] is None and not base["paired"]
+    assert base["verdict"] is None and base["seeds_needed"] is None and not base["paired"]
     other = variant_summary(PAIRED, factors=["loss.box"], baseline=1)
     assert other["variant"].tolist() == [1, 0]
     assert other.iloc[1]["dmAP"] == pytest.approx(-s.iloc[1]["dmAP"])
@@ -94,45 +100,37 @@ def test_unpaired_welch_interval_when_the_seeds_differ():
     assert (row["dmAP_lo"], row["dmAP_hi"]) == pytest.approx((expected.low, expected.high))
 
 
-def test_one_seed_gives_the_difference_of_means_and_no_interval():
-    trials = _frame([_trial(0, 0, 0.40), _trial(1, 0, 0.43)])
+def test_one_seed_is_compared_with_the_same_seed_of_the_baseline_not_its_mean():
+    # audit: the baseline's mean over seeds 0..2 is 0.45 and would flip the sign; seed 0's is 0.40
+    trials = _frame([_trial(0, 0, 0.40), _trial(0, 1, 0.45), _trial(0, 2, 0.50), _trial(1, 0, 0.43)])
     row = variant_summary(trials, factors=["loss.box"]).iloc[1]
-    assert row["dmAP"] == pytest.approx(0.03) and row["n_seeds"] == 1
+    assert row["dmAP"] == pytest.approx(0.03) and row["n_seeds"] == 1 and row["paired"]
     assert math.isnan(row["dmAP_lo"]) and math.isnan(row["dmAP_hi"])
-    assert row["resolved"] is None and row["seeds_to_resolve"] is None
+    assert row["verdict"] == "unresolved"
 
 
-def test_zero_spread_is_an_interval_of_width_zero():
-    same = delta_stats({0: 0.41, 1: 0.42}, {0: 0.40, 1: 0.41}, 0.95)
-    assert same["dmAP_lo"] == pytest.approx(0.01) and same["dmAP_hi"] == pytest.approx(0.01)
-    assert same["resolved"] is True
-    none = delta_stats({0: 0.40, 1: 0.41}, {0: 0.40, 1: 0.41}, 0.95)
-    assert (none["dmAP"], none["dmAP_lo"], none["dmAP_hi"]) == (0.0, 0.0, 0.0)
-    assert none["resolved"] is False and none["seeds_to_resolve"] is None
-    welch = delta_stats({0: 0.5, 1: 0.5}, {2: 0.4, 3: 0.4}, 0.95)
-    assert welch["paired"] is False and welch["dmAP_lo"] == welch["dmAP_hi"] == pytest.approx(0.1)
-
-
-def test_unresolved_delta_says_how_many_seeds_would_resolve_it():
+def test_unresolved_delta_says_how_many_seeds_would_settle_it_at_80_percent_power():
     trials = _frame([_trial(0, 0, 0.40), _trial(0, 1, 0.41), _trial(1, 0, 0.41), _trial(1, 1, 0.41)])
-    row = variant_summary(trials, factors=["loss.box"]).iloc[1]
+    s = variant_summary(trials, factors=["loss.box"], margin=0.001)
+    row = s.iloc[1]
     d = np.array([0.01, 0.0])
-    assert row["resolved"] is False and row["dmAP_lo"] < 0 < row["dmAP_hi"]
-    n = next(n for n in range(2, 1001) if stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n) < d.mean())
-    assert row["seeds_to_resolve"] == n
+    assert row["verdict"] == "unresolved" and row["dmAP_lo"] < 0 < row["dmAP_hi"]
+    assert row["seeds_needed"] == seeds_needed(d.mean(), d.std(ddof=1), margin=0.001, alpha=0.05, have=2)
+    assert row["seeds_needed"] > 2
 
 
-def test_seeds_to_resolve_is_the_first_n_whose_half_width_is_below_the_delta():
-    def half(n, df):
-        return stats.t.ppf(0.975, df) * 0.01 / math.sqrt(n)
-
-    n = seeds_to_resolve(0.01, 0.01, confidence=0.95)
-    assert half(n, n - 1) < 0.01 <= half(n - 1, n - 2)
-    m = seeds_to_resolve(0.01, 0.01, confidence=0.95, paired=False)
-    assert half(m, 2 * m - 2) < 0.01 <= half(m - 1, 2 * m - 4)
-    assert seeds_to_resolve(0.0, 0.01, confidence=0.95) is None
-    assert seeds_to_resolve(0.01, 0.0, confidence=0.95) is None
-    assert seeds_to_resolve(0.001, 1.0, confidence=0.95) is None  # > 1000 seeds
+def test_seeds_needed_uses_the_spread_pooled_over_the_study_and_is_never_below_the_seeds_run():
+    # audit: a Welch or 2-seed "seeds needed" could be fewer than the seeds already run
+    base = [_trial(0, s, 0.40 + 0.01 * s) for s in range(4)]
+    noisy = [_trial(1, s, 0.40 + 0.01 * s + d) for s, d in enumerate([0.02, -0.01, 0.015, -0.02])]
+    calm = [_trial(2, s, 0.40 + 0.01 * s + d) for s, d in enumerate([0.001, 0.0, 0.002, -0.001])]
+    s = variant_summary(_frame(base + noisy + calm), factors=["loss.box"]).set_index("variant")
+    assert s.loc[1, "verdict"] == "unresolved" and s.loc[2, "verdict"] == "equivalent"
+    from ablate.results.stats import compare
+    b = {t["seed"]: t["final_mAP"] for t in base}
+    spread = pooled_sd([compare({t["seed"]: t["final_mAP"] for t in rows}, b) for rows in (noisy, calm)])
+    assert s.loc[1, "seeds_needed"] == seeds_needed(s.loc[1, "dmAP"], spread, margin=0.01, alpha=0.05 / 2, have=4)
+    assert s.loc[1, "seeds_needed"] > 4
 
 
 def test_pruned_and_failed_variants_keep_their_rows_and_status():
@@ -145,13 +143,15 @@ def test_pruned_and_failed_variants_keep_their_rows_and_status():
         _trial(3, 2, 0.05, status="failed", epochs=1, reason="non-finite loss_box at epoch 2, iteration 7"),
     ])
     s = variant_summary(trials, factors=["loss.box"]).set_index("variant")
-    assert s.loc[1, "status"] == "pruned@2" and s.loc[1, "mAP"] == pytest.approx(0.11) and s.loc[1, "epochs"] == 2
+    assert s.loc[1, "status"] == "pruned@2" and s.loc[1, "epochs"] == 2
+    assert math.isnan(s.loc[1, "mAP"])  # no epochs table given: no value at a common epoch to show
     failed = s.loc[2]
     assert failed["status"] == "failed: OOM at batch_size 16"
     assert math.isnan(failed["mAP"]) and math.isnan(failed["dmAP"]) and failed["n_seeds"] == 0
     assert failed["seeds"] == [] and failed["epochs"] == 0
     assert s.loc[3, "status"] == "completed 1, pruned@2 1, failed 1 (non-finite loss_box at epoch 2, iteration 7)"
-    assert s.loc[3, "mAP"] == pytest.approx((0.42 + 0.11 + 0.05) / 3)  # last evaluations, failed one included
+    # audit: neither the pruned seed's epoch-2 value nor the failed seed's last one is a final result
+    assert s.loc[3, "mAP"] == pytest.approx(0.42) and s.loc[3, "seeds"] == [0]
 
 
 def _config(**keys) -> str:
@@ -221,16 +221,77 @@ def test_load_frames_reads_the_store_and_names_a_missing_folder(tmp_path):
     assert trials["final_mAP"].tolist() == [0.1] and epochs["epoch"].tolist() == [1]
 
 
-def test_a_pruned_trial_is_compared_with_the_baseline_at_the_same_epoch():
+def test_a_variant_no_seed_completed_is_shown_and_compared_at_its_stop_epoch():
     trials = pd.DataFrame([
         {"trial_id": f"b{s}", "variant": 0, "variant_name": "baseline", "seed": s, "status": "completed",
          "epochs": 3, "final_mAP": 0.40 + s / 100} for s in (0, 1)] + [
         {"trial_id": f"p{s}", "variant": 1, "variant_name": "bad", "seed": s, "status": "pruned",
-         "epochs": 1, "final_mAP": 0.05 + s / 100 + 0.001 * s} for s in (0, 1)])
+         "epochs": 1 + s, "final_mAP": 0.05 + s / 100 + 0.001 * s} for s in (0, 1)])
     epochs = pd.DataFrame([{"trial_id": f"b{s}", "epoch": e, "mAP": 0.02 * e + s / 100 + (0.38 if e == 3 else 0)}
-                           for s in (0, 1) for e in (1, 2, 3)])
-    at_same_epoch = variant_summary(trials, factors=[], epochs=epochs).set_index("variant_name")
-    diffs = [(0.05 + s / 100 + 0.001 * s) - (0.02 + s / 100) for s in (0, 1)]  # against epoch 1 of each seed
-    assert at_same_epoch.loc["bad", "dmAP"] == pytest.approx(sum(diffs) / 2)
-    against_final = variant_summary(trials, factors=[]).set_index("variant_name")
-    assert against_final.loc["bad", "dmAP"] == pytest.approx(sum((0.05 + 0.011 * s) - (0.40 + s / 100) for s in (0, 1)) / 2)
+                           for s in (0, 1) for e in (1, 2, 3)]
+                          + [{"trial_id": f"p{s}", "epoch": e, "mAP": 0.01 * e + s / 100} for s in (0, 1)
+                             for e in range(1, 2 + s)])
+    for c in ("AP50", "APs", "APm", "APl"):
+        epochs[c] = epochs["mAP"]
+    row = variant_summary(trials, factors=[], epochs=epochs).set_index("variant_name").loc["bad"]
+    # seed 0 stopped at epoch 1, seed 1 at 2: both are shown at epoch 1, never an average of epochs 1 and 2
+    assert row["at_epoch"] == 1 and row["verdict"] == "stopped@1"
+    assert row["mAP"] == pytest.approx(np.mean([0.01, 0.02]))
+    diffs = [(0.01 + s / 100) - (0.02 + s / 100) for s in (0, 1)]  # against each seed's baseline at epoch 1
+    assert row["dmAP"] == pytest.approx(np.mean(diffs))
+
+
+def test_a_failed_baseline_seed_leaves_the_pairing_on_the_other_seeds():
+    # audit: one failed baseline seed turned a resolved paired comparison into an unresolved Welch one
+    base = [_trial(0, s, m) for s, m in zip((0, 1, 2), (0.400, 0.430, 0.415))]
+    base.append(_trial(0, 3, 0.05, status="failed", epochs=1, reason="OOM at batch_size 16"))
+    variant = [_trial(1, s, m + d) for s, m, d in zip((0, 1, 2, 3), (0.400, 0.430, 0.415, 0.42),
+                                                         (0.006, 0.0065, 0.0055, 0.006))]
+    row = variant_summary(_frame(base + variant), factors=["loss.box"], margin=0.001).iloc[1]
+    d = np.array([0.006, 0.0065, 0.0055])
+    ci = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert row["paired"] and row["n_pairs"] == 3
+    assert (row["dmAP_lo"], row["dmAP_hi"]) == pytest.approx((ci.low, ci.high))
+    assert row["verdict"] == "better"
+
+
+def test_a_failed_trials_last_epoch_is_not_its_final_value():
+    # audit: a baseline seed that failed at epoch 1 (0.05) counted as final and made the variant look +0.128 better
+    base = [_trial(0, 0, 0.40), _trial(0, 1, 0.41), _trial(0, 2, 0.05, status="failed", epochs=1, reason="hung")]
+    variant = [_trial(1, s, 0.40 + 0.01 * s + 0.001) for s in range(3)]
+    s = variant_summary(_frame(base + variant), factors=["loss.box"]).set_index("variant")
+    assert s.loc[0, "mAP"] == pytest.approx(0.405) and s.loc[0, "seeds"] == [0, 1]
+    assert s.loc[1, "dmAP"] == pytest.approx(0.001)
+
+
+def test_a_shorter_variant_is_compared_with_the_baseline_final_not_at_its_own_last_epoch():
+    # audit: a train.epochs 4 variant (0.381) read +0.18 against the 8-epoch baseline at epoch 4
+    trials = _frame([_trial(0, s, 0.401 + 0.001 * s, epochs=8) for s in range(3)]
+                    + [_trial(1, s, 0.381 + 0.001 * s, epochs=4) for s in range(3)])
+    epochs = pd.DataFrame([{"trial_id": f"t0-{s}", "epoch": e, "mAP": 0.05 * e} for s in range(3) for e in range(1, 9)])
+    row = variant_summary(trials, factors=["loss.box"], epochs=epochs).iloc[1]
+    assert row["dmAP"] == pytest.approx(-0.020) and row["verdict"] == "worse"
+
+
+def test_a_pruned_baseline_seed_is_not_used_as_final():
+    # audit: with protect_baseline: false a pruned baseline seed (its epoch-2 value) was used as final
+    base = [_trial(0, 0, 0.40), _trial(0, 1, 0.41), _trial(0, 2, 0.04, status="pruned", epochs=2)]
+    variant = [_trial(1, s, 0.40 + 0.01 * s + 0.002) for s in range(3)]
+    s = variant_summary(_frame(base + variant), factors=["loss.box"]).set_index("variant")
+    assert s.loc[0, "seeds"] == [0, 1] and s.loc[1, "n_pairs"] == 2 and s.loc[1, "dmAP"] == pytest.approx(0.002)
+
+
+def test_holm_across_the_studys_variants():
+    base = [_trial(0, s, 0.40 + 0.01 * s) for s in range(3)]
+    rows = list(base)
+    for v, gain in ((1, [0.010, 0.020, 0.015]), (2, [0.001, 0.002, -0.001]), (3, [0.0, 0.001, 0.0])):
+        rows += [_trial(v, s, 0.40 + 0.01 * s + g) for s, g in enumerate(gain)]
+    s = variant_summary(_frame(rows), factors=["loss.box"], margin=0.001).set_index("variant")
+    raw = [stats.ttest_1samp(np.array(g), 0.0).pvalue for g in ([0.010, 0.020, 0.015], [0.001, 0.002, -0.001],
+                                                                 [0.0, 0.001, 0.0])]
+    order = np.argsort(raw)
+    holm = np.maximum.accumulate([min(1, (3 - i) * raw[j]) for i, j in enumerate(order)])
+    expected = dict(zip(order + 1, holm))
+    for v in (1, 2, 3):
+        assert s.loc[v, "p"] == pytest.approx(expected[v])
+    assert s.attrs["family"] == 3 and s.attrs["correction"] == "holm"
