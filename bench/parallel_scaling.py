@@ -3,8 +3,8 @@ with ``--device cuda``, 1, 2 and 4 packed on one GPU (fractional ``resources.gpu
 
     uv run python bench/parallel_scaling.py [--trials 4] [--epochs 1] [--repeat 2]
 
-Prints trials per hour, each trial's own time, and each trial's peak memory (CPU: growth
-of its process's resident memory; CUDA: ``max_memory_allocated``) for each concurrency,
+Prints trials per hour, each trial's own time, and each trial's peak memory (CPU: the tensors
+a step holds, ablate/engine/memory.py; CUDA: ``max_memory_allocated``) for each concurrency,
 median over ``--repeat`` runs, alternating the concurrencies so machine noise hits all.
 """
 
@@ -50,7 +50,7 @@ def main() -> None:
         m = {key: median(r[key] for r in results[k]) for key in results[k][0]}
         rows.append((k, f"{m['per_hour']:.0f}", f"{m['per_hour'] / one:.2f}x", f"{m['per_hour_wall']:.0f}",
                      f"{m['trial_s']:.1f} s", f"{m['mem']:.0f} MiB"))
-    memory = "peak GPU memory per trial" if args.device == "cuda" else "peak RSS growth per trial"
+    memory = "peak GPU memory per trial" if args.device == "cuda" else "peak tensor memory per trial"
     print(f"\n{args.trials} trials x {args.epochs} epoch(s) on {args.device}, median of {args.repeat} runs")
     print(table(rows, ("trials at once", "trials/hour (first start to last end)", "vs 1 at once",
                        "trials/hour (whole `ablate run`)", "a trial's wall time", memory)))

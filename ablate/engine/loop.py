@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -12,6 +13,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ablate.engine.coco_eval import DEFAULT_BACKEND, coco_summary, to_coco_results
+from ablate.engine.memory import TensorPeak
 from ablate.errors import TrialFailed
 from ablate.tricks.optim.regularisers import Amp
 
@@ -33,6 +35,7 @@ class StepTools:
     amp: Amp
     accumulate: int = 1
     ema: AveragedModel | None = None
+    memory: TensorPeak | None = None  # CPU: counts each step's tensors (memory.py); CUDA has its own counter
 
 
 def _to(device: torch.device, images: list[torch.Tensor], targets: list[dict]) -> tuple[list, list]:
@@ -44,6 +47,25 @@ def _to(device: torch.device, images: list[torch.Tensor], targets: list[dict]) -
 
 def _is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def _forward_backward(model: nn.Module, images: list, targets: list, *, tools: StepTools, device: torch.device,
+                      epoch: int, i: int) -> dict[str, float]:
+    """One forward and backward pass; returns each loss as a float, or raises TrialFailed on a non-finite one."""
+    with tools.amp.autocast():
+        losses = model(images, targets)  # {"loss_cls": ..., "loss_box": ...}
+    total = sum(losses.values())
+    named = {**losses, "loss": total}
+    if device.type == "cuda":  # one device sync for all of them
+        scalars = dict(zip(named, torch.stack([v.detach().float() for v in named.values()]).tolist()))
+    else:  # no sync to save: item() each is cheaper than a stack
+        scalars = {name: value.item() for name, value in named.items()}
+    for name, value in scalars.items():
+        if not math.isfinite(value):
+            raise TrialFailed(f"non-finite {name} ({value}) at epoch {epoch}, iteration {i}")
+    scaled = total / tools.accumulate if tools.accumulate > 1 else total  # no needless autograd node
+    tools.amp.scaler.scale(scaled).backward()
+    return scalars
 
 
 def train_one_epoch(
@@ -70,19 +92,8 @@ def train_one_epoch(
     for i, (images, targets) in enumerate(loader):
         images, targets = _to(device, images, targets)
         try:
-            with tools.amp.autocast():
-                losses = model(images, targets)  # {"loss_cls": ..., "loss_box": ...}
-            total = sum(losses.values())
-            named = {**losses, "loss": total}
-            if device.type == "cuda":  # one device sync for all of them
-                scalars = dict(zip(named, torch.stack([v.detach().float() for v in named.values()]).tolist()))
-            else:  # no sync to save: item() each is cheaper than a stack
-                scalars = {name: value.item() for name, value in named.items()}
-            for name, value in scalars.items():
-                if not math.isfinite(value):
-                    raise TrialFailed(f"non-finite {name} ({value}) at epoch {epoch}, iteration {i}")
-            scaled = total / tools.accumulate if tools.accumulate > 1 else total  # no needless autograd node
-            tools.amp.scaler.scale(scaled).backward()
+            with tools.memory.step(images) if tools.memory is not None else contextlib.nullcontext():
+                scalars = _forward_backward(model, images, targets, tools=tools, device=device, epoch=epoch, i=i)
             if (i + 1) % tools.accumulate == 0 or i + 1 == steps:
                 _step(model, optimizer, state, tools)
         except RuntimeError as e:

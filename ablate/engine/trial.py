@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 from ablate.engine import checkpoint
 from ablate.engine.coco_eval import coco_index
 from ablate.engine.loop import LoopState, StepTools, evaluate, train_one_epoch
+from ablate.engine.memory import TensorPeak
 from ablate.errors import ConfigError, TrialFailed
 from ablate.metrics import METRICS
 from ablate.study.config import TrialConfig
@@ -51,37 +51,11 @@ class TrialResult:
         return self.history[-1] if self.history else {}
 
 
-def _rss_mb() -> float:
-    """Resident memory now (Linux /proc; falls back to the peak where /proc is missing)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_peak_rss() -> None:
-    """Linux: restart this process's peak RSS (VmHWM), so a reused Ray worker measures this trial alone."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def _peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration, ValueError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _peak_mb(device: torch.device, rss_start: float) -> float:
-    """Peak training memory: CUDA's max allocated, or on CPU the peak RSS growth since the trial began."""
+def _peak_mb(device: torch.device, tools: StepTools) -> float:
+    """This epoch's peak training memory in MiB: CUDA's max allocated, or on CPU the tensors counted (memory.py)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return max(0.0, _peak_rss_mb() - rss_start)
+    return tools.memory.peak_mb
 
 
 def read_status(out_dir: Path) -> dict:
@@ -156,7 +130,7 @@ def build_pieces(config: TrialConfig, *, seed: int, device: torch.device) -> Pie
         return lr * schedule(step) * warmup(step)
 
     tools = StepTools(lr_at, build(REGULARISERS, "clip_grad", "regulariser", t.clip_grad.model_dump()),
-                      amp, t.accumulate, ema)
+                      amp, t.accumulate, ema, TensorPeak(model, optimizer) if device.type != "cuda" else None)
     return Pieces(data, coco_index(data.val_gt, config.eval.backend), model, optimizer, schedule, tools, swa, swa_from, notices)
 
 
@@ -187,8 +161,6 @@ def run_trial(
     tid = trial_id(config, seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _reset_peak_rss()
-    rss_start = _rss_mb()
     setup_began = time.perf_counter()
     pieces = build_pieces(config, seed=seed, device=device)
     data, model, optimizer, schedule, tools = pieces.data, pieces.model, pieces.optimizer, pieces.schedule, pieces.tools
@@ -231,6 +203,8 @@ def run_trial(
         for epoch in range(start, last + 1):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
+            else:
+                tools.memory.peak_bytes = 0
             began = time.perf_counter()
             train = train_one_epoch(model, optimizer, data.train, epoch=epoch, state=state, tools=tools,
                                     device=device, progress=progress)
@@ -242,7 +216,7 @@ def run_trial(
                                        device=device, amp=amp, backend=config.eval.backend)
             schedule.observe(scores)
             row = {"epoch": epoch, **_listed({**scores, **train}),
-                   "peak_mem_mb": _peak_mb(device, rss_start), "epoch_time_s": time.perf_counter() - began}
+                   "peak_mem_mb": _peak_mb(device, tools), "epoch_time_s": time.perf_counter() - began}
             state.history.append(row)
             saving = time.perf_counter()
             checkpoint.save(out_dir / checkpoint.CHECKPOINT, {
