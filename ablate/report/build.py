@@ -17,6 +17,7 @@ from ablate.report.figures import curves, forest, pareto, size_bars, timeline
 from ablate.report.html import table_to_html, write_html
 from ablate.report.table import best_cells, notes, write_tables, zoo_table
 from ablate.results.aggregate import factor_paths, load_frames, variant_summary
+from ablate.results.early import early_stopping_note, rung_agreement
 from ablate.results.store import read_decision
 
 
@@ -63,6 +64,14 @@ def _mlflow(source: Source):
         return None
 
 
+def _notes(summary: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame) -> list[str]:
+    """The table's notes, and whether the epochs trials were stopped at ranked trials as the end did."""
+    metric = summary.attrs["metric"]
+    stopped = trials.loc[trials["status"] == "pruned", "epochs"].dropna().astype(int).tolist() if "status" in trials else []
+    early = early_stopping_note(rung_agreement(trials, epochs, metric), stopped, metric)
+    return notes(summary) + ([early] if early else [])
+
+
 def run_links(summary: pd.DataFrame, tracking_uri: str, experiment_id: str) -> list[str | None]:
     """Each variant's first MLflow run in the UI (``mlflow ui`` locally, the server itself for http URIs)."""
     ui = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
@@ -99,7 +108,7 @@ def build_report(source: Source, *, out_dir: Path | None = None, from_mlflow: bo
                ("mAP vs Mem", pareto(summary, x="Mem")), ("mAP vs img/s", pareto(summary, x="img/s")),
                ("APs, APm, APl", size_bars(summary)), ("Trials over time", timeline(trials))]
     paths["html"] = write_html(out_dir / "index.html", title=f"ablate: {source.study}", description=description,
-                               table_html=table_to_html(display, best=best, links=links), notes=notes(summary),
+                               table_html=table_to_html(display, best=best, links=links), notes=_notes(summary, trials, epochs),
                                figures=figures)
     if tracking and tracking[2]:
         client, _, parent = tracking
