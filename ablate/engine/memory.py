@@ -34,6 +34,8 @@ class TensorPeak:
         self._seen: set[int] = set()
         self._saved = 0
         self._saved_by_shape: dict[tuple, int] = {}
+        self._held_key: tuple[int, int] | None = None  # (optimiser states, gradients) when _held_bytes was counted
+        self._held_bytes = 0
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
@@ -60,7 +62,7 @@ class TensorPeak:
     def _held(self) -> int:
         """Parameters, gradients and optimiser state; recounted only while the state is still growing."""
         key = (len(self.optimizer.state), sum(p.grad is not None for p in self.model.parameters()))
-        if key != getattr(self, "_held_key", None):
+        if key != self._held_key:
             held = _bytes(self.model.parameters()) + _bytes(p.grad for p in self.model.parameters())
             held += _bytes(v for state in self.optimizer.state.values() for v in state.values())
             self._held_key, self._held_bytes = key, held

@@ -19,6 +19,7 @@ from ablate.report.table import best_cells, notes, write_tables, zoo_table
 from ablate.results.aggregate import factor_paths, load_frames, variant_summary
 from ablate.results.early import early_stopping_note, rung_agreement
 from ablate.results.store import read_decision
+from ablate.status import PRUNED
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def _mlflow(source: Source):
 def _notes(summary: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame) -> list[str]:
     """The table's notes, and whether the epochs trials were stopped at ranked trials as the end did."""
     metric = summary.attrs["metric"]
-    stopped = trials.loc[trials["status"] == "pruned", "epochs"].dropna().astype(int).tolist() if "status" in trials else []
+    stopped = trials.loc[trials["status"] == PRUNED, "epochs"].dropna().astype(int).tolist() if "status" in trials else []
     early = early_stopping_note(rung_agreement(trials, epochs, metric), stopped, metric)
     return notes(summary) + ([early] if early else [])
 

@@ -134,7 +134,7 @@ def variant_summary(
     values: dict[int, dict[int, float]] = {}
     for (v, seed), x in per_seed[metric].dropna().items():
         values.setdefault(int(v), {})[int(seed)] = float(x)
-    at_epoch = _stopped_values(trials, epochs, columns, set(per_seed.index.get_level_values(0)))
+    at_epoch = _stopped_values(trials, epochs, columns, metric, set(per_seed.index.get_level_values(0)))
     grouped = pd.DataFrame({
         "variant_name": _column(trials, "variant_name", ""), "config": _column(trials, "config", None),
         **{f"factor.{p}": trials[f"factor.{p}"] for p in factors}}).groupby(by)
@@ -174,7 +174,7 @@ def variant_summary(
                 row["p_improve"] = p_improve(c.diffs, higher)
         elif v in at_epoch:  # no seed completed: where it stopped, against the baseline there
             k, stopped = at_epoch[v]
-            aps = {c: float(np.mean(list(stopped[c].values()))) for c in AP_COLUMNS}
+            aps = {c: float(np.mean(list(stopped[c].values()))) if stopped[c] else math.nan for c in AP_COLUMNS}
             c = compare(stopped[metric], _baseline_at(trials, epochs, baseline, k, metric))
             if c is not None:
                 row.update(dmAP=c.mean, paired=c.paired, n_pairs=c.n if c.paired else 0)
@@ -204,7 +204,7 @@ def _no_delta() -> dict:
             "boot_hi": math.nan, "p_improve": math.nan}
 
 
-def _stopped_values(trials: pd.DataFrame, epochs: pd.DataFrame | None, columns: list[str],
+def _stopped_values(trials: pd.DataFrame, epochs: pd.DataFrame | None, columns: list[str], metric: str,
                     finished: set) -> dict[int, tuple[int, dict[str, dict[int, float]]]]:
     """Variants no seed completed -> (k, column -> seed -> value at epoch k): k is the epoch every
     pruned seed of theirs reached, so the values never mix epochs."""
@@ -221,7 +221,7 @@ def _stopped_values(trials: pd.DataFrame, epochs: pd.DataFrame | None, columns: 
         seed_of = group.set_index("trial_id")["seed"]
         at = {c: {int(seed_of[t]): float(x) for t, x in zip(rows["trial_id"], rows[c]) if x == x}
               for c in columns if c in rows}
-        if at.get(columns[-1]) and all(c in at for c in columns):
+        if at.get(metric) and all(c in at for c in columns):
             out[int(v)] = (k, at)
     return out
 

@@ -12,7 +12,7 @@ from scipy import stats
 
 from ablate.errors import DataError
 from ablate.results.aggregate import factor_paths, load_frames, variant_summary
-from ablate.results.stats import pooled_sd, seeds_needed
+from ablate.results.stats import compare, pooled_sd, seeds_needed
 from ablate.results.store import ResultsStore
 from ablate.results.zoo import zoo_fields
 from ablate.study.config import TrialConfig
@@ -126,7 +126,6 @@ def test_seeds_needed_uses_the_spread_pooled_over_the_study_and_is_never_below_t
     calm = [_trial(2, s, 0.40 + 0.01 * s + d) for s, d in enumerate([0.001, 0.0, 0.002, -0.001])]
     s = variant_summary(_frame(base + noisy + calm), factors=["loss.box"]).set_index("variant")
     assert s.loc[1, "verdict"] == "unresolved" and s.loc[2, "verdict"] == "equivalent"
-    from ablate.results.stats import compare
     b = {t["seed"]: t["final_mAP"] for t in base}
     spread = pooled_sd([compare({t["seed"]: t["final_mAP"] for t in rows}, b) for rows in (noisy, calm)])
     assert s.loc[1, "seeds_needed"] == seeds_needed(s.loc[1, "dmAP"], spread, margin=0.01, alpha=0.05 / 2, have=4)
