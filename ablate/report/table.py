@@ -118,10 +118,10 @@ def zoo_table(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
     for column in ZOO_COLUMNS[:5]:
         out[column] = summary[column].fillna("").astype(str)
     at = summary["at_epoch"] if "at_epoch" in summary else pd.Series(None, index=summary.index)
+    other = ~_same_seeds(summary)
     for column in ZOO_COLUMNS[5:]:
-        out[column] = [format_number(float(x), column, percent) + (f"@{int(k)}" if column in AP_COLUMNS and
-                                                                  _known(k) and _known(x) else "")
-                       for x, k in zip(summary[column], at)]
+        out[column] = [format_number(float(x), column, percent) + _mark(column, x, k, o)
+                       for x, k, o in zip(summary[column], at, other)]
     for path in factors_of(summary):
         out[path] = summary[f"factor.{path}"].fillna("").astype(str)
     out[delta_header(summary)] = [format_delta(row, baseline=b, percent=percent)
@@ -137,17 +137,37 @@ def _known(x) -> bool:
     return x is not None and x == x
 
 
+def _same_seeds(summary: pd.DataFrame) -> pd.Series:
+    """True for rows whose AP means cover the baseline's completed seeds exactly (their means compare)."""
+    if "seeds" not in summary:
+        return pd.Series(True, index=summary.index)
+    base = set(summary.loc[_is_baseline(summary), "seeds"].iloc[0])
+    return summary["seeds"].map(lambda seeds: set(seeds) == base)
+
+
+def _mark(column: str, value, at_epoch, other_seeds: bool) -> str:
+    """``@k`` on an AP value taken at a stop epoch, ``*`` on a final one averaged over other seeds than the baseline's."""
+    if column not in AP_COLUMNS or not _known(value):
+        return ""
+    if _known(at_epoch):
+        return f"@{int(at_epoch)}"
+    return "*" if other_seeds else ""
+
+
 def best_cells(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
     """True where a cell of ``zoo_table(summary, percent=percent)`` is its column's best.
 
     Best is the highest AP and img/s and the lowest Mem, compared at display precision
-    (ties are all marked); a column with fewer than two values marks nothing.
+    (ties are all marked); a column with fewer than two values marks nothing.  AP values are
+    ranked only among final means over the baseline's seeds: a value at a stop epoch, or a mean
+    over other seeds (one lucky seed against the baseline's two), is not a result to rank.
     """
     best = pd.DataFrame(False, index=summary.index, columns=table_columns(summary))
     final = summary["at_epoch"].isna() if "at_epoch" in summary else pd.Series(True, index=summary.index)
+    final &= _same_seeds(summary)
     for column in (*HIGHER_BETTER, *LOWER_BETTER):
         values = _rounded(summary, column, percent)
-        if column in AP_COLUMNS:  # a value at a stop epoch is not a result to rank
+        if column in AP_COLUMNS:
             values = values.where(final)
         if values.notna().sum() >= 2:
             best[column] = values == (values.min() if column in LOWER_BETTER else values.max())
@@ -163,7 +183,7 @@ def markdown(table: pd.DataFrame, best: pd.DataFrame) -> str:
     """A GitHub pipe table; best cells in bold, numbers right-aligned."""
     def cell(text: str) -> str:
         # Markdown renders inline HTML, and variant names and factor levels come from the study file
-        return html.escape(str(text), quote=False).replace("|", r"\|").replace("\n", " ")
+        return html.escape(str(text), quote=False).replace("*", r"\*").replace("|", r"\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |",
              "|" + "|".join("---:" if _numeric(c) else "---" for c in table.columns) + "|"]
@@ -242,9 +262,17 @@ def notes(summary: pd.DataFrame) -> list[str]:
     confidence, margin = a.get("confidence", 0.95), a.get("margin", 0.01)
     correction, family = a.get("correction", "holm"), a.get("family", 0)
     adjusted = {"holm": "Holm-adjusted", "bonferroni": "Bonferroni-adjusted", "none": "not adjusted"}[correction]
-    out = [f"verdicts at {confidence:.0%} confidence, {adjusted} across {family} variant(s): better/worse when "
-           f"the paired t-test on the seeds both completed rejects no difference; equivalent when two one-sided "
-           f"tests put {header} inside ±{margin:g}; the interval shown is the unadjusted t interval"]
+    if family:
+        out = [f"verdicts at {confidence:.0%} confidence, {adjusted} across {family} variant(s): better/worse when "
+               f"the paired t-test on the seeds both completed rejects no difference; equivalent when two one-sided "
+               f"tests put {header} inside ±{margin:g}; the interval shown is the unadjusted t interval"]
+    else:
+        out = ["no verdict could be tested: no variant completed two or more of the baseline's seeds"]
+    base_seeds = summary.loc[baseline, "seeds"].iloc[0] if "seeds" in summary else []
+    for row, same, is_base in zip(summary.to_dict("records"), _same_seeds(summary), baseline):
+        if not same and not is_base and row["n_seeds"] and not _known(row.get("at_epoch")):
+            out.append(f"{row['variant_name']}: its AP columns (*) average seed(s) {row['seeds']}, the baseline's "
+                       f"{list(base_seeds)}: they do not compare; {header} pairs the seeds both completed")
     for row, is_base in zip(summary.to_dict("records"), baseline):
         if is_base:
             continue

@@ -183,3 +183,26 @@ def test_write_tables_leaves_no_temporary_files(tmp_path):
     paths = write_tables(STUDY, out)
     assert set(paths) == {"md", "csv", "tex"}
     assert sorted(p.name for p in out.iterdir()) == ["table.csv", "table.md", "table.tex"]
+
+
+def test_a_mean_over_other_seeds_than_the_baselines_is_marked_and_not_ranked():
+    # make run's case: diou completed seed 0 only (0.409) against the baseline's mean of seeds 0 and 1 (0.388);
+    # ranking 0.409 above 0.388 would compare one lucky seed with two; the delta pairs seed 0 alone
+    one = _summary([_trial(0, 0, 0.404), _trial(0, 1, 0.372), _trial(1, 0, 0.409),
+                    _trial(1, 1, 0.05, status="pruned", epochs=2)])
+    table, best = zoo_table(one), best_cells(one)
+    assert table.loc[1, "mAP"] == "0.409*" and table.loc[0, "mAP"] == "0.388"
+    assert not best.loc[1, "mAP"] and not best.loc[0, "mAP"]  # one comparable value: nothing to mark
+    assert table.loc[1, "ΔmAP"] == "+0.005 (1 seed)"
+    assert notes(one) == [
+        "no verdict could be tested: no variant completed two or more of the baseline's seeds",
+        "loss.box=giou: its AP columns (*) average seed(s) [0], the baseline's [0, 1]: they do not compare; "
+        "ΔmAP pairs the seeds both completed",
+        "loss.box=giou: ΔmAP +0.005 on 1 paired seed is unresolved; too few paired seeds in the study to estimate "
+        "its spread: add seeds",
+    ]
+
+
+def test_markdown_escapes_the_seed_mark(tmp_path):
+    one = _summary([_trial(0, 0, 0.404), _trial(0, 1, 0.372), _trial(1, 0, 0.409)])
+    assert r"| 0.409\* |" in write_tables(one, tmp_path)["md"].read_text()
