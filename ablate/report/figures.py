@@ -16,6 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative
 
+from ablate.report.table import same_seeds
+
 PALETTE = qualitative.Plotly + qualitative.D3[1::2]
 STATUS_COLORS = {"completed": "#2ca02c", "pruned": "#ff7f0e", "failed": "#d62728"}
 # x column of `pareto` -> (axis title, lower is better)
@@ -207,8 +209,9 @@ def _front(x: pd.Series, y: pd.Series, lower_is_better: bool) -> pd.Index:
 def pareto(summary: pd.DataFrame, x: str = "Mem") -> go.Figure:
     """mAP against ``x`` (``"Mem"``, lower is better, or ``"img/s"``, higher is better) with the Pareto front.
 
-    The front is drawn as a step line over the variants whose status starts with
-    ``completed``; pruned, failed or running ones (an early, partial mAP) are grey markers.
+    The front is drawn as a step line over the variants whose mAP is a final mean over the
+    baseline's seeds; the others (a value at a stop epoch, a mean over other seeds) are grey
+    markers, off the front.
     """
     if x not in PARETO_AXES:
         raise ValueError(f"pareto x must be one of {sorted(PARETO_AXES)}, got {x!r}")
@@ -220,7 +223,8 @@ def pareto(summary: pd.DataFrame, x: str = "Mem") -> go.Figure:
         return _notice(title, f"No variant has both mAP and {x}.")
     labels = _labels(summary)
     status = summary["status"].astype(str) if "status" in summary else pd.Series("completed", index=summary.index)
-    partial = ~status.str.startswith("completed")  # "completed", "completed 2, pruned@3 1": some full runs
+    final = summary["at_epoch"].isna() if "at_epoch" in summary else status.str.startswith("completed")
+    partial = ~(final & same_seeds(summary))
     full = ok & ~partial
     front = _front(xs[full], ys[full], lower_is_better) if full.any() else pd.Index([])
 
@@ -232,7 +236,7 @@ def pareto(summary: pd.DataFrame, x: str = "Mem") -> go.Figure:
     for name, mask, marker in [
         ("on the front", full & on_front, dict(color="#1f77b4", size=11, symbol="circle")),
         ("dominated", full & ~on_front, dict(color="#1f77b4", size=9, symbol="circle-open")),
-        ("not completed (partial mAP)", ok & partial, dict(color="grey", size=9, symbol="x-open")),
+        ("not comparable (stopped early, or other seeds)", ok & partial, dict(color="grey", size=9, symbol="x-open")),
     ]:
         if mask.any():
             fig.add_trace(go.Scatter(x=xs[mask], y=ys[mask], mode="markers+text" if show_text else "markers", name=name,
@@ -247,12 +251,16 @@ def pareto(summary: pd.DataFrame, x: str = "Mem") -> go.Figure:
 
 
 def size_bars(summary: pd.DataFrame) -> go.Figure:
-    """APs / APm / APl per variant as grouped bars."""
+    """APs / APm / APl per variant as grouped bars; a variant's label says ``@k`` when its values are at
+    its stop epoch and ``*`` when they average other seeds than the baseline's, as the table does."""
     title = "AP by object size"
     sizes = [c for c in ("APs", "APm", "APl") if c in summary]
     if summary.empty or not sizes or all(_numeric(summary, c).isna().all() for c in sizes):
         return _notice(title, "No variant has APs/APm/APl.")
-    labels = _labels(summary)
+    at = summary["at_epoch"] if "at_epoch" in summary else pd.Series(None, index=summary.index)
+    other = ~same_seeds(summary)
+    labels = _labels(summary) + [f" @{int(k)}" if k is not None and k == k else (" *" if o else "")
+                                 for k, o in zip(at, other)]
     fig = go.Figure([
         go.Bar(x=labels, y=_numeric(summary, c), name=c, marker_color=color,
                hovertemplate=f"<b>%{{x}}</b><br>{c} %{{y:.3f}}<extra></extra>")

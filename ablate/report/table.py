@@ -118,7 +118,7 @@ def zoo_table(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
     for column in ZOO_COLUMNS[:5]:
         out[column] = summary[column].fillna("").astype(str)
     at = summary["at_epoch"] if "at_epoch" in summary else pd.Series(None, index=summary.index)
-    other = ~_same_seeds(summary)
+    other = ~same_seeds(summary)
     for column in ZOO_COLUMNS[5:]:
         out[column] = [format_number(float(x), column, percent) + _mark(column, x, k, o)
                        for x, k, o in zip(summary[column], at, other)]
@@ -137,7 +137,7 @@ def _known(x) -> bool:
     return x is not None and x == x
 
 
-def _same_seeds(summary: pd.DataFrame) -> pd.Series:
+def same_seeds(summary: pd.DataFrame) -> pd.Series:
     """True for rows whose AP means cover the baseline's completed seeds exactly (their means compare)."""
     if "seeds" not in summary:
         return pd.Series(True, index=summary.index)
@@ -164,7 +164,7 @@ def best_cells(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
     """
     best = pd.DataFrame(False, index=summary.index, columns=table_columns(summary))
     final = summary["at_epoch"].isna() if "at_epoch" in summary else pd.Series(True, index=summary.index)
-    final &= _same_seeds(summary)
+    final &= same_seeds(summary)
     for column in (*HIGHER_BETTER, *LOWER_BETTER):
         values = _rounded(summary, column, percent)
         if column in AP_COLUMNS:
@@ -269,7 +269,7 @@ def notes(summary: pd.DataFrame) -> list[str]:
     else:
         out = ["no verdict could be tested: no variant completed two or more of the baseline's seeds"]
     base_seeds = summary.loc[baseline, "seeds"].iloc[0] if "seeds" in summary else []
-    for row, same, is_base in zip(summary.to_dict("records"), _same_seeds(summary), baseline):
+    for row, same, is_base in zip(summary.to_dict("records"), same_seeds(summary), baseline):
         if not same and not is_base and row["n_seeds"] and not _known(row.get("at_epoch")):
             out.append(f"{row['variant_name']}: its AP columns (*) average seed(s) {row['seeds']}, the baseline's "
                        f"{list(base_seeds)}: they do not compare; {header} pairs the seeds both completed")

@@ -55,6 +55,7 @@ def _summary() -> pd.DataFrame:
         "mAP": [0.405, 0.42, 0.24],
         "AP50": [0.6, 0.62, 0.4],
         "APs": [0.2, 0.21, 0.1], "APm": [0.4, 0.42, 0.3], "APl": [0.5, 0.52, 0.35],
+        "at_epoch": [None, None, 2],
         "n_seeds": [2, 1, 1],
         "seeds": [[0, 1], [0], [0]],
         "dmAP": [np.nan, 0.02, -0.165],
@@ -155,8 +156,10 @@ def test_pareto_front(x, front):
 
 def test_pareto_keeps_partial_variants_off_the_front():
     fig = figures.pareto(_summary(), x="Mem")
-    assert list(next(t for t in fig.data if t.name == "not completed (partial mAP)").text) == ["loss.box=eiou"]
-    assert list(next(t for t in fig.data if t.name == "Pareto front").x) == [100.0, 120.0]
+    # eiou stopped at epoch 2; diou's mean is its one seed against the baseline's two: neither is on the front
+    off = next(t for t in fig.data if t.name == "not comparable (stopped early, or other seeds)")
+    assert list(off.text) == ["loss.box=diou", "loss.box=eiou"]
+    assert list(next(t for t in fig.data if t.name == "Pareto front").x) == [100.0]
     with pytest.raises(ValueError, match="img/s"):
         figures.pareto(_summary(), x="AP50")
 
@@ -165,6 +168,7 @@ def test_size_bars_and_timeline():
     trials, _ = _store()
     bars = figures.size_bars(_summary())
     assert [t.name for t in bars.data] == ["APs", "APm", "APl"] and bars.layout.barmode == "group"
+    assert list(bars.data[0].x) == ["baseline", "loss.box=diou *", "loss.box=eiou @2"]  # as the table marks them
     fig = figures.timeline(trials)
     by_status = {t.name: t for t in fig.data}
     assert set(by_status) == {"completed (4)", "pruned (1)", "failed (1)"}
