@@ -158,7 +158,9 @@ def variant_summary(
     family = {v: compare(values[v], base) for v in others if v in values}
     higher = metric in HIGHER_IS_BETTER
     verdicts = judge(family, margin=margin, confidence=confidence, correction=correction, higher_is_better=higher)
-    needed = seeds_to_settle(family, verdicts, margin=margin, confidence=confidence, correction=correction)
+    spread = pooled_sd(list(family.values()))
+    needed = seeds_to_settle(family, verdicts, margin=margin, confidence=confidence, correction=correction,
+                             spread=spread)
     rows = []
     for v in [baseline, *others]:
         agg, mine, row = per_variant[v], values.get(v, {}), _no_delta()
@@ -194,7 +196,7 @@ def variant_summary(
         summary[column] = pd.Series([r[column] for r in rows], dtype=object)
     summary.attrs.update(metric=metric, baseline=baseline, confidence=confidence, margin=margin,
                          correction=correction, family=sum(c is not None and c.testable for c in family.values()),
-                         spread=pooled_sd(list(family.values())))
+                         spread=spread)
     return summary
 
 

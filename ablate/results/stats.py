@@ -300,13 +300,13 @@ def judge(comparisons: dict, *, margin: float, confidence: float, correction: st
 
 
 def seeds_to_settle(comparisons: dict, verdicts: dict, *, margin: float, confidence: float,
-                    correction: str) -> dict:
+                    correction: str, spread: float | None = None) -> dict:
     """variant -> the seeds an unresolved comparison needs for 80% power (None otherwise), at the study's
     pooled spread of paired differences and at ``alpha / m`` (Holm's and Bonferroni's first step), so
-    the seeds suffice whatever the other variants do."""
+    the seeds suffice whatever the other variants do.  ``spread``: that pooled sd, if already known."""
     testable = sum(c is not None and c.testable for c in comparisons.values())
     alpha = (1 - confidence) / (max(1, testable) if correction != "none" else 1)
-    spread = pooled_sd(list(comparisons.values()))
+    spread = pooled_sd(list(comparisons.values())) if spread is None else spread
     return {k: seeds_needed(c.mean, spread, margin=margin, alpha=alpha, have=c.n)
             if c is not None and verdicts[k]["verdict"] == "unresolved" else None
             for k, c in comparisons.items()}
