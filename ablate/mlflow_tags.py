@@ -11,6 +11,9 @@ import os
 import re
 
 ROLE, STUDY, TRIAL, LOGGED = "ablate.role", "ablate.study", "ablate.trial_id", "ablate.epochs_logged"
+VARIANT = "ablate.variant"  # a variant run's name: study run -> variant runs -> trial runs (one per seed)
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces); ablate's are training runs
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 DECISION = "ablate.decision"  # the parent run's: results/store.py's decision.json, for a report from MLflow alone
 PARAMS = "ablate.params"  # "pending" from a child run's creation until its last batch of params says how many
 
@@ -40,3 +43,9 @@ def study_run(client, experiment_id: str, study: str):
     parents = client.search_runs([experiment_id], f"tags.`{STUDY}` = '{study}' and tags.`{ROLE}` = 'study'",
                                  max_results=1)
     return parents[0] if parents else None
+
+
+def study_runs(client, experiment_id: str, study: str, role: str) -> list:
+    """The study's runs of one role (``variant`` or ``trial``), found by tags whichever run is their parent."""
+    return client.search_runs([experiment_id], f"tags.`{STUDY}` = '{study}' and tags.`{ROLE}` = '{role}'",
+                              max_results=50_000)

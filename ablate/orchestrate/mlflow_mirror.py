@@ -145,7 +145,7 @@ class Mirror:
             levels = {k: str(v) for k, v in row.items() if k.startswith("factor.")}
             name, seed = str(row.get("variant_name")), str(row.get("seed"))
             run_id = t.trial_run(
-                tid, name=f"{name} seed={seed}", config=config, start_time=row.get("started_at"),
+                tid, variant=name, name=f"{name} seed={seed}", config=config, start_time=row.get("started_at"),
                 tags={"variant": str(row.get("variant")), "variant_name": name, "seed": seed,
                       "design": str(row.get("design")), "status": "running"},
                 params={"variant": name, "seed": seed, **levels, **flatten(config)})

@@ -1,11 +1,16 @@
-"""MLflow tracking of a study: one parent run, one nested child run per trial.
+"""MLflow tracking of a study: study run -> one run per variant -> one run per trial (seed).
+
+The variant runs carry what MLflow cannot compute from their children (the mean over
+seeds, the interval, Δ, p and the verdict; report/mlflow_summary.py writes them when the
+report is built).
 
 Only the driver of ``ablate run`` talks to MLflow (trials report to it through Ray
 Tune), so the local sqlite store never sees two writers.  Every write is
 idempotent, which is what lets a killed study resume without duplicates:
 
 - the parent run is found again by its tags (``ablate.study``, ``ablate.role``);
-- a child run is found again by ``ablate.trial_id`` under that parent;
+- a variant run by ``ablate.variant``, a trial run by ``ablate.trial_id``, among the study's
+  runs of that role (a trial run of an older ablate hangs from the study run itself);
 - an epoch's metrics go out in one ``log_batch`` together with the tag
   ``ablate.epochs_logged`` (the epochs logged so far), and an epoch in that tag is never
   logged again (a resumed trial may report epoch 3 before the driver catches up on
@@ -33,7 +38,9 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from ablate.metrics import METRICS
-from ablate.mlflow_tags import LOGGED, PARAMS, ROLE, STUDY, TRIAL, bound_http_retries, study_run
+from ablate.mlflow_tags import (
+    EXPERIMENT_KIND, LOGGED, PARAMS, ROLE, STUDY, TRIAL, VARIANT, bound_http_retries, study_run, study_runs,
+)
 
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: the pure-Python one takes ~10 ms a config
 WHERE = ("node", "host", "device")  # the tags tag_trial sets
@@ -92,6 +99,7 @@ class Tracker:
         self.client: MlflowClient | None = None
         self.parent_id: str | None = None  # None: not connected (yet, or since a failure)
         self.children: dict[str, str] = {}  # trial id -> run id
+        self.variants: dict[str, str] = {}  # variant name -> run id
         self.logged: dict[str, set[int]] = {}  # trial id -> epochs logged
         self.tagged: dict[str, dict[str, str]] = {}  # trial id -> tags set by tag_trial
         self.ready: set[str] = set()  # trial ids whose run has its params and config.yaml
@@ -108,7 +116,12 @@ class Tracker:
         if self.client is None:
             self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(self.experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(self.experiment)
+        if found is None:
+            self.experiment_id = self.client.create_experiment(self.experiment, tags=dict([EXPERIMENT_KIND]))
+        else:
+            self.experiment_id = found.experiment_id
+            if EXPERIMENT_KIND[0] not in found.tags:  # an experiment made by an older ablate (or by hand)
+                self.client.set_experiment_tag(self.experiment_id, *EXPERIMENT_KIND)
         parent = study_run(self.client, self.experiment_id, self.study)
         if parent is not None:
             parent_id = parent.info.run_id
@@ -119,10 +132,10 @@ class Tracker:
         else:
             tags = {ROLE: "study", STUDY: self.study, **self.tags}
             parent_id = self.client.create_run(self.experiment_id, run_name=self.study, tags=tags).info.run_id
-        children = self.client.search_runs(
-            [self.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=50_000)
+        self.variants = {run.data.tags[VARIANT]: run.info.run_id
+                         for run in study_runs(self.client, self.experiment_id, self.study, "variant")}
         self.children, self.logged, self.tagged, self.ready, self.ended, self.exact = {}, {}, {}, set(), {}, set()
-        for run in children:
+        for run in study_runs(self.client, self.experiment_id, self.study, "trial"):
             tid, tags = run.data.tags.get(TRIAL), run.data.tags
             if tid is None:
                 continue
@@ -143,18 +156,28 @@ class Tracker:
         """Whether the trial's run exists with its params (``trial_run`` would send nothing)."""
         return self.parent_id is not None and trial_id in self.children and trial_id in self.ready
 
-    def trial_run(self, trial_id: str, *, name: str, tags: dict[str, str], params: dict[str, str],
+    def variant_run(self, variant: str) -> str:
+        """The run of a variant under the study run, created the first time (its trials hang from it)."""
+        self.connect()
+        if variant not in self.variants:
+            self.variants[variant] = self.client.create_run(self.experiment_id, run_name=variant, tags={
+                "mlflow.parentRunId": self.parent_id, ROLE: "variant", STUDY: self.study, VARIANT: variant,
+            }).info.run_id
+        return self.variants[variant]
+
+    def trial_run(self, trial_id: str, *, variant: str, name: str, tags: dict[str, str], params: dict[str, str],
                   config: dict, start_time: float | None = None) -> str:
-        """The child run of a trial, created (with params, tags and config.yaml) the first time.
+        """The run of a trial under its variant's run, created (with params, tags and config.yaml) the first time.
 
         ``start_time`` (unix seconds): when the trial first started, for a run created late (a replay).
         """
         self.connect()
         run_id = self.children.get(trial_id)
         if run_id is None:
+            parent = self.variant_run(variant)
             run = self.client.create_run(self.experiment_id, run_name=name,
                                          start_time=int(start_time * 1000) if start_time else None, tags={
-                "mlflow.parentRunId": self.parent_id, ROLE: "trial", STUDY: self.study, TRIAL: trial_id,
+                "mlflow.parentRunId": parent, ROLE: "trial", STUDY: self.study, TRIAL: trial_id,
                 PARAMS: "pending", **tags})
             run_id = run.info.run_id
             self.children[trial_id], self.logged[trial_id] = run_id, set()
@@ -215,15 +238,17 @@ class Tracker:
         self.ended[trial_id] = label
 
     def end_study(self, finished: bool) -> None:
-        """Close the parent run: FINISHED when every trial ended, else left RUNNING for a resume."""
+        """Close the study's and variants' runs: FINISHED when every trial ended, else left RUNNING for a resume."""
         if finished:
             self.connect()
+            for run_id in self.variants.values():
+                self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
             self.client.set_terminated(self.parent_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def discard(self) -> int:
-        """Delete the study's parent and child runs (``--restart``); returns how many child runs went."""
+        """Delete the study's, variants' and trials' runs (``--restart``); returns how many trial runs went."""
         self.connect()
-        for run_id in self.children.values():
+        for run_id in [*self.children.values(), *self.variants.values()]:
             self.client.delete_run(run_id)
         self.client.delete_run(self.parent_id)
         return len(self.children)

@@ -15,6 +15,7 @@ import pandas as pd
 from ablate.errors import DataError
 from ablate.report.figures import curves, forest, pareto, size_bars, timeline
 from ablate.report.html import table_to_html, write_html
+from ablate.report.mlflow_summary import log_variant_summaries
 from ablate.report.table import best_cells, notes, write_tables, zoo_table
 from ablate.results.aggregate import factor_paths, load_frames, variant_summary
 from ablate.results.early import early_stopping_note, rung_agreement
@@ -112,7 +113,9 @@ def build_report(source: Source, *, out_dir: Path | None = None, from_mlflow: bo
                                table_html=table_to_html(display, best=best, links=links), notes=_notes(summary, trials, epochs),
                                figures=figures)
     if tracking and tracking[2]:
-        client, _, parent = tracking
+        client, experiment_id, parent = tracking
         for kind in ("html", "md"):
             client.log_artifact(parent, str(paths[kind]), artifact_path="report")
+        if baseline is None:  # the variant runs carry the comparison with the study's own baseline
+            log_variant_summaries(client, experiment_id, source.study, summary)
     return paths

@@ -18,15 +18,17 @@ from plotly.offline import get_plotlyjs
 
 from ablate.atomic import atomic_path
 
+# The table fits a 1400 px window (tests/report/test_html.py measures it in Chromium): cells wrap at
+# spaces (an interval after its mean, a verdict's seed count), numbers never break.
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto; max-width: 1400px;
        padding: 0 1rem; color: #222; }
 h1 { font-size: 1.6rem; margin-bottom: .3rem; }
 h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
 p.description { color: #555; }
 .table-wrap { overflow-x: auto; }
-table.results { border-collapse: collapse; font-size: .85rem; font-variant-numeric: tabular-nums; }
-table.results th, table.results td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; white-space: nowrap; }
+table.results { border-collapse: collapse; font-size: .8rem; font-variant-numeric: tabular-nums; }
+table.results th, table.results td { border: 1px solid #ddd; padding: .2rem .35rem; text-align: right; }
 table.results th { background: #f4f4f4; position: sticky; top: 0; }
 table.results td:first-child, table.results th:first-child { text-align: left; }
 table.results tbody tr:nth-child(even) { background: #fafafa; }
@@ -43,6 +45,19 @@ def figure_id(name: str, taken: set[str]) -> str:
         fid, n = f"fig-{slug}-{n}", n + 1
     taken.add(fid)
     return fid
+
+
+BREAK_AFTER = re.compile(r"([=(,_/])(?=\S)")  # in names and levels; a number has none of these
+
+
+def breakable(text: str) -> str:
+    """``text`` escaped, with a line-break opportunity after ``= ( , _ /`` so long names wrap.
+
+    Example:
+        >>> breakable("loss.box=giou(weight=2)")
+        'loss.box=<wbr>giou(<wbr>weight=<wbr>2)'
+    """
+    return BREAK_AFTER.sub(r"\1<wbr>", html.escape(text, quote=False))
 
 
 def table_to_html(
@@ -76,7 +91,7 @@ def table_to_html(
     for i, values in enumerate(display.itertuples(index=False, name=None)):
         cells = []
         for j, (column, value) in enumerate(zip(display.columns, values)):
-            text = "" if value is None or (isinstance(value, float) and value != value) else html.escape(str(value))
+            text = "" if value is None or (isinstance(value, float) and value != value) else breakable(str(value))
             if (i, column) in best:
                 text = f"<b>{text}</b>"
             if j == 0 and links is not None and links[i]:

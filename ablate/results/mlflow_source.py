@@ -21,7 +21,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one co
 
 from ablate.errors import DataError
 from ablate.metrics import METRICS
-from ablate.mlflow_tags import DECISION, TRIAL, bound_http_retries, error_reason, study_run
+from ablate.mlflow_tags import DECISION, TRIAL, bound_http_retries, error_reason, study_run, study_runs
 from ablate.results.store import DECISION_DEFAULTS, summarise
 from ablate.status import RUNNING
 from ablate.status import parse as parse_status
@@ -49,8 +49,7 @@ def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = 
     parent = study_run(client, found.experiment_id, study)
     if parent is None:
         raise DataError(f"MLflow experiment '{found.name}' in {client.tracking_uri} has no run of study '{study}'")
-    runs = client.search_runs([found.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                              max_results=50_000)
+    runs = study_runs(client, found.experiment_id, study, "trial")
     order = json.loads(parent.data.tags.get("ablate.factors", "[]"))  # the study's factor order
     trials, epochs = [], []
     for run in runs:

@@ -66,12 +66,13 @@ def test_sync_sends_each_trial_and_epoch_once_and_a_replay_changes_nothing(tmp_p
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("s")
         runs = client.search_runs([experiment.experiment_id], "", max_results=100)
-        return {r.data.tags.get("ablate.trial_id", "parent"): (
+        return {r.data.tags.get("ablate.trial_id") or r.data.tags.get("ablate.variant", "parent"): (
             r.info.run_id, r.info.status, r.info.start_time, r.data.tags.get("status"), r.data.params.get("train.lr"),
             sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "mAP"))) for r in runs}
 
     first = snapshot()
-    assert first["parent"][1] == "FINISHED" and set(first) == {"parent", "trial0", "trial1"}
+    assert set(first) == {"parent", "v0", "v1", "trial0", "trial1"}
+    assert first["parent"][1] == first["v0"][1] == first["v1"][1] == "FINISHED"
     table = ResultsStore(tmp_path / "s")  # the run ids went back into Parquet
     for tid in ("trial0", "trial1"):
         run_id, status, start, label, lr, maps = first[tid]
@@ -101,3 +102,33 @@ def test_an_epoch_whose_tag_was_lost_is_not_logged_again(tmp_path):
     client.log_batch(run_id, metrics=[Metric(k, 0.5, 0, 3) for k in ("mAP", "loss")])  # no ablate.epochs_logged
     assert Mirror(store, Tracker(uri, "s", "s", {}), note=lambda line: None).send("trial0")  # a new driver
     assert sorted(m.step for m in client.get_metric_history(run_id, "mAP")) == [1, 2, 3]
+
+
+def test_runs_nest_study_variant_seed_in_a_training_experiment(tmp_path):
+    """MLflow's layout for a search over settings: the study run, a run per variant, a run per seed under it."""
+    store = _store(tmp_path / "s", trials=2)
+    store.upsert_trial("trial2", study="s", variant=0, variant_name="v0", seed=1, design="grid",
+                       config=json.dumps({"train": {"epochs": 1}}), status="completed", status_label="completed")
+    store.add_epoch("trial2", {"epoch": 1, "mAP": 0.2, "loss": 1.0})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("s")  # made by hand (or by an older ablate): no kind yet
+    mirror = Mirror(store, Tracker(uri, "s", "s", {}), note=lambda line: None)
+    for tid in ("trial0", "trial1", "trial2"):
+        assert mirror.send(tid)
+    mirror.end_study(True)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("s")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI overview
+    runs = client.search_runs([experiment.experiment_id], "", max_results=100)
+    by_role = {role: [r for r in runs if r.data.tags["ablate.role"] == role] for role in ("study", "variant", "trial")}
+    assert [len(by_role[k]) for k in ("study", "variant", "trial")] == [1, 2, 3]
+    study = by_role["study"][0].info.run_id
+    variants = {r.data.tags["ablate.variant"]: r for r in by_role["variant"]}
+    assert {v.data.tags["mlflow.parentRunId"] for v in variants.values()} == {study}
+    parent_of = {r.data.tags["ablate.trial_id"]: r.data.tags["mlflow.parentRunId"] for r in by_role["trial"]}
+    assert parent_of == {"trial0": variants["v0"].info.run_id, "trial2": variants["v0"].info.run_id,
+                         "trial1": variants["v1"].info.run_id}
+    # a new driver finds the variant runs again instead of making second ones
+    again = Tracker(uri, "s", "s", {})
+    again.connect()
+    assert again.variants == {name: v.info.run_id for name, v in variants.items()}

@@ -97,6 +97,21 @@ def test_asha_prunes_a_bad_variant_never_the_baseline_and_a_non_finite_trial_fai
                                 "tags.`ablate.role` = 'study'")[0]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/index.html",
                                                                                       "report/table.md"}
+    # study -> variant -> seed; the variant runs carry the aggregate MLflow cannot compute from the seeds
+    experiment = client.get_experiment_by_name("asha")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    variants = {r.data.tags["ablate.variant"]: r for r in client.search_runs(
+        [experiment.experiment_id], "tags.`ablate.role` = 'variant'")}
+    assert set(variants) == set(table.index) and all(
+        v.data.tags["mlflow.parentRunId"] == parent.info.run_id and v.info.status == "FINISHED" for v in variants.values())
+    for info in runs.values():
+        name = info["run"].data.tags["variant_name"]
+        assert info["run"].data.tags["mlflow.parentRunId"] == variants[name].info.run_id
+    assert variants["baseline"].data.tags["verdict"] == "baseline"
+    assert variants["baseline"].data.metrics["mean_mAP"] == pytest.approx(baseline.final_mAP.mean(), abs=1e-12)
+    assert variants["baseline"].data.metrics["n_seeds"] == 2
+    assert variants["train.optimizer.lr=0.8"].data.tags["verdict"] == "stopped@2"
+    assert variants["train.optimizer.lr=0.8"].data.tags["at_epoch"] == "2"
 
 
 def test_four_concurrent_trials_resume_add_a_level_and_restart(study_file, tmp_path):

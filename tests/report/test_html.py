@@ -324,3 +324,43 @@ def test_chromium_check_catches_a_broken_page(tmp_path, chromium):
     assert any("Uncaught Error: deliberately broken" in line for line in console)
     assert any("newPlotX is not a function" in line for line in console)
     assert _rendered(dom, ["fig-map-per-epoch"]) == set()
+
+
+# the widest table a study of two factors writes (cells as report/table.py formats them)
+WIDE = pd.DataFrame([
+    ["baseline", "FCOS", "shapes", "tiny-w1.0", "pytorch", "0.004_cosine_8e", "31", "0.384", "0.565", "0.202",
+     "0.523", "0.396", "giou", "focal", "—", "—", "30.3", "8", "completed"],
+    ["loss.box=giou(weight=1e+39)", "FCOS", "shapes", "tiny-w1.0", "pytorch", "0.004_cosine_8e", "31", "0.047@2",
+     "0.105@2", "0.016@2", "0.066@2", "0.059@2", "giou(weight=1e+39)", "focal", "-0.013 [-0.146, +0.119]",
+     "unresolved (~12 seeds)", "32.6", "6", "completed 1, pruned@2 1, failed: non-finite loss 1"],
+], columns=["variant", "Network", "Dataset", "Backbone", "style", "Lr schd", "Mem", "mAP", "AP50", "APs", "APm",
+            "APl", "loss.box", "loss.cls", "ΔmAP", "verdict", "img/s", "epochs", "status"])
+MEASURE = """<script>
+window.addEventListener("load", () => {
+  const wrap = document.querySelector(".table-wrap"), cell = document.querySelector("table.results tr:last-child td:nth-child(15)");
+  document.body.dataset.fit = `${wrap.scrollWidth}/${wrap.clientWidth}/${window.innerWidth}/${cell.getBoundingClientRect().right}`;
+});
+</script>"""
+
+
+def _fit(chromium: str, page: Path, profile: Path) -> tuple[int, int, int, float]:
+    """(table width, its box's width, window width, right edge of the ΔmAP cell) in a 1400 px window."""
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900",
+               "--virtual-time-budget=5000", f"--user-data-dir={profile}", "--dump-dom", page.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'data-fit="(\d+)/(\d+)/(\d+)/([\d.]+)"', done.stdout)
+    assert found, done.stdout[-1000:]
+    return int(found[1]), int(found[2]), int(found[3]), float(found[4])
+
+
+def test_the_table_fits_a_1400px_window(tmp_path, chromium):
+    page = _page(tmp_path / "index.html", [], table_html=table_to_html(WIDE) + MEASURE)
+    table, box, window, delta_right = _fit(chromium, page, tmp_path / "profile")
+    assert window == 1400
+    assert table <= box and delta_right <= window, (table, box, delta_right)  # nothing scrolled off, ΔmAP in view
+    # the check can fail: the same table with no wrapping does not fit
+    text = page.read_text().replace("table.results th, table.results td {", "table.results th, table.results td { white-space: nowrap;")
+    page.write_text(text)
+    table, box, _, delta_right = _fit(chromium, page, tmp_path / "profile2")
+    assert table > box, (table, box)
