@@ -69,7 +69,9 @@ class View:
     def counts(self) -> dict[str, int]:
         statuses = [row.get("status") for row in self.store.trials.values()]
         counts = {s: statuses.count(s) for s in ("completed", "pruned", "failed")}
-        counts["running"] = self.running
+        # Ray still calls a trial RUNNING for a moment after its record says how it ended
+        recorded = sum(1 for t in self.todo if self.store.trials.get(t, {}).get("status") == "running")
+        counts["running"] = min(self.running, recorded)
         counts["pending"] = max(0, self.total - sum(counts.values()))
         return counts
 
