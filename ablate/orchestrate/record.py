@@ -14,6 +14,7 @@ next run catches up from there); an ending is written at once.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from ablate.orchestrate.mlflow_runs import Tracker
 from ablate.orchestrate.start_watch import StartWatch, WorkerStartError
 from ablate.orchestrate.storage import Storage, disk_problem
 from ablate.orchestrate.worker import Plan
+from ablate.results.race import Stop, race_stops, save_stops
 from ablate.results.store import ResultsStore
 from ablate.status import COMPLETED, CRASHED, FAILED, PRUNED, label
 from ablate.study.expand import Trial, config_dict, short
@@ -80,9 +82,25 @@ class Recorder:
                  note: Callable[[str], None] | None = None):
         self.plan, self.store, self.tracker, self.storage = plan, store, tracker, storage
         self.mirror = Mirror(store, tracker, **({"note": note} if note is not None else {}))
+        self.note = note or (lambda line: print(line, file=sys.stderr))
         self.started: dict[str, float] = {}
         self.flushed_at, self.dirty = 0.0, False
         self.events: list[tuple[str, str, str]] = []  # (trial id, label, variant name) of trials that ended
+        self.stops: dict[int, Stop] = race_stops(store.folder)  # the race's decisions, this run's and earlier
+
+    def race_stop(self, stop: Stop) -> None:
+        """The race stopped a variant: race.json first (a killed driver resumes to the same stop), then a note."""
+        self.stops[stop.variant] = stop
+        save_stops(self.store.folder, self.stops)
+        name = next((t.variant.name for t in self.plan.lookup.values() if t.variant.index == stop.variant),
+                    f"variant {stop.variant}")
+        self.note(f"{name}: {self.reason(stop.variant)}; its other seeds are stopped")
+
+    def reason(self, variant: int) -> str | None:
+        stop = self.stops.get(variant)
+        if stop is None:
+            return None
+        return stop.reason(self.plan.study.scheduler.metric, self.plan.study.decision.margin)
 
     def start(self, trial: Trial) -> None:
         tid, v = trial.trial_id, trial.variant
@@ -131,6 +149,8 @@ class Recorder:
         tid = trial.trial_id
         status_file = self._catch_up(tid)
         status, reason, label = ending(status_file, trial.variant.config.train.epochs, error)
+        if status == PRUNED and trial.variant.index in self.stops:
+            reason = self.reason(trial.variant.index)
         previous = self.store.trials.get(tid, {}).get("wall_time_s", 0.0)
         wall = previous + (time.time() - self.started.pop(tid)) if tid in self.started else previous
         self.store.upsert_trial(tid, status=status, reason=reason or "", status_label=label, wall_time_s=wall,
@@ -196,7 +216,10 @@ class StudyCallback(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.watch.alive()
-        self.recorder.finish(self.resolve(trial))
+        t = self.resolve(trial)
+        if t.trial_id not in self.recorder.started and "variant" not in self.recorder.store.trials.get(t.trial_id, {}):
+            self.recorder.start(t)  # stopped before it started (the race stopped its variant): a row all the same
+        self.recorder.finish(t)
         self.view.ended(self.recorder.events)
         self.view.update(trials)
 

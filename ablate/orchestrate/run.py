@@ -30,6 +30,7 @@ from ablate.orchestrate.lock import LOCK, study_lock
 from ablate.orchestrate.mlflow_mirror import outage_errors
 from ablate.orchestrate.mlflow_runs import Tracker
 from ablate.orchestrate.record import Recorder
+from ablate.orchestrate.seeds import add_seeds, planned_trials
 from ablate.orchestrate.storage import Storage
 from ablate.orchestrate.worker import Plan, train
 from ablate.results.store import ResultsStore, stale_temp_files, write_decision
@@ -56,12 +57,19 @@ class Outcome:
     unsynced: int = 0  # trials whose records MLflow could not take (kept in results/<study>/, see mlflow_mirror.py)
 
 
-def launch_order(todo: list[Trial], seed: int = 0) -> list[Trial]:
-    """Baseline trials first, the rest shuffled with a fixed seed (an ascending grid defeats ASHA's rungs)."""
+def launch_order(todo: list[Trial], seed: int = 0, *, race: bool = False) -> list[Trial]:
+    """Baseline trials first; then, for a race, variant by variant (a variant's seeds together reach the
+    epochs it is judged at soonest), else shuffled with a fixed seed (an ascending grid defeats ASHA's rungs)."""
     first = [t for t in todo if t.variant.is_baseline]
     rest = [t for t in todo if not t.variant.is_baseline]
+    if race:
+        return first + sorted(rest, key=lambda t: (t.variant.index, t.seed))
     random.Random(seed).shuffle(rest)
     return first + rest
+
+
+def _name(variants, index: int) -> str:
+    return next((v.name for v in variants if v.index == index), f"variant {index}")
 
 
 def _counts(store: ResultsStore, ids: list[str] | None = None) -> dict[str, int]:
@@ -138,11 +146,11 @@ def run_study(
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its sqlite set-up and migration chatter
     study = load_study(file, overrides + ([f"storage={json.dumps(storage)}"] if storage is not None else []))
     variants = check(study)
-    planned = trials(study, variants)
+    folder = Path(results_root) / study.name
+    planned = trials(study, variants) if restart else planned_trials(study, variants, folder)
     if study.design == "optuna":
         planned = planned[:1]  # the baseline on the first seed; the searcher adds the samples
     plan = Plan(study, {t.trial_id: t for t in planned}, planned[0].trial_id)
-    folder = Path(results_root) / study.name
     total = len(planned) + (study.search.num_samples if study.design == "optuna" else 0)
     where = Storage.of(study.storage, results_root, study.name)
     outcome = Outcome(study.name, folder, total, where.where, description=study.description,
@@ -197,10 +205,24 @@ def run_study(
         started_ray = tuner.ray_init(address, verbose)
         try:
             outcome.ran = len(todo) + samples_left
-            order = launch_order(todo, study.search.seed if study.search else 0)
-            stopped = outcome.interrupted = tuner.fit(study, plan, order, samples_left, store, recorder, max_concurrent,
-                                                  verbose, console, started_ray=started_ray,
-                                                  trainable=trainable or train)
+            while True:
+                order = launch_order(todo, study.search.seed if study.search else 0,
+                                     race=study.scheduler.name == "race")
+                stopped = outcome.interrupted = tuner.fit(study, plan, order, samples_left, store, recorder,
+                                                          max_concurrent, verbose, console, started_ray=started_ray,
+                                                          trainable=trainable or train)
+                if stopped or any(not ended(store.trials.get(t.trial_id, {})) for t in planned):
+                    break
+                more = add_seeds(study, variants, folder)
+                if not more:
+                    break
+                console.print(f"decision.max_seeds {study.decision.max_seeds}: unresolved, one more seed each: "
+                              + ", ".join(f"{_name(variants, v)} seed {seed}" for v, seed in more))
+                planned = planned_trials(study, variants, folder)
+                plan = recorder.plan = Plan(study, {t.trial_id: t for t in planned}, planned[0].trial_id)
+                todo = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
+                outcome.planned = outcome.planned + len(todo)
+                outcome.ran += len(todo)
         finally:
             if started_ray:
                 import ray

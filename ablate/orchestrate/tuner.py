@@ -25,6 +25,7 @@ from ablate.orchestrate.record import Recorder, StudyCallback
 from ablate.orchestrate.start_watch import StartWatch, timeout_s
 from ablate.orchestrate.storage import Storage, disk_problem
 from ablate.orchestrate.worker import Plan, train
+from ablate.results.race import race_stops
 from ablate.results.store import ResultsStore
 from ablate.status import ended
 from ablate.study.expand import Trial
@@ -68,6 +69,10 @@ def fit(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: R
     by_ray_id: dict[str, Trial] = {}
     next_index = [max([int(r.get("variant", 0)) for r in store.trials.values()] + [0]) + 1]
 
+    who = {tid: (int(r["variant"]), int(r["seed"])) for tid, r in store.trials.items()
+           if r.get("variant") is not None and r.get("seed") is not None}
+    who.update({t.trial_id: (t.variant.index, t.seed) for t in plan.lookup.values()})
+
     def resolve(ray_trial) -> Trial:
         if ray_trial.trial_id not in by_ray_id:
             index = -1 if "trial_id" in ray_trial.config else next_index[0]
@@ -75,14 +80,18 @@ def fit(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: R
             if trial.variant.index == next_index[0]:
                 next_index[0] += 1
             by_ray_id[ray_trial.trial_id] = trial
+            who[trial.trial_id] = (trial.variant.index, trial.seed)
         return by_ray_id[ray_trial.trial_id]
 
     max_t = horizon(study, [t.variant for t in plan.lookup.values()])
     prior = {tid: [(int(r["epoch"]), r.get(study.scheduler.metric)) for r in store.history(tid)]
              for tid in store.trials}
-    scheduler, echo = build_scheduler(study.scheduler, max_t=max_t, key=lambda t: resolve(t).trial_id,
-                                      protected={t.trial_id for t in plan.lookup.values() if t.variant.is_baseline},
-                                      prior=prior)
+    scheduler, echo = build_scheduler(
+        study.scheduler, max_t=max_t, key=lambda t: resolve(t).trial_id,
+        protected={t.trial_id for t in plan.lookup.values() if t.variant.is_baseline}, prior=prior,
+        who=who.__getitem__, variants=sorted({t.variant.index for t in plan.lookup.values() if not t.variant.is_baseline}),
+        decision=study.decision, seeds=study.decision.max_seeds or len(study.seeds), stopped=race_stops(store.folder),
+        on_stop=lambda stop: recorder.race_stop(stop), higher_is_better=study.scheduler.mode == "max")
     console.print(echo)
     console.print(f"resources per trial: cpu {resources['cpu']:g}, gpu {resources['gpu']:g}"
                   + (f"; at most {max_concurrent} at once" if max_concurrent else ""))

@@ -19,6 +19,7 @@ from ablate.report.mlflow_summary import log_variant_summaries
 from ablate.report.table import best_cells, notes, write_tables, zoo_table
 from ablate.results.aggregate import factor_paths, load_frames, variant_summary
 from ablate.results.early import early_stopping_note, rung_agreement
+from ablate.results.race import race_stops
 from ablate.results.store import read_decision
 from ablate.status import PRUNED
 
@@ -92,6 +93,8 @@ def build_report(source: Source, *, out_dir: Path | None = None, from_mlflow: bo
     else:
         trials, epochs = load_frames(Path(source.results) / source.study)
         description, decision = source.description, read_decision(Path(source.results) / source.study)
+        if baseline is None:  # the race judged against variant 0: its stops are verdicts against it
+            decision = {**decision, "stops": race_stops(Path(source.results) / source.study)}
     if trials.empty:
         raise DataError(f"study '{source.study}' has no recorded trial yet; run it first (ablate run)")
     out_dir = Path(out_dir) if out_dir is not None else Path("reports") / source.study

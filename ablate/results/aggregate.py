@@ -76,6 +76,7 @@ def _column(trials: pd.DataFrame, name: str, fill=math.nan) -> pd.Series:
 def variant_summary(
     trials: pd.DataFrame, *, factors: list[str], metric: str = "mAP", baseline: int = 0, confidence: float = 0.95,
     margin: float = 0.01, correction: str = "holm", epochs: pd.DataFrame | None = None,
+    stops: dict | None = None,
 ) -> pd.DataFrame:
     """One row per variant, baseline first then by variant index, with its verdict against the baseline.
 
@@ -87,6 +88,9 @@ def variant_summary(
         confidence, margin, correction: the study's ``decision`` (see results/stats.py).
         epochs: the epochs table, for variants that no seed completed (their values at the epoch
             every seed of theirs reached) and the metric's direction.
+        stops: variant -> the racing scheduler's ``Stop`` (results/race.py, ``race_stops``): such a
+            variant is ``worse`` by the race's own error-controlled test, shown at the epoch it was
+            stopped (``at_epoch``) on every seed that reached it, and is not in the corrected family.
 
     Only completed trials give final values: a failed trial's last evaluation is not a result,
     and a pruned one (a variant's, or a baseline's with ``protect_baseline: false``) did not reach
@@ -155,7 +159,8 @@ def variant_summary(
 
     others = [v for v in per_variant if v != baseline]
     base = values.get(baseline, {})
-    family = {v: compare(values[v], base) for v in others if v in values}
+    stops = stops or {}
+    family = {v: compare(values[v], base) for v in others if v in values and v not in stops}
     higher = metric in HIGHER_IS_BETTER
     verdicts = judge(family, margin=margin, confidence=confidence, correction=correction, higher_is_better=higher)
     spread = pooled_sd(list(family.values()))
@@ -167,6 +172,16 @@ def variant_summary(
         aps, k = {c: float(agg[c]) for c in AP_COLUMNS}, None
         if v == baseline:
             row["dmAP"] = 0.0 if base else math.nan
+        elif v in stops:  # the race's verdict, at the epoch it was taken
+            k = int(stops[v].epoch)
+            at = {c: _values_at(trials, epochs, v, k, c) for c in columns}
+            aps = {c: float(np.mean(list(at[c].values()))) if at.get(c) else math.nan for c in AP_COLUMNS}
+            mine = at[metric]
+            c = compare(at[metric], _baseline_at(trials, epochs, baseline, k, metric))
+            if c is not None:
+                row.update(dmAP=c.mean, paired=c.paired, n_pairs=c.n if c.paired else 0)
+                row["dmAP_lo"], row["dmAP_hi"] = interval(c, confidence)
+            row.update(verdict="worse", p=float(stops[v].p))
         elif v in family:
             c = family[v]
             row.update(verdicts[v], dmAP=c.mean, paired=c.paired, n_pairs=c.n if c.paired else 0,
@@ -226,6 +241,15 @@ def _stopped_values(trials: pd.DataFrame, epochs: pd.DataFrame | None, columns: 
         if at.get(metric) and all(c in at for c in columns):
             out[int(v)] = (k, at)
     return out
+
+
+def _values_at(trials: pd.DataFrame, epochs: pd.DataFrame | None, variant: int, k: int, metric: str) -> dict:
+    """seed -> ``metric`` of ``variant``'s trials at epoch ``k`` (those that reached it)."""
+    if epochs is None or epochs.empty or metric not in epochs:
+        return {}
+    seed_of = trials[trials["variant"] == variant].set_index("trial_id")["seed"]
+    rows = epochs[epochs["trial_id"].isin(seed_of.index) & (epochs["epoch"] == k)]
+    return {int(seed_of[t]): float(x) for t, x in zip(rows["trial_id"], rows[metric]) if x == x}
 
 
 def _baseline_at(trials: pd.DataFrame, epochs: pd.DataFrame | None, baseline: int, k: int, metric: str) -> dict:

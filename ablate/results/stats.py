@@ -162,6 +162,14 @@ def p_equivalence(c: Comparison, margin: float) -> float:
     return max(_t_test(c, -margin, "greater"), _t_test(c, margin, "less"))
 
 
+def p_worse(c: Comparison, margin: float) -> float:
+    """One-sided p-value of "the difference is at least ``-margin``" (small: worse by more than ``margin``).
+
+    ``c``'s differences are signed so that positive is better.
+    """
+    return _t_test(c, -margin, "less") if c.testable else math.nan
+
+
 def adjust(pvalues: list[float], correction: str) -> list[float]:
     """Adjusted p-values across a family (NaN entries are not members): Holm, Bonferroni or none.
 

@@ -5,6 +5,9 @@ status, reason, epochs run, final and best metrics, memory, throughput, wall tim
 MLflow run id).  ``results/<study>/epochs.parquet``: one row per trial and epoch.
 ``results/<study>/decision.json``: how the report judges the variants (the study's
 ``decision`` section and ``scheduler.metric``), written by each ``ablate run``.
+``results/<study>/race.json``: the racing scheduler's stops (variant -> the look that stopped it) and
+``results/<study>/seeds.json``: the seeds added to unresolved variants (``decision.max_seeds``); both
+written before they act, so a killed driver resumes to the same trials.
 
 Only the driver of ``ablate run`` writes (one writer, no lock contention); a reader
 may open either file at any time and always sees a whole table, because each write
@@ -27,6 +30,8 @@ from ablate.metrics import COCO_METRICS, HIGHER_IS_BETTER, METRICS
 TRIALS = "trials.parquet"
 EPOCHS = "epochs.parquet"
 DECISION = "decision.json"
+RACE = "race.json"
+SEEDS = "seeds.json"
 DECISION_DEFAULTS = {"metric": "mAP", "margin": 0.01, "confidence": 0.95, "correction": "holm"}
 
 
@@ -43,6 +48,18 @@ def read_decision(folder: Path) -> dict:
     found = json.loads(path.read_text()) if path.is_file() else {}
     return {**DECISION_DEFAULTS, **{k: v for k, v in found.items() if k in DECISION_DEFAULTS}}
 
+def write_state(folder: Path, name: str, data: dict) -> None:
+    """A driver's decision (``RACE``, ``SEEDS``) as JSON, replaced atomically."""
+    with atomic_path(Path(folder) / name) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def read_state(folder: Path, name: str) -> dict:
+    """What ``write_state`` wrote, or {} when nothing was."""
+    path = Path(folder) / name
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _write(frame: pd.DataFrame, path: Path) -> None:
     try:
         with atomic_path(path) as tmp:  # a full disk, Ctrl-C: the old file stays whole, no partial temp file stays
@@ -57,7 +74,7 @@ def _write(frame: pd.DataFrame, path: Path) -> None:
 
 def stale_temp_files(folder: Path) -> list[Path]:
     """Temporary files of writes that never finished (a writer killed by kill -9): never data, safe to delete."""
-    return [p for name in (TRIALS, EPOCHS) for p in Path(folder).glob(f".{name}.*.tmp")]
+    return [p for name in (TRIALS, EPOCHS, RACE, SEEDS) for p in Path(folder).glob(f".{name}.*.tmp")]
 
 
 def summarise(history: list[dict]) -> dict:

@@ -224,7 +224,7 @@ def max_t(study: Study, variants: list[Variant]) -> int:
 
 def _check_scheduler(study: Study, variants: list[Variant]) -> None:
     s = study.scheduler
-    if s.name != "asha":
+    if s.name not in ("asha", "race"):
         return
     origin = _origin(study, ("scheduler",))
     longest = max(v.config.train.epochs for v in variants)

@@ -66,13 +66,20 @@ class Search(Section):
 
 
 class Scheduler(Section):
-    name: Literal["asha", "none"] = Field("asha", description="asha: stop hopeless trials early | none: run all")
+    name: Literal["race", "asha", "none"] | None = Field(
+        None, description="race: stop a variant (all its seeds) only when paired tests against the baseline's "
+        "same seeds say it is worse | asha: Ray Tune's ASHA | none: run all; null: race, or asha for design optuna")
     metric: str = Field("mAP", description=f"metric compared across trials; one of {', '.join(METRICS)}")
     mode: Literal["max", "min"] = Field("max", description="max for AP and throughput, min for losses and cost")
     max_t: int | None = Field(None, ge=1, description="epochs a trial may reach; null: train.epochs")
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
-    reduction_factor: float = Field(3.0, gt=1, description="1/reduction_factor of trials go on at each rung")
-    protect_baseline: bool = Field(True, description="never stop baseline trials")
+    reduction_factor: float = Field(3.0, gt=1, description="asha: 1/reduction_factor of trials go on at each rung")
+    pairing: Literal["none", "seed"] = Field(
+        "none", description="asha: none (rank every trial against all) | seed (rungs kept per seed: a trial is "
+        "ranked only against trials of its own seed)")
+    min_seeds: int = Field(3, ge=2, le=1000, description="race: seeds of a variant (and the baseline's same "
+                           "seeds) that must reach an epoch before the race judges it there")
+    protect_baseline: bool = Field(True, description="asha: never stop baseline trials (race never does)")
 
     _known_metric = field_validator("metric")(classmethod(lambda cls, v: check_metric(v)))
 
@@ -114,6 +121,10 @@ class Decision(Section):
     correction: Literal["holm", "bonferroni", "none"] = Field(
         "holm", description="error control across the study's variants: holm (Holm's step-down) | bonferroni | "
         "none (each variant alone: with many variants some verdicts will be noise)")
+    max_seeds: int | None = Field(
+        None, ge=1, le=1000, description="adaptive seeds: once the listed seeds have ended, a variant still "
+        "unresolved gets one more seed at a time (the baseline too where it lacks it) until resolved or this "
+        "many seeds; null: only the listed seeds")
 
 
 DESIGNS = ("grid", "one_at_a_time", "cumulative", "optuna")
@@ -184,6 +195,18 @@ class Study(TrialConfig):
                 raise ValueError("design optuna samples search.space; remove factors or use another design")
         elif self.search is not None:
             raise ValueError(f"search is only used by design optuna (design is {self.design})")
+        if self.scheduler.name is None:
+            name = "asha" if self.design == "optuna" else "race"
+            object.__setattr__(self, "scheduler", self.scheduler.model_copy(update={"name": name}))  # frozen
+        if self.design == "optuna" and self.scheduler.name == "race":
+            raise ValueError("scheduler.name: race compares variants over seeds; design optuna runs one seed per "
+                             "sample: use asha or none")
+        if self.decision.max_seeds is not None and self.decision.max_seeds < len(self.seeds):
+            raise ValueError(f"decision.max_seeds ({self.decision.max_seeds}) is below the {len(self.seeds)} seeds "
+                             f"listed; set it to {len(self.seeds)} or more, or null")
+        if self.decision.max_seeds is not None and self.design == "optuna":
+            raise ValueError("decision.max_seeds adds seeds to unresolved variants; design optuna runs one seed "
+                             "per sample: leave it null")
         return self
 
     def baseline(self) -> TrialConfig:
