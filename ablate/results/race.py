@@ -16,7 +16,7 @@ min_seeds``), the one-sided paired t-test of "the variant is at most ``margin`` 
 
 A variant is stopped when Holm rejects it *and* it is not catching up (its mean gap at the look is
 no smaller than at the epoch before, on the same seeds: a slow starter that gains on the baseline
-runs on) *and* it is not the leader (the variant with the best mean at that epoch).  The baseline
+runs on) *and* it is not the leader (the best mean at that epoch, the baseline included).  The baseline
 is never stopped.  ``Race`` is plain bookkeeping (numpy and scipy only); the Ray Tune scheduler
 (orchestrate/scheduler.py) and the replay benchmark (bench/scheduler_replay.py) both drive it.
 """
@@ -139,10 +139,10 @@ class Race:
         return float(np.mean([now[s] for s in shared])) > float(np.mean([before[s] for s in shared]))
 
     def _leads(self, v: int, epoch: int) -> bool:
-        """The variant has the best mean at ``epoch`` among the variants still racing (the baseline aside)."""
+        """The variant has the best mean at ``epoch`` of the variants still racing, the baseline included."""
         sign = 1.0 if self.higher_is_better else -1.0
         means = {}
-        for u in self.variants:
+        for u in [self.baseline, *self.variants]:
             if u in self.stopped:
                 continue
             values = [c[epoch] for (vi, _), c in self.curves.items() if vi == u and epoch in c]

@@ -13,13 +13,14 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from ray.tune.schedulers import TrialScheduler
 
 from ablate.orchestrate.run import launch_order
-from ablate.orchestrate.scheduler import StudyASHA, build_scheduler
+from ablate.orchestrate.scheduler import StudyASHA, StudyRace, build_scheduler
+from ablate.results.race import Race
 from ablate.orchestrate.search import baseline_point, distributions, values
 from ablate.orchestrate.worker import Plan
 from ablate.status import ended
 from ablate.study import load_study, trials
 from ablate.study.expand import check, trial_id
-from ablate.study.schema import Scheduler
+from ablate.study.schema import Decision, Scheduler
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
 
@@ -114,6 +115,94 @@ def test_build_scheduler_says_what_it_runs_with():
     s, echo = build_scheduler(Scheduler(name="asha", grace_period=1, protect_baseline=False), max_t=4,
                               key=str, protected={"base"}, prior={})
     assert isinstance(s, StudyASHA) and s._protected == set() and "max_t=4" in echo and "grace_period=1" in echo
+
+
+def test_asha_paired_by_seed_ranks_a_trial_only_against_its_own_seed():
+    # seed 1 lags seed 0 at the rung for every variant: plain ASHA cuts the seed-1 trials, paired ASHA
+    # compares each with its own seed's rung and cuts the worst of each seed
+    seed = {"a0": 0, "b0": 0, "c0": 0, "a1": 1, "b1": 1, "c1": 1}
+    results = [("a0", 0.50), ("b0", 0.60), ("a1", 0.30), ("b1", 0.40), ("c0", 0.55), ("c1", 0.35)]
+    plain, paired = asha(), StudyASHA(key=lambda t: t.trial_id, protected=set(), prior={}, group=seed.get,
+                                      time_attr="epoch", metric="mAP", mode="max", max_t=8, grace_period=2,
+                                      reduction_factor=2, brackets=1, stop_last_trials=True)
+    for s in (plain, paired):
+        add(s, *seed)
+    cut_plain = {t for t, v in results if report(plain, t, 2, v) == STOP}
+    cut_paired = {t for t, v in results if report(paired, t, 2, v) == STOP}
+    assert cut_plain == {"a1", "b1", "c1"}  # every seed-1 trial, each below the medians of a mixed rung
+    # per seed: rung median of seed 0 (0.50, 0.60) = 0.55 -> c0 (0.55) goes on; seed 1 (0.30, 0.40) = 0.35 -> c1 on
+    assert cut_paired == set() and report(paired, "a0", 3, 0.0) == CONTINUE
+    extra = {"d0": 0, "d1": 1}
+    seed.update(extra)
+    add(paired, *extra)
+    assert report(paired, "d0", 2, 0.52) == STOP and report(paired, "d1", 2, 0.38) == CONTINUE  # 0.38 > seed 1's 0.35
+    prior = StudyASHA(key=lambda t: t.trial_id, protected=set(), prior={"a0": [(2, 0.5)], "a1": [(2, 0.3)]},
+                      group=seed.get, time_attr="epoch", metric="mAP", mode="max", max_t=8, grace_period=2,
+                      reduction_factor=2, brackets=1, stop_last_trials=True)
+    assert {g: b[0]._rungs[-1][1] for g, b in prior._groups.items()} == {0: {"a0": 0.5}, 1: {"a1": 0.3}}
+
+
+@dataclass
+class PendingTrial:  # what a race's choose_trial_to_run looks at
+    trial_id: str
+    status: str = "PENDING"
+
+
+class FakeController:
+    def __init__(self, trials):
+        self.trials, self.stopped = trials, []
+
+    def get_trials(self):
+        return self.trials
+
+    def stop_trial(self, trial):
+        trial.status = "TERMINATED"
+        self.stopped.append(trial.trial_id)
+
+
+WHO = {f"v{v}s{s}": (v, s) for v in range(3) for s in range(4)}
+
+
+def studyrace(prior=None, stops=None) -> tuple[StudyRace, list]:
+    seen = []
+    r = Race(variants=[1, 2], margin=0.01, alpha=0.05, grace_period=1, max_t=4, min_seeds=3, max_seeds=4)
+    return StudyRace(r, key=lambda t: t.trial_id, who=WHO.__getitem__, metric="mAP", prior=prior or {},
+                     on_stop=seen.append), seen
+
+
+def test_the_race_stops_every_seed_of_a_worse_variant_running_or_pending_and_never_the_baseline():
+    s, seen = studyrace()
+    for seed in range(3):
+        assert s.on_trial_result(None, FakeTrial(f"v0s{seed}"), {"epoch": 1, "mAP": 0.30 + 0.01 * seed}) == CONTINUE
+    assert s.on_trial_result(None, FakeTrial("v1s0"), {"epoch": 1, "mAP": 0.10}) == CONTINUE
+    assert s.on_trial_result(None, FakeTrial("v1s1"), {"epoch": 1, "mAP": 0.11}) == CONTINUE
+    assert s.on_trial_result(None, FakeTrial("v1s2"), {"epoch": 1, "mAP": 0.125}) == STOP  # the third pair decides
+    assert [x.variant for x in seen] == [1]
+    assert s.on_trial_result(None, FakeTrial("v1s0"), {"epoch": 2, "mAP": 0.5}) == STOP  # its running seeds too
+    controller = FakeController([PendingTrial("v1s3"), PendingTrial("v0s3"), PendingTrial("v2s0")])
+    chosen = s.choose_trial_to_run(controller)
+    assert controller.stopped == ["v1s3"] and chosen.trial_id == "v0s3"  # a stopped variant's seed never starts
+    assert s.on_trial_result(None, FakeTrial("v0s0"), {"epoch": 2, "mAP": 0.0}) == CONTINUE  # the baseline runs on
+    assert s.on_trial_result(None, FakeTrial("v2s0"), {"epoch": 2}) == CONTINUE  # no metric: nothing judged
+
+
+def test_a_resumed_race_rebuilds_its_stops_from_the_records_and_keeps_the_earlier_ones():
+    prior = {**{f"v0s{k}": [(1, 0.30 + 0.01 * k)] for k in range(3)},
+             **{f"v1s{k}": [(1, 0.10 + 0.01 * k)] for k in range(3)}}
+    s, seen = studyrace(prior=prior)
+    assert [x.variant for x in seen] == [1] and s.race.is_stopped(1)
+    controller = FakeController([PendingTrial("v1s3")])
+    assert s.choose_trial_to_run(controller) is None and controller.stopped == ["v1s3"]
+
+
+def test_build_scheduler_for_a_race_says_what_it_runs_with_and_when_it_cannot_judge():
+    s, echo = build_scheduler(Scheduler(name="race", grace_period=2), max_t=6, key=str, protected=set(), prior={},
+                              who=WHO.__getitem__, variants=[1, 2], decision=Decision(margin=0.02), seeds=5)
+    assert isinstance(s, StudyRace) and s.race.looks == 4 * 3 and s.race.margin == 0.02
+    assert "race" in echo and "min_seeds=3" in echo and "looks=12" in echo and "never judges" not in echo
+    _, echo = build_scheduler(Scheduler(name="race"), max_t=6, key=str, protected=set(), prior={},
+                              who=WHO.__getitem__, variants=[1], seeds=2)
+    assert "with 2 seed(s) per variant the race never judges" in echo
 
 
 # ---- what a rerun does ---------------------------------------------------------------------
