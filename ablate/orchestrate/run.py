@@ -196,33 +196,29 @@ def run_study(
                       f"{recorded['pruned']} pruned, {recorded['failed']} failed"
                       + (f" ({fixed} recorded now from their folders)" if fixed else "")
                       + f"; to run: {len(todo) + samples_left}")
-        if not todo and not samples_left:
-            outcome.unsynced = recorder.end_study(True)
-            outcome.counts = _counts(store)
-            outcome.report_due = True
-            return outcome
-
-        started_ray = tuner.ray_init(address, verbose)
+        started_ray, stopped = False, False
         try:
-            outcome.ran = len(todo) + samples_left
             while True:
-                order = launch_order(todo, study.search.seed if study.search else 0,
-                                     race=study.scheduler.name == "race")
-                stopped = outcome.interrupted = tuner.fit(study, plan, order, samples_left, store, recorder,
-                                                          max_concurrent, verbose, console, started_ray=started_ray,
-                                                          trainable=trainable or train)
-                if stopped or any(not ended(store.trials.get(t.trial_id, {})) for t in planned):
-                    break
-                more = add_seeds(study, variants, folder)
+                if todo or samples_left:
+                    started_ray = started_ray or tuner.ray_init(address, verbose)
+                    outcome.ran += len(todo) + samples_left
+                    order = launch_order(todo, study.search.seed if study.search else 0,
+                                         race=study.scheduler.name == "race")
+                    stopped = outcome.interrupted = tuner.fit(
+                        study, plan, order, samples_left, store, recorder, max_concurrent, verbose, console,
+                        started_ray=started_ray, trainable=trainable or train)
+                    samples_left = 0
+                    if stopped or any(not ended(store.trials.get(t.trial_id, {})) for t in planned):
+                        break
+                more = add_seeds(study, variants, folder)  # written to seeds.json before any of them starts
                 if not more:
                     break
-                console.print(f"decision.max_seeds {study.decision.max_seeds}: unresolved, one more seed each: "
+                console.print(f"decision.max_seeds {study.decision.max_seeds}: still unresolved, one more seed: "
                               + ", ".join(f"{_name(variants, v)} seed {seed}" for v, seed in more))
                 planned = planned_trials(study, variants, folder)
                 plan = recorder.plan = Plan(study, {t.trial_id: t for t in planned}, planned[0].trial_id)
                 todo = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
-                outcome.planned = outcome.planned + len(todo)
-                outcome.ran += len(todo)
+                outcome.planned += len(more)
         finally:
             if started_ray:
                 import ray

@@ -224,6 +224,17 @@ def max_t(study: Study, variants: list[Variant]) -> int:
 
 def _check_scheduler(study: Study, variants: list[Variant]) -> None:
     s = study.scheduler
+    cap = study.decision.max_seeds
+    if cap is not None and cap < len(study.seeds):
+        raise StudyError([Problem(_origin(study, ("decision", "max_seeds")), "decision.max_seeds",
+                                  f"{cap} is below the {len(study.seeds)} seeds listed; set it to "
+                                  f"{len(study.seeds)} or more, or null (only the listed seeds)")])
+    if study.design == "optuna" and (s.name == "race" or cap is not None):
+        key = "scheduler.name" if s.name == "race" else "decision.max_seeds"
+        raise StudyError([Problem(_origin(study, tuple(key.split("."))), key,
+                                  f"{'race' if s.name == 'race' else 'max_seeds'} compares variants over seeds; "
+                                  "design optuna runs one seed per sample: use scheduler asha or none, and "
+                                  "leave max_seeds null")])
     if s.name not in ("asha", "race"):
         return
     origin = _origin(study, ("scheduler",))

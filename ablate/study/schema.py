@@ -198,15 +198,6 @@ class Study(TrialConfig):
         if self.scheduler.name is None:
             name = "asha" if self.design == "optuna" else "race"
             object.__setattr__(self, "scheduler", self.scheduler.model_copy(update={"name": name}))  # frozen
-        if self.design == "optuna" and self.scheduler.name == "race":
-            raise ValueError("scheduler.name: race compares variants over seeds; design optuna runs one seed per "
-                             "sample: use asha or none")
-        if self.decision.max_seeds is not None and self.decision.max_seeds < len(self.seeds):
-            raise ValueError(f"decision.max_seeds ({self.decision.max_seeds}) is below the {len(self.seeds)} seeds "
-                             f"listed; set it to {len(self.seeds)} or more, or null")
-        if self.decision.max_seeds is not None and self.design == "optuna":
-            raise ValueError("decision.max_seeds adds seeds to unresolved variants; design optuna runs one seed "
-                             "per sample: leave it null")
         return self
 
     def baseline(self) -> TrialConfig:

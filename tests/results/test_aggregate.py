@@ -240,6 +240,31 @@ def test_a_variant_no_seed_completed_is_shown_and_compared_at_its_stop_epoch():
     assert row["dmAP"] == pytest.approx(np.mean(diffs))
 
 
+def test_a_variant_the_race_stopped_is_worse_at_its_stop_epoch_with_the_races_p_whatever_completed():
+    from ablate.results.race import Stop
+
+    seeds = (0, 1, 2, 3)
+    trials = pd.DataFrame(
+        [{"trial_id": f"b{s}", "variant": 0, "variant_name": "baseline", "seed": s, "status": "completed",
+          "epochs": 3, "final_mAP": 0.40 + s / 100} for s in seeds]
+        # seeds 0 and 1 of the variant completed before seed 2 reached the look; seed 3 never started
+        + [{"trial_id": f"v{s}", "variant": 1, "variant_name": "bad", "seed": s,
+            "status": "completed" if s < 2 else "pruned", "epochs": (3, 3, 2, 0)[s],
+            "final_mAP": 0.30 + s / 100 if s < 2 else None} for s in seeds])
+    epochs = pd.DataFrame([{"trial_id": f"b{s}", "epoch": e, "mAP": 0.1 * e + s / 100} for s in seeds for e in (1, 2, 3)]
+                          + [{"trial_id": f"v{s}", "epoch": e, "mAP": 0.05 * e + s / 100} for s in (0, 1, 2)
+                             for e in (1, 2, 3) if not (s == 2 and e == 3)])
+    for c in ("AP50", "APs", "APm", "APl"):
+        epochs[c] = epochs["mAP"]
+    stops = {1: Stop(1, 2, 3, -0.10, 0.004)}
+    row = variant_summary(trials, factors=[], epochs=epochs, stops=stops).set_index("variant_name").loc["bad"]
+    assert row["verdict"] == "worse" and row["p"] == 0.004 and row["at_epoch"] == 2
+    assert row["mAP"] == pytest.approx(np.mean([0.10, 0.11, 0.12]))  # the three seeds at epoch 2, not the finals
+    assert row["dmAP"] == pytest.approx(-0.10) and row["n_pairs"] == 3 and row["seeds"] == [0, 1, 2]
+    plain = variant_summary(trials, factors=[], epochs=epochs).set_index("variant_name").loc["bad"]
+    assert plain["at_epoch"] is None and plain["n_pairs"] == 2  # without the stop: the 2 completed seeds' finals
+
+
 def test_a_failed_baseline_seed_leaves_the_pairing_on_the_other_seeds():
     # audit: one failed baseline seed turned a resolved paired comparison into an unresolved Welch one
     base = [_trial(0, s, m) for s, m in zip((0, 1, 2), (0.400, 0.430, 0.415))]
