@@ -160,6 +160,7 @@ def build_scheduler(s: Scheduler, *, max_t: int, key: Callable, protected: set[s
         decision = decision or Decision()
         race = Race(variants=sorted(variants or []), margin=decision.margin, alpha=1 - decision.confidence,
                     correction=decision.correction, grace_period=s.grace_period, max_t=max_t,
+                    reduction_factor=s.reduction_factor,
                     min_seeds=s.min_seeds, max_seeds=max(seeds, s.min_seeds), higher_is_better=higher_is_better,
                     stopped=dict(stopped or {}))
         echo = describe(race)

@@ -1,14 +1,17 @@
 """The paired racing rule: stop a variant (all its seeds) only when the evidence says it is worse.
 
 A race looks at each variant against the baseline's *same* seeds at the *same* epoch.  A look is
-one (variant, epoch, number of pairs): the first time ``n`` of the variant's seeds and the
-baseline's same seeds have all reached epoch ``e`` (``grace_period <= e < max_t``, ``n >=
-min_seeds``), the one-sided paired t-test of "the variant is at most ``margin`` worse at epoch
-``e``" gives a p-value.  Error control:
+one (variant, rung, number of pairs): the first time ``n >= min_seeds`` of the variant's seeds and
+the baseline's same seeds have all reached a rung ``e`` (ASHA's milestones: ``grace_period x
+reduction_factor^k``, below ``max_t``), a one-sided paired t-test of "the variant is at most
+``margin`` worse at epoch ``e``" gives a p-value.  Its spread is the larger of the variant's own sd
+of paired differences and the sd pooled over every variant's pairs at that epoch, on the pooled
+degrees of freedom (Dunnett's many-to-one comparisons pool the same way; the larger of the two keeps
+a variant whose own seeds disagree from borrowing the others' calm).  Error control:
 
 - across repeated looks: Bonferroni over every look the race could make for a variant
-  (``looks = (max_t - grace_period) x (max_seeds - min_seeds + 1)``), so the variant's running
-  minimum ``min(1, looks x p)`` is a valid p-value for the whole race (alpha spent evenly);
+  (``looks = rungs x (max_seeds - min_seeds + 1)``), so the variant's running minimum
+  ``min(1, looks x p)`` is a valid p-value for the whole race (alpha spent evenly);
 - across variants: Holm's step-down over the study's variants on those running p-values.  They
   only fall as data arrive, and Holm is monotone, so every variant stopped during the race is also
   rejected by Holm on the final running p-values: the chance of stopping any variant that is not
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ablate.results.stats import Comparison, adjust, p_worse
+from ablate.results.stats import adjust, p_worse_spread
 from ablate.results.store import RACE, read_state, write_state
 
 
@@ -54,7 +57,8 @@ class Race:
         variants: every non-baseline variant index of the study (Holm's family; known up front).
         baseline: the baseline's variant index.
         margin: ``decision.margin``; alpha: ``1 - decision.confidence``; correction: ``decision.correction``.
-        grace_period: the first epoch a decision may be taken at; max_t: the last epoch (no decision there).
+        grace_period: the first rung; reduction_factor: the rungs' spacing (as ASHA's); max_t: the last
+            epoch (no decision there).
         min_seeds: pairs a look needs; max_seeds: the most seeds a variant may get (the looks' count).
         higher_is_better: the metric's direction.
     """
@@ -66,6 +70,7 @@ class Race:
     correction: str = "holm"
     grace_period: int = 1
     max_t: int = 1
+    reduction_factor: float = 3.0
     min_seeds: int = 3
     max_seeds: int = 3
     higher_is_better: bool = True
@@ -75,8 +80,17 @@ class Race:
     _best_p: dict[int, tuple[float, int, int, float]] = field(default_factory=dict)  # variant -> (p, epoch, n, Δ)
 
     @property
+    def rungs(self) -> list[int]:
+        """The epochs a variant is judged at: ``grace_period x reduction_factor^k`` below ``max_t``."""
+        out, k = [], 0
+        while round(self.grace_period * self.reduction_factor**k) < self.max_t:
+            out.append(round(self.grace_period * self.reduction_factor**k))
+            k += 1
+        return sorted(set(out))
+
+    @property
     def looks(self) -> int:
-        return max(1, self.max_t - self.grace_period) * max(1, self.max_seeds - self.min_seeds + 1)
+        return max(1, len(self.rungs)) * max(1, self.max_seeds - self.min_seeds + 1)
 
     def add(self, variant: int, seed: int, epoch: int, value: float | None) -> list[Stop]:
         """Record one result; returns the variants this result stopped (each once)."""
@@ -100,8 +114,17 @@ class Race:
                 out[seed] = sign * (curve[epoch] - base[epoch])
         return out
 
+    def spread(self, epoch: int) -> tuple[float, int]:
+        """(sd, degrees of freedom) of the paired differences at ``epoch``, pooled over the variants."""
+        ss, dof = 0.0, 0
+        for u in self.variants:
+            d = np.array(list(self._pairs(u, epoch).values()))
+            if len(d) >= 2:
+                ss, dof = ss + (len(d) - 1) * float(np.var(d, ddof=1)), dof + len(d) - 1
+        return (float(np.sqrt(ss / dof)), dof) if dof else (float("nan"), 0)
+
     def _look(self, v: int, epoch: int) -> None:
-        if v in self.stopped or not (self.grace_period <= epoch < self.max_t):
+        if v in self.stopped or epoch not in self.rungs:
             return
         pairs = self._pairs(v, epoch)
         n = len(pairs)
@@ -109,7 +132,9 @@ class Race:
             return
         self._looked.add((v, epoch, n))
         diffs = np.array([pairs[s] for s in sorted(pairs)])
-        p = min(1.0, self.looks * p_worse(Comparison(float(diffs.mean()), True, n, diffs=diffs), self.margin))
+        pooled, dof = self.spread(epoch)
+        sd = max(float(np.std(diffs, ddof=1)), pooled)
+        p = min(1.0, self.looks * p_worse_spread(diffs, self.margin, sd, dof))
         if v not in self._best_p or p < self._best_p[v][0]:
             self._best_p[v] = (p, epoch, n, float(diffs.mean()))
 
@@ -156,7 +181,7 @@ class Race:
 
 def describe(race: Race) -> str:
     """The one line ``ablate run`` prints for a race."""
-    return (f"scheduler: race (paired by seed against the baseline) grace_period={race.grace_period} "
+    return (f"scheduler: race (paired by seed against the baseline) rungs={race.rungs} "
             f"max_t={race.max_t} min_seeds={race.min_seeds} margin={race.margin:g} alpha={race.alpha:g} "
             f"correction={race.correction} looks={race.looks}")
 

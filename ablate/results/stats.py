@@ -170,6 +170,15 @@ def p_worse(c: Comparison, margin: float) -> float:
     return _t_test(c, -margin, "less") if c.testable else math.nan
 
 
+def p_worse_spread(diffs: np.ndarray, margin: float, sd: float, df: float) -> float:
+    """One-sided p of "the mean difference is at least ``-margin``" with the spread ``sd`` estimated on ``df``
+    degrees of freedom (a pooled estimate: Dunnett's many-to-one comparisons pool the spread the same way)."""
+    n, gap = len(diffs), float(np.mean(diffs)) + margin
+    if sd <= ZERO_SPREAD * max(1.0, float(np.abs(diffs).max())):
+        return _certain(gap, "less")
+    return float(stats.t.cdf(gap / (sd / math.sqrt(n)), df))
+
+
 def adjust(pvalues: list[float], correction: str) -> list[float]:
     """Adjusted p-values across a family (NaN entries are not members): Holm, Bonferroni or none.
 

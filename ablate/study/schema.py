@@ -73,7 +73,8 @@ class Scheduler(Section):
     mode: Literal["max", "min"] = Field("max", description="max for AP and throughput, min for losses and cost")
     max_t: int | None = Field(None, ge=1, description="epochs a trial may reach; null: train.epochs")
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
-    reduction_factor: float = Field(3.0, gt=1, description="asha: 1/reduction_factor of trials go on at each rung")
+    reduction_factor: float = Field(3.0, gt=1, description="asha: 1/reduction_factor of trials go on at each rung; "
+                                    "asha and race: rungs at grace_period x reduction_factor^k epochs")
     pairing: Literal["none", "seed"] = Field(
         "none", description="asha: none (rank every trial against all) | seed (rungs kept per seed: a trial is "
         "ranked only against trials of its own seed)")

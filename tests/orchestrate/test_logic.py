@@ -198,8 +198,8 @@ def test_a_resumed_race_rebuilds_its_stops_from_the_records_and_keeps_the_earlie
 def test_build_scheduler_for_a_race_says_what_it_runs_with_and_when_it_cannot_judge():
     s, echo = build_scheduler(Scheduler(name="race", grace_period=2), max_t=6, key=str, protected=set(), prior={},
                               who=WHO.__getitem__, variants=[1, 2], decision=Decision(margin=0.02), seeds=5)
-    assert isinstance(s, StudyRace) and s.race.looks == 4 * 3 and s.race.margin == 0.02
-    assert "race" in echo and "min_seeds=3" in echo and "looks=12" in echo and "never judges" not in echo
+    assert isinstance(s, StudyRace) and s.race.rungs == [2] and s.race.looks == 1 * 3 and s.race.margin == 0.02
+    assert "race" in echo and "min_seeds=3" in echo and "looks=3" in echo and "never judges" not in echo
     _, echo = build_scheduler(Scheduler(name="race"), max_t=6, key=str, protected=set(), prior={},
                               who=WHO.__getitem__, variants=[1], seeds=2)
     assert "with 2 seed(s) per variant the race never judges" in echo

@@ -30,21 +30,55 @@ def shifted(by: dict[int, float]) -> dict[int, list[float]]:
     return {s: [x + by[s] for x in BASE[s]] for s in BASE}
 
 
+def scipy_p(diffs, others=(), margin=0.01):
+    """The look's one-sided p by hand with scipy: spread = max(own sd, sd pooled over every variant's pairs)."""
+    groups = [np.asarray(diffs), *[np.asarray(o) for o in others]]
+    dof = sum(len(g) - 1 for g in groups)
+    pooled = np.sqrt(sum((len(g) - 1) * np.var(g, ddof=1) for g in groups) / dof)
+    sd = max(np.std(diffs, ddof=1), pooled)
+    t = (np.mean(diffs) + margin) / (sd / np.sqrt(len(diffs)))
+    return stats.t.cdf(t, dof)
+
+
 def test_a_variant_clearly_worse_is_stopped_with_scipys_p_times_looks_then_holm():
     r = race()
     feed(r, 0, BASE)
     bad = {0: -0.080, 1: -0.085, 2: -0.090}
     stops = feed(r, 1, shifted(bad), upto=1)
-    # one look so far: epoch 1, 3 pairs; looks = (max_t - grace) x (max_seeds - min_seeds + 1) = 3
-    assert r.looks == 3
+    # rungs of grace_period 1 x reduction_factor 3^k below max_t 4: epochs 1 and 3;
+    # looks = 2 rungs x (max_seeds - min_seeds + 1 = 1) = 2
+    assert r.rungs == [1, 3] and r.looks == 2
     diffs = np.array([bad[0], bad[1], bad[2]])
-    p_look = stats.ttest_1samp(diffs + 0.01, 0.0, alternative="less").pvalue  # H0: difference >= -margin
-    expected = adjust([min(1.0, 3 * p_look), 1.0], "holm")[0]  # variant 2 has no look yet: p 1
+    p_look = scipy_p(diffs)  # variant 2 has no pairs yet: the pool is variant 1's own (df 2)
+    assert p_look == pytest.approx(stats.ttest_1samp(diffs + 0.01, 0.0, alternative="less").pvalue)
+    expected = adjust([min(1.0, 2 * p_look), 1.0], "holm")[0]  # variant 2 has no look yet: p 1
     assert expected < 0.05
     assert [s.variant for s in stops] == [1]
     assert stops[0].p == pytest.approx(expected, rel=1e-9)
     assert stops[0].epoch == 1 and stops[0].n == 3 and stops[0].delta == pytest.approx(diffs.mean())
     assert r.is_stopped(1) and not r.is_stopped(2) and not r.is_stopped(0)
+
+
+def test_the_spread_is_pooled_over_variants_but_never_below_the_variants_own():
+    r = race(variants=[1, 2, 3])
+    feed(r, 0, BASE)
+    calm = {0: 0.001, 1: -0.001, 2: 0.0}  # variant 2: tiny spread
+    loud = {0: 0.03, 1: -0.03, 2: 0.0}  # variant 3: large spread
+    feed(r, 2, shifted(calm), upto=1)
+    feed(r, 3, shifted(loud), upto=1)
+    mild = {0: -0.030, 1: -0.036, 2: -0.033}
+    feed(r, 1, shifted(mild), upto=1)
+    d1, d2, d3 = (np.array(list(x.values())) for x in (mild, calm, loud))
+    pooled, dof = r.spread(1)
+    assert dof == 6 and pooled == pytest.approx(np.sqrt((2 * np.var(d1, ddof=1) + 2 * np.var(d2, ddof=1)
+                                                          + 2 * np.var(d3, ddof=1)) / 6))
+    # variant 1's own sd (0.003) is below the pool: the pooled sd on 6 df is used; stopped or not by that p
+    p1 = 2 * scipy_p(d1, [d2, d3])
+    assert r._best_p[1][0] == pytest.approx(p1, rel=1e-9)
+    # a variant whose own seeds disagree more than the pool keeps its own sd (on the pooled df)
+    p3 = 2 * scipy_p(d3, [d1, d2])
+    assert r._best_p[3][0] == pytest.approx(min(1.0, p3), rel=1e-9)
+    assert np.std(d3, ddof=1) > pooled
 
 
 def test_no_look_before_grace_period_nor_at_max_t_nor_with_too_few_seeds():
@@ -69,15 +103,14 @@ def test_a_difference_within_the_margin_is_never_stopped_however_sure():
 
 
 def test_holm_across_variants_needs_more_evidence_than_one_variant_alone():
-    # the same variant data: stopped in a race of 1 variant, not in a race of 5 (Holm's first step is alpha / 5)
+    # the same variant data: stopped in a race of 1 variant, not in a race of 8 (Holm's first step is alpha / 8)
     mild = shifted({0: -0.035, 1: -0.045, 2: -0.040})
-    alone, crowd = race(variants=[1]), race(variants=[1, 2, 3, 4, 5])
+    alone, crowd = race(variants=[1]), race(variants=list(range(1, 9)))
     for r in (alone, crowd):
         feed(r, 0, BASE)
         feed(r, 1, mild, upto=1)
-    diffs = np.array([-0.035, -0.045, -0.040])
-    p = 3 * stats.ttest_1samp(diffs + 0.01, 0.0, alternative="less").pvalue
-    assert p < 0.05 < 5 * p  # the case sits between the two thresholds
+    p = 2 * scipy_p(np.array([-0.035, -0.045, -0.040]))
+    assert p < 0.05 < 8 * p  # the case sits between the two thresholds
     assert alone.is_stopped(1) and not crowd.is_stopped(1)
 
 
