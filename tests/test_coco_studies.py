@@ -64,7 +64,7 @@ def test_plan_works_without_the_variable(monkeypatch):
     assert result.exit_code == 0, result.output
     assert "loss.box=ciou" in result.stdout
     assert "8 variants x 3 seeds = 24 trials" in result.stdout
-    assert "grace 4, reduction 3, max_t 12" in result.stdout
+    assert "paired race on mAP against the baseline's same seeds at epoch(s) 4, from 3 seeds" in result.stdout
 
 
 def test_training_without_the_variable_is_refused_with_what_to_set(monkeypatch):

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ablate.study.expand import config_dict, max_t, short
+from ablate.study.expand import config_dict, max_t, rungs, short
 from ablate.study.paths import get
 
 if TYPE_CHECKING:
@@ -46,8 +46,20 @@ def print_plan(study, variants, n_trials: int) -> None:
     out.print(table)
     epochs = sum(v.config.train.epochs for v in variants) * len(study.seeds)
     s = study.scheduler
-    pruning = (f"ASHA on {s.metric} ({s.mode}), grace {s.grace_period}, reduction {s.reduction_factor:g}, "
-               f"max_t {max_t(study, variants)}" if s.name == "asha" else "no early stopping")
+    horizon = max_t(study, variants)
+    if s.name == "asha":
+        pruning = (f"ASHA on {s.metric} ({s.mode}), grace {s.grace_period}, reduction {s.reduction_factor:g}, "
+                   f"max_t {horizon}" + (", paired by seed" if s.pairing == "seed" else ""))
+    elif s.name == "race":
+        at = rungs(s.grace_period, s.reduction_factor, horizon)
+        pruning = (f"paired race on {s.metric} against the baseline's same seeds at epoch(s) "
+                   f"{', '.join(map(str, at)) or 'none'}, from {s.min_seeds} seeds, margin {study.decision.margin:g}")
+        if len(study.seeds) < s.min_seeds and not (study.decision.max_seeds or 0) >= s.min_seeds:
+            pruning += f" (with {plural(len(study.seeds), 'seed')} it never judges: every trial runs to the end)"
+    else:
+        pruning = "no early stopping"
+    if study.decision.max_seeds:
+        pruning += f"; up to {study.decision.max_seeds} seeds where a verdict stays open"
     out.print(f"{plural(len(variants), 'variant')} x {plural(len(study.seeds), 'seed')} = [bold]{plural(n_trials, 'trial')}[/], "
               f"at most {epochs} epochs; {pruning}")
     if study.design == "optuna":

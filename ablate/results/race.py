@@ -32,6 +32,7 @@ import numpy as np
 
 from ablate.results.stats import adjust, p_worse_spread
 from ablate.results.store import RACE, read_state, write_state
+from ablate.study.expand import rungs
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,7 @@ class Race:
     @property
     def rungs(self) -> list[int]:
         """The epochs a variant is judged at: ``grace_period x reduction_factor^k`` below ``max_t``."""
-        out, k = [], 0
-        while round(self.grace_period * self.reduction_factor**k) < self.max_t:
-            out.append(round(self.grace_period * self.reduction_factor**k))
-            k += 1
-        return sorted(set(out))
+        return rungs(self.grace_period, self.reduction_factor, self.max_t)
 
     @property
     def looks(self) -> int:

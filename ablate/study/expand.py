@@ -222,6 +222,15 @@ def max_t(study: Study, variants: list[Variant]) -> int:
     return study.scheduler.max_t or max([study.train.epochs] + [v.config.train.epochs for v in variants])
 
 
+def rungs(grace_period: int, reduction_factor: float, max_t: int) -> list[int]:
+    """The epochs a race (or ASHA) judges at: ``grace_period x reduction_factor^k`` below ``max_t``."""
+    out, k = [], 0
+    while round(grace_period * reduction_factor**k) < max_t:
+        out.append(round(grace_period * reduction_factor**k))
+        k += 1
+    return sorted(set(out))
+
+
 def _check_scheduler(study: Study, variants: list[Variant]) -> None:
     s = study.scheduler
     cap = study.decision.max_seeds

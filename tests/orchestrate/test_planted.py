@@ -1,9 +1,17 @@
-"""Planted variants with known answers, through real Ray Tune trials and the report's own verdicts:
-a change that cannot alter the training (channels_last on CPU) is never judged better or worse, a
-learning rate 30x too high is judged worse."""
+"""Planted variants with known answers, through real Ray Tune trials, the race and the report's own verdicts:
+a change that cannot alter the training (channels_last on CPU) is never stopped and never judged better
+or worse, a learning rate 30x too high is stopped by the race as worse; adaptive seeds go only to the
+variant whose verdict is open; a driver killed with kill -9 while an added seed trains resumes to the
+same race decisions and the same trials, and a rerun adds nothing."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +19,11 @@ import yaml
 from typer.testing import CliRunner
 
 from ablate.cli import app
+from ablate.orchestrate.seeds import planned_trials
 from ablate.results.aggregate import factor_paths, load_frames, variant_summary
+from ablate.results.race import race_stops
+from ablate.study import load_study
+from ablate.study.expand import check
 
 pytestmark = pytest.mark.slow
 
@@ -21,28 +33,77 @@ NO_OP = "train.channels_last=true"
 BAD = "train.optimizer.lr=0.48"  # 30x the baseline's 0.016
 
 
-def test_a_planted_no_op_is_never_better_or_worse_and_a_planted_bad_lr_is_worse(tmp_path):
+def _wait(condition, timeout: float, what: str, proc: subprocess.Popen):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the driver ended before {what}:\n{proc.stdout.read()}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_planted_variants_the_race_and_adaptive_seeds_through_a_kill_9(tmp_path, statuses):
     # the shipped studies' baseline at 96 px and 4 epochs: it learns to ~0.06 mAP, far enough above
-    # the ~0.01 of a model that learned nothing for a bad variant to show
+    # the ~0.01 of a model that learned nothing for a bad variant to show.  margin 0.005: with 3 seeds
+    # the no-op cannot be shown equivalent, so its verdict stays open and it is given a 4th seed
     study = {"name": "planted", "_base_": str(STUDIES / "_base_" / "tiny_shapes.yaml"), "design": "one_at_a_time",
              "data": {"image_size": 96, "shapes": {"train_images": 384, "val_images": 32, "seed": 0}},
-             "train": {"epochs": 4}, "seeds": [0, 1, 2], "scheduler": {"name": "none"},
+             "train": {"epochs": 4}, "seeds": [0, 1, 2], "scheduler": {"name": "race", "grace_period": 1},
+             "decision": {"margin": 0.005, "max_seeds": 4},
              "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
              "factors": {"train.channels_last": [True], "train.optimizer.lr": [0.48]}}
     path = tmp_path / "planted.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
-    result = CliRunner().invoke(app, ["run", str(path), "--results", str(tmp_path / "results")])
-    assert result.exit_code == 0, result.output
+    root = tmp_path / "results"
+    folder = root / "planted"
 
-    trials, epochs = load_frames(tmp_path / "results" / "planted")
-    assert (trials.status == "completed").all(), trials[["variant_name", "status", "reason"]]
-    base = trials[trials.variant_name == "baseline"].final_mAP
-    assert (base > 0.03).all(), base  # the baseline really learns on every seed, or nothing is tested
-    rows = variant_summary(trials, factors=factor_paths(trials), epochs=epochs).set_index("variant_name")
+    driver = subprocess.Popen([sys.executable, "-m", "ablate", "run", str(path), "--results", str(root)],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:  # kill -9 once an added seed's trial has trained an epoch
+        _wait(lambda: (folder / "seeds.json").is_file(), 900, "seeds were added", driver)
+        added = json.loads((folder / "seeds.json").read_text())["added"]
+        stops = race_stops(folder)
+        ids = {t.trial_id for t in planned_trials(load_study(path), check(load_study(path)), folder) if t.seed == 3}
+        _wait(lambda: any(s["epochs_done"] >= 1 for t, s in statuses(root, "planted").items() if t in ids),
+              300, "an added seed's first epoch", driver)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+
+    trials, _ = load_frames(folder)
+    names = trials.drop_duplicates("variant").set_index("variant_name")["variant"]
+    assert set(added) == {str(names["baseline"]), str(names[NO_OP])} and all(s == [3] for s in added.values()), added
+    assert set(stops) == {names[BAD]}, stops  # the race stopped the bad lr, and nothing else, before the kill
+
+    result = CliRunner().invoke(app, ["run", str(path), "--results", str(root)])
+    assert result.exit_code == 0, result.output
+    assert race_stops(folder) == stops  # the same decisions ...
+    assert json.loads((folder / "seeds.json").read_text())["added"] == added  # ... and the same added seeds
+    planned = planned_trials(load_study(path), check(load_study(path)), folder)
+    trials, epochs = load_frames(folder)
+    assert sorted(trials.trial_id) == sorted(t.trial_id for t in planned)  # each trial once, none more
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+
+    by = trials.set_index("variant_name")
+    assert (by.loc[["baseline", NO_OP], "status"] == "completed").all()  # never stopped
+    base = by.loc["baseline"]
+    assert (base.final_mAP > 0.03).all(), base.final_mAP  # the baseline really learns on every seed
+    bad = by.loc[BAD]
+    assert (bad.status == "pruned").any() and (bad.epochs < 4).any(), bad[["seed", "status", "epochs"]]
+    assert bad[bad.status == "pruned"].reason.str.startswith("race: worse than the baseline").all()
+    rows = variant_summary(trials, factors=factor_paths(trials), epochs=epochs, margin=0.005,
+                           stops=race_stops(folder)).set_index("variant_name")
     assert rows.loc[NO_OP, "verdict"] in {"equivalent", "unresolved"}, rows.loc[NO_OP]
-    assert abs(rows.loc[NO_OP, "dmAP"]) < 0.01, rows.loc[NO_OP]
-    assert rows.loc[BAD, "verdict"] == "worse", rows.loc[BAD]
-    assert rows.loc[BAD, "dmAP_hi"] < 0, rows.loc[BAD]
-    # the page and the table say the same as the statistics
-    md = (Path("reports") / "planted" / "table.md").read_text()
-    assert "| worse |" in md and "Holm" in (Path("reports") / "planted" / "index.html").read_text()
+    assert rows.loc[NO_OP, "n_seeds"] == 4 and abs(rows.loc[NO_OP, "dmAP"]) < 0.01, rows.loc[NO_OP]
+    assert rows.loc[BAD, "verdict"] == "worse" and rows.loc[BAD, "dmAP_hi"] < 0, rows.loc[BAD]
+    md = (Path(tmp_path) / "reports" / "planted" / "table.md").read_text()
+    assert "| worse |" in md
+
+    again = CliRunner().invoke(app, ["run", str(path), "--results", str(root)])
+    assert again.exit_code == 0, again.output
+    assert "to run: 0" in again.output and "one more seed" not in again.output
+    assert json.loads((folder / "seeds.json").read_text())["added"] == added
+    assert len(load_frames(folder)[0]) == len(planned)
