@@ -137,11 +137,62 @@ def build(kind: str, trials: pd.DataFrame, ids: list[str], decision: Decision, m
                            variants=variants, decision=decision, seeds=seeds)[0]
 
 
+def launch(kind: str, t: pd.DataFrame, variants: list[int], rng: random.Random) -> list[str]:
+    """ablate's launch order: the baseline first; for a race each variant's seeds together (variants in
+    a shuffled order), else the rest shuffled."""
+    base = list(t[t.variant == 0].sort_values("seed").trial_id)
+    if kind.startswith("race"):
+        order_v = [v for v in variants if v != 0]
+        rng.shuffle(order_v)
+        return base + [tid for v in order_v for tid in t[t.variant == v].sort_values("seed").trial_id]
+    rest = [tid for tid in t.trial_id if tid not in base]
+    rng.shuffle(rest)
+    return base + rest
+
+
+def replay(kind: str, trials: pd.DataFrame, epochs: pd.DataFrame, curves: dict, subset: tuple, spare: list,
+           variants: list[int], rng: random.Random, decision: Decision, workers: int, max_t: int, grace: int,
+           max_seeds: int | None) -> tuple[dict, dict, dict | None]:
+    """One replay; returns (trial id -> epochs run, variant -> verdict, the race's stops or None).
+
+    ``max_seeds`` (race only): adaptive seeds as ``ablate run`` adds them, one round at a time, the next
+    seeds drawn from ``spare`` (the bank's seeds outside ``subset``), the baseline given each too.
+    """
+    seeds = {v: list(subset) for v in variants}
+    reached: dict[str, int] = {}
+    stops = None
+    while True:
+        t = trials[[s in seeds[v] for v, s in zip(trials.variant, trials.seed)]]
+        todo = t[~t.trial_id.isin(reached)]
+        ids = list(t.trial_id)
+        scheduler = build(kind.split("+")[0], trials, ids, decision, max_t, grace, max_seeds or len(subset))
+        if isinstance(scheduler, StudyRace):  # what a resumed driver does: the race rebuilt from the records
+            for tid, n in reached.items():
+                v, seed = scheduler._who(tid)
+                for e in range(1, n + 1):
+                    scheduler.race.add(v, seed, e, curves[tid][e])
+            scheduler.race.stopped.update(stops or {})
+        reached.update(simulate(scheduler, todo, curves, launch(kind, todo, variants, rng), workers, max_t))
+        stops = scheduler.race.stopped if isinstance(scheduler, StudyRace) else None
+        kt, ke = kept(t, epochs, reached, max_t)
+        got = verdicts(kt, ke, decision, stops)
+        if not max_seeds:
+            return reached, got, stops
+        more = [v for v in got if got[v] == "unresolved" and len(seeds[v]) < max_seeds]
+        if not more:
+            return reached, got, stops
+        for v in more:
+            nxt = spare[len(seeds[v]) - len(subset)]
+            seeds[v].append(nxt)
+            if nxt not in seeds[0]:
+                seeds[0].append(nxt)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--record", type=Path, help="a study's results folder (every trial completed) -> the bank")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per replay, drawn from the bank's (default 3)")
-    ap.add_argument("--orders", type=int, default=5, help="launch orders per seed subset (default 5)")
+    ap.add_argument("--orders", type=int, default=3, help="launch orders per seed subset (default 3)")
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 8], help="trials at once (default: 2 8)")
     ap.add_argument("--grace", type=int, default=1, help="grace_period of every scheduler (default 1)")
     ap.add_argument("--margin", type=float, default=0.01, help="decision.margin (default 0.01 mAP)")
@@ -153,53 +204,60 @@ def main() -> None:
     decision = Decision(margin=args.margin)
     max_t = int(epochs.epoch.max())
     curves = {t: dict(zip(g.epoch, g.mAP)) for t, g in epochs.groupby("trial_id")}
-    bank_seeds = sorted(trials.seed.unique())
-    variants = sorted(trials.variant.unique())
+    bank_seeds = sorted(int(s) for s in trials.seed.unique())
+    variants = sorted(int(v) for v in trials.variant.unique())
     names = trials.drop_duplicates("variant").set_index("variant").variant_name
-    full6 = verdicts(trials, epochs, decision)
-    print(f"bank: {len(variants) - 1} variants + baseline x {len(bank_seeds)} seeds x {max_t} epochs; "
-          f"verdicts on all {len(bank_seeds)} seeds (margin {decision.margin:g}):")
+    truth = verdicts(trials, epochs, decision)  # every seed of the bank, to the end
     finals = trials.groupby("variant").final_mAP.mean()
+    best = max(truth, key=lambda v: finals[v])
+    print(f"bank: {len(variants) - 1} variants + baseline x {len(bank_seeds)} seeds x {max_t} epochs; "
+          f"verdicts on all {len(bank_seeds)} seeds (margin {decision.margin:g}, Holm):")
+    by_epoch = epochs.merge(trials[["trial_id", "variant"]]).pivot_table(index="variant", columns="epoch", values="mAP")
     for v in variants:
-        print(f"  {names[v]:<28} mean final mAP {finals[v]:.4f}  {full6.get(v, 'baseline')}")
-    rows = []
+        curve = " ".join(f"{x:.3f}" for x in by_epoch.loc[v])
+        print(f"  {names[v]:<26} mean mAP by epoch {curve}  {truth.get(v, '')}")
     subsets = list(itertools.combinations(bank_seeds, args.seeds))
+    kinds = ["none", "asha", "asha/seed", "race"] + (["race+seeds"] if args.seeds < len(bank_seeds) else [])
+    rows, stopped_at = [], {}
     for workers in args.workers:
-        for kind in ("none", "asha", "asha/seed", "race"):
-            spent, agree, wrong, winner, total = [], 0, 0, 0, 0
+        for kind in kinds:
+            spent, same, same6, total, stopped, wrong, kept_best = [], 0, 0, 0, 0, 0, 0
             for subset, k in itertools.product(subsets, range(args.orders)):
-                t = trials[trials.seed.isin(subset)]
-                ids = list(t.trial_id)
-                full = verdicts(t, epochs[epochs.trial_id.isin(ids)], decision)
-                best = max((v for v in full), key=lambda v: t[t.variant == v].final_mAP.mean())
-                rng = random.Random(k)
-                base = list(t[t.variant == 0].trial_id)
-                if kind == "race":  # the order ablate launches a race in: variant by variant, in a shuffled order
-                    order_v = [v for v in variants if v != 0]
-                    rng.shuffle(order_v)
-                    rest = [tid for v in order_v for tid in t[t.variant == v].sort_values("seed").trial_id]
-                else:  # ablate's order for ASHA: the rest shuffled
-                    rest = [tid for tid in ids if tid not in base]
-                    rng.shuffle(rest)
-                scheduler = build(kind, trials, ids, decision, max_t, args.grace, args.seeds)
-                reached = simulate(scheduler, t, curves, base + rest, workers, max_t)
-                kt, ke = kept(t, epochs, reached, max_t)
-                stops = scheduler.race.stopped if isinstance(scheduler, StudyRace) else None
-                got = verdicts(kt, ke, decision, stops)
-                spent.append(sum(reached.values()) / (len(ids) * max_t))
-                agree += sum(got[v] == full[v] for v in full)
-                total += len(full)
-                gone = {v for v in full if (stops and v in stops) or not (kt[(kt.variant == v)].status == "completed").any()}
-                wrong += sum(full[v] != "worse" for v in gone)
-                winner += best not in gone and (kt[kt.variant == best].status == "completed").all()
+                spare = [s for s in bank_seeds if s not in subset]
+                full = verdicts(trials[trials.seed.isin(subset)], epochs, decision)
+                reached, got, stops = replay(kind, trials, epochs, curves, subset, spare, variants, random.Random(k),
+                                             decision, workers, max_t, args.grace,
+                                             len(bank_seeds) if kind == "race+seeds" else None)
+                grid = (len(bank_seeds) if kind == "race+seeds" else len(subset)) * len(variants) * max_t
+                spent.append(sum(reached.values()) / grid)
+                status = {}
+                for tid, n in reached.items():
+                    status.setdefault(trials.set_index("trial_id").variant[tid], []).append(n >= max_t)
+                gone = {v for v in truth if (stops and v in stops) or not any(status.get(v, []))}
+                same += sum(got[v] == full[v] for v in truth)
+                same6 += sum(got[v] == truth[v] for v in truth)
+                total += len(truth)
+                stopped += len(gone)
+                wrong += sum(truth[v] != "worse" for v in gone)
+                kept_best += best not in gone and all(status.get(best, [False]))
+                for v, stop in (stops or {}).items():
+                    stopped_at.setdefault((workers, kind, names[v]), []).append(stop.epoch)
             n = len(spent)
             rows.append({"workers": workers, "scheduler": kind, "replays": n,
-                         "epochs (median share of grid)": f"{statistics.median(spent):.0%}",
-                         "verdicts = full data": f"{agree / total:.1%}", "variants wrongly stopped": wrong,
-                         "best variant kept": f"{winner}/{n}"})
-    print(f"\nreplays: {len(subsets)} subsets of {args.seeds} seeds x {args.orders} launch orders; grace_period "
-          f"{args.grace}; full data = every trial of the same seeds to the end")
+                         "epochs (median, share of grid)": f"{statistics.median(spent):.0%}",
+                         "verdicts = same seeds' full data": f"{same / total:.1%}",
+                         f"= all {len(bank_seeds)} seeds'": f"{same6 / total:.1%}",
+                         "variants stopped": stopped, "of which not worse": wrong,
+                         "best variant kept": f"{kept_best}/{n}"})
+    print(f"\nreplays: {len(subsets)} subsets of {args.seeds} of the {len(bank_seeds)} seeds x {args.orders} launch "
+          f"orders; grace_period {args.grace}, reduction_factor 3; 'not worse' and 'best' by all {len(bank_seeds)} "
+          f"seeds' verdicts (best: {names[best]}); race+seeds: decision.max_seeds {len(bank_seeds)}, its grid "
+          f"{len(bank_seeds)} seeds")
     print(pd.DataFrame(rows).to_string(index=False))
+    print("\nrace stops (variant: stop epochs over the replays, workers 2):")
+    for (workers, kind, name), at in sorted(stopped_at.items()):
+        if workers == args.workers[0]:
+            print(f"  {kind:<10} {name:<26} stopped in {len(at)} replays, at epoch(s) {sorted(set(at))}")
 
 
 if __name__ == "__main__":

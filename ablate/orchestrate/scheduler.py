@@ -119,6 +119,11 @@ class StudyRace(FIFOScheduler):
                 for stop in race.add(variant, seed, epoch, value):
                     on_stop(stop)
 
+    def __getstate__(self) -> dict:
+        # Tune pickles its scheduler into its experiment state (for Tuner.restore, which ablate never
+        # uses: a resume rebuilds the race from the records); the driver's callbacks stay out
+        return {k: v for k, v in self.__dict__.items() if k not in ("_key", "_who", "_on_stop")}
+
     def on_trial_result(self, tune_controller, trial, result):
         if TIME_ATTR not in result or self._metric not in result:
             return TrialScheduler.CONTINUE
