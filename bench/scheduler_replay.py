@@ -123,16 +123,18 @@ def verdicts(t: pd.DataFrame, e: pd.DataFrame, decision: Decision, stops=None) -
     return {int(v): str(x) for v, x in zip(s.variant, s.verdict) if v != 0}
 
 
-def build(kind: str, trials: pd.DataFrame, ids: list[str], decision: Decision, max_t: int, grace: int, seeds: int):
+def build(kind: str, trials: pd.DataFrame, ids: list[str], decision: Decision, max_t: int, grace: int, seeds: int,
+          reduction: float = 3.0):
     who = {r.trial_id: (int(r.variant), int(r.seed)) for r in trials.itertuples() if r.trial_id in ids}
     variants = sorted({v for v, _ in who.values() if v != 0})
     protected = {t for t, (v, _) in who.items() if v == 0}
     if kind == "none":
         return None
     if kind == "race":
-        s = Scheduler(name="race", grace_period=grace)
+        s = Scheduler(name="race", grace_period=grace, reduction_factor=reduction)
     else:
-        s = Scheduler(name="asha", grace_period=grace, reduction_factor=3, pairing="seed" if kind == "asha/seed" else "none")
+        s = Scheduler(name="asha", grace_period=grace, reduction_factor=reduction,
+                      pairing="seed" if kind == "asha/seed" else "none")
     return build_scheduler(s, max_t=max_t, key=lambda f: f.trial_id, protected=protected, prior={}, who=who.__getitem__,
                            variants=variants, decision=decision, seeds=seeds)[0]
 
@@ -152,7 +154,7 @@ def launch(kind: str, t: pd.DataFrame, variants: list[int], rng: random.Random) 
 
 def replay(kind: str, trials: pd.DataFrame, epochs: pd.DataFrame, curves: dict, subset: tuple, spare: list,
            variants: list[int], rng: random.Random, decision: Decision, workers: int, max_t: int, grace: int,
-           max_seeds: int | None) -> tuple[dict, dict, dict | None]:
+           max_seeds: int | None, reduction: float = 3.0) -> tuple[dict, dict, dict | None]:
     """One replay; returns (trial id -> epochs run, variant -> verdict, the race's stops or None).
 
     ``max_seeds`` (race only): adaptive seeds as ``ablate run`` adds them, one round at a time, the next
@@ -165,7 +167,7 @@ def replay(kind: str, trials: pd.DataFrame, epochs: pd.DataFrame, curves: dict, 
         t = trials[[s in seeds[v] for v, s in zip(trials.variant, trials.seed)]]
         todo = t[~t.trial_id.isin(reached)]
         ids = list(t.trial_id)
-        scheduler = build(kind.split("+")[0], trials, ids, decision, max_t, grace, max_seeds or len(subset))
+        scheduler = build(kind.split("+")[0], trials, ids, decision, max_t, grace, max_seeds or len(subset), reduction)
         if isinstance(scheduler, StudyRace):  # what a resumed driver does: the race rebuilt from the records
             for tid, n in reached.items():
                 v, seed = scheduler._who(tid)
@@ -195,7 +197,9 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=3, help="launch orders per seed subset (default 3)")
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 8], help="trials at once (default: 2 8)")
     ap.add_argument("--grace", type=int, default=1, help="grace_period of every scheduler (default 1)")
+    ap.add_argument("--reduction", type=float, default=3.0, help="reduction_factor of every scheduler (default 3)")
     ap.add_argument("--margin", type=float, default=0.01, help="decision.margin (default 0.01 mAP)")
+    ap.add_argument("--kinds", nargs="+", help="only these schedulers (none asha asha/seed race race+seeds)")
     args = ap.parse_args()
     if args.record:
         record(args.record)
@@ -218,6 +222,7 @@ def main() -> None:
         print(f"  {names[v]:<26} mean mAP by epoch {curve}  {truth.get(v, '')}")
     subsets = list(itertools.combinations(bank_seeds, args.seeds))
     kinds = ["none", "asha", "asha/seed", "race"] + (["race+seeds"] if args.seeds < len(bank_seeds) else [])
+    kinds = [k for k in kinds if not args.kinds or k in args.kinds]
     rows, stopped_at = [], {}
     for workers in args.workers:
         for kind in kinds:
@@ -227,7 +232,7 @@ def main() -> None:
                 full = verdicts(trials[trials.seed.isin(subset)], epochs, decision)
                 reached, got, stops = replay(kind, trials, epochs, curves, subset, spare, variants, random.Random(k),
                                              decision, workers, max_t, args.grace,
-                                             len(bank_seeds) if kind == "race+seeds" else None)
+                                             len(bank_seeds) if kind == "race+seeds" else None, args.reduction)
                 grid = (len(bank_seeds) if kind == "race+seeds" else len(subset)) * len(variants) * max_t
                 spent.append(sum(reached.values()) / grid)
                 status = {}
@@ -250,7 +255,7 @@ def main() -> None:
                          "variants stopped": stopped, "of which not worse": wrong,
                          "best variant kept": f"{kept_best}/{n}"})
     print(f"\nreplays: {len(subsets)} subsets of {args.seeds} of the {len(bank_seeds)} seeds x {args.orders} launch "
-          f"orders; grace_period {args.grace}, reduction_factor 3; 'not worse' and 'best' by all {len(bank_seeds)} "
+          f"orders; grace_period {args.grace}, reduction_factor {args.reduction:g}; 'not worse' and 'best' by all {len(bank_seeds)} "
           f"seeds' verdicts (best: {names[best]}); race+seeds: decision.max_seeds {len(bank_seeds)}, its grid "
           f"{len(bank_seeds)} seeds")
     print(pd.DataFrame(rows).to_string(index=False))

@@ -89,7 +89,7 @@ def fit(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: R
     scheduler, echo = build_scheduler(
         study.scheduler, max_t=max_t, key=lambda t: resolve(t).trial_id,
         protected={t.trial_id for t in plan.lookup.values() if t.variant.is_baseline}, prior=prior,
-        who=who.__getitem__, variants=sorted({t.variant.index for t in plan.lookup.values() if not t.variant.is_baseline}),
+        who=lambda tid: who.get(tid, (-1, -1)), variants=sorted({t.variant.index for t in plan.lookup.values() if not t.variant.is_baseline}),
         decision=study.decision, seeds=study.decision.max_seeds or len(study.seeds), stopped=race_stops(store.folder),
         on_stop=lambda stop: recorder.race_stop(stop), higher_is_better=study.scheduler.mode == "max")
     console.print(echo)
