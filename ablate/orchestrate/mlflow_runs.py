@@ -39,7 +39,16 @@ from mlflow.tracking import MlflowClient
 
 from ablate.metrics import METRICS
 from ablate.mlflow_tags import (
-    EXPERIMENT_KIND, LOGGED, PARAMS, ROLE, STUDY, TRIAL, VARIANT, bound_http_retries, study_run, study_runs,
+    EXPERIMENT_KIND,
+    LOGGED,
+    PARAMS,
+    ROLE,
+    STUDY,
+    TRIAL,
+    VARIANT,
+    bound_http_retries,
+    study_run,
+    study_runs,
 )
 
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: the pure-Python one takes ~10 ms a config

@@ -14,9 +14,9 @@ from ray.tune.schedulers import TrialScheduler
 
 from ablate.orchestrate.run import launch_order
 from ablate.orchestrate.scheduler import StudyASHA, StudyRace, build_scheduler
-from ablate.results.race import Race
 from ablate.orchestrate.search import baseline_point, distributions, values
 from ablate.orchestrate.worker import Plan
+from ablate.results.race import Race
 from ablate.status import ended
 from ablate.study import load_study, trials
 from ablate.study.expand import check, trial_id
