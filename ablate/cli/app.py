@@ -99,7 +99,7 @@ def run(
                                                      "storage key, else the results folder)", show_default=False)] = None,
     debug: Debug = False,
 ) -> None:
-    """Run a study: every trial through Ray Tune (ASHA / Optuna), logged to MLflow and results/<study>/.
+    """Run a study: every trial through Ray Tune (the paired race, ASHA or Optuna), logged to MLflow and results/<study>/.
 
     Running it again resumes: ended trials are kept, unfinished ones continue from their last epoch.
     """
