@@ -117,6 +117,11 @@ def run(
             raise typer.Exit(130) from None
         if not dry_run:
             describe(outcome, write_report(outcome, err) if outcome.report_due else None, err)
+        from ablate.orchestrate.terminate import EXIT_CODE, TERM
+
+        if TERM.requested:
+            err.print("[yellow]terminated[/] (SIGTERM): the study stopped; run the same command again to resume")
+            raise typer.Exit(EXIT_CODE)
         if outcome.interrupted:
             raise typer.Exit(1)
 

@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ablate.orchestrate.mlflow_runs import Tracker
 from ablate.orchestrate.record import Recorder
 from ablate.orchestrate.seeds import add_seeds, planned_trials
 from ablate.orchestrate.storage import Storage
+from ablate.orchestrate.terminate import TERM
 from ablate.orchestrate.worker import Plan, train
 from ablate.results.store import ResultsStore, stale_temp_files, write_decision
 from ablate.status import ended
@@ -66,6 +68,19 @@ def launch_order(todo: list[Trial], seed: int = 0, *, race: bool = False) -> lis
         return first + sorted(rest, key=lambda t: (t.variant.index, t.seed))
     random.Random(seed).shuffle(rest)
     return first + rest
+
+
+def _ray_shutdown() -> None:
+    """``ray.shutdown()``; after a SIGTERM that reached Ray's own processes too it can wait a minute for a
+    GCS that is gone, so then it gets 10 s and the run goes on without it."""
+    import ray
+
+    if not TERM.requested:
+        ray.shutdown()
+        return
+    done = threading.Thread(target=ray.shutdown, daemon=True)
+    done.start()
+    done.join(10)
 
 
 def _name(variants, index: int) -> str:
@@ -142,6 +157,8 @@ def run_study(
     trial's folder, one ``tune.report`` per epoch): a test seam for orchestration-only tests.
     """
     console = console or Console(stderr=True)
+    TERM.reset()
+    TERM.install()  # SIGTERM (preemption) stops the run as Ctrl-C does: terminate.py
     if not verbose:
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its sqlite set-up and migration chatter
     study = load_study(file, overrides + ([f"storage={json.dumps(storage)}"] if storage is not None else []))
@@ -184,6 +201,7 @@ def run_study(
         recorder = Recorder(plan, store, tracker, where,
                             note=lambda line: console.print(f"[yellow]note[/] {escape(line)}", highlight=False))
         outcome.tracking_uri = tracker.uri
+        TERM.on_expire = recorder.flush
         recorder.sync()  # what an earlier run could not send to MLflow
         fixed = _reconcile(recorder, planned)
         todo = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
@@ -198,7 +216,7 @@ def run_study(
                       + f"; to run: {len(todo) + samples_left}")
         started_ray, stopped = False, False
         try:
-            while True:
+            while not TERM.requested:
                 if todo or samples_left:
                     started_ray = started_ray or tuner.ray_init(address, verbose)
                     outcome.ran += len(todo) + samples_left
@@ -208,7 +226,7 @@ def run_study(
                         study, plan, order, samples_left, store, recorder, max_concurrent, verbose, console,
                         started_ray=started_ray, trainable=trainable or train)
                     samples_left = 0
-                    if stopped or any(not ended(store.trials.get(t.trial_id, {})) for t in planned):
+                    if stopped or TERM.requested or any(not ended(store.trials.get(t.trial_id, {})) for t in planned):
                         break
                 more = add_seeds(study, variants, folder)  # written to seeds.json before any of them starts
                 if not more:
@@ -221,9 +239,8 @@ def run_study(
                 outcome.planned += len(more)
         finally:
             if started_ray:
-                import ray
-
-                ray.shutdown()
+                _ray_shutdown()
+        stopped = stopped or TERM.requested
         outcome.counts = _counts(store)
         unfinished = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
         outcome.interrupted = outcome.interrupted or bool(unfinished)

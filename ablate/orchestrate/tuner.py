@@ -24,6 +24,7 @@ from ablate.orchestrate import preflight
 from ablate.orchestrate.record import Recorder, StudyCallback
 from ablate.orchestrate.start_watch import StartWatch, timeout_s
 from ablate.orchestrate.storage import Storage, disk_problem
+from ablate.orchestrate.terminate import TERM
 from ablate.orchestrate.worker import Plan, train
 from ablate.results.race import race_stops
 from ablate.results.store import ResultsStore
@@ -48,6 +49,7 @@ def ray_init(address: str | None, verbose: bool) -> bool:
     ray_env.uv_hook_off_in_ray()  # Ray may have been imported before ablate set the switch
     ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=quiet,
              configure_logging=True)
+    TERM.install()  # ray.init put in its own SIGTERM handler (exit at once, a C++ stack dump): ablate's stops
     return address is None
 
 
@@ -143,6 +145,7 @@ def fit(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: R
         ),
     )
     interrupted = False
+    TERM.stopper, ctrl_c.requested = ctrl_c, ctrl_c.requested or TERM.requested  # SIGTERM stops it as Ctrl-C does
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())  # Tune's banners
     with view, quiet, _on_ctrl_c(ctrl_c):
         try:
@@ -156,6 +159,8 @@ def fit(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: R
             if problem is not None:
                 raise problem from None
             raise
+        finally:
+            TERM.stopper = None
     view.ended(recorder.events)
     return interrupted or ctrl_c.requested
 

@@ -83,5 +83,6 @@ def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = 
         })
     info = {"experiment_id": found.experiment_id, "parent_run_id": parent.info.run_id,
             "tracking_uri": client.tracking_uri, "description": parent.data.tags.get("description", ""),
-            "decision": {**DECISION_DEFAULTS, **json.loads(parent.data.tags.get(DECISION, "{}"))}}
+            "decision": {**DECISION_DEFAULTS, **{k: v for k, v in json.loads(parent.data.tags.get(DECISION, "{}")).items()
+                                                 if k in DECISION_DEFAULTS}}}  # what the verdicts are judged on
     return pd.DataFrame(trials), pd.DataFrame(epochs), info

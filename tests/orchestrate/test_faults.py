@@ -263,3 +263,43 @@ def test_ctrl_c_stops_the_study_within_seconds_and_a_rerun_resumes_it(study_file
     for tid, done in unfinished.items():
         if done:  # resumed from its last checkpoint, not started again
             assert after[tid]["starts"][-1]["epoch"] == done + 1, after[tid]["starts"]
+
+
+def test_sigterm_from_timeout_stops_the_study_gracefully_and_a_rerun_resumes_it(study_file, statuses, tmp_path):
+    # as Slurm and `timeout` preempt: SIGTERM to the driver and every process of its group (Ray's too)
+    path = study_file("term", train={"epochs": 3}, factors={"loss.box": ["diou", "ciou", "eiou", "l1", "iou"]})
+    root = tmp_path / "results"
+    tag = f"ABLATE_TEST_RUN={uuid.uuid4().hex}"
+    began = time.monotonic()
+    driver = subprocess.Popen(["timeout", "-s", "TERM", "--preserve-status", "45",
+                               sys.executable, "-m", "ablate", "run", str(path), "--results", str(root)],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True, env={**os.environ, tag.split("=")[0]: tag.split("=")[1]})
+    try:
+        output, _ = driver.communicate(timeout=45 + 60)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    took = time.monotonic() - began - 45
+    print(f"SIGTERM: exit {driver.returncode}, {took:.1f} s after it\n{output[-3000:]}")
+    assert driver.returncode == 143, output[-3000:]  # 128 + SIGTERM: interrupted, resumable
+    assert took < 30, f"the stop took {took:.0f} s (Kubernetes kills at 30 s)"
+    assert "terminated (SIGTERM)" in output and "run the same command again to resume" in output
+    assert "SIGTERM received" not in output and "Traceback" not in output  # no Ray stack dump, no crash
+    deadline = time.monotonic() + 20  # Ray's workers and daemons go with the driver
+    while _tagged(tag) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _tagged(tag), _tagged(tag)
+
+    at_stop = statuses(root, "term")
+    table = pd.read_parquet(root / "term" / "trials.parquet")
+    assert not table.status.isin(["failed", "pruned"]).any(), table[["trial_id", "status", "reason"]]
+    assert (table.status == "completed").sum() < 6, "every trial finished before SIGTERM; the test proves nothing"
+    outcome = run_study(path, [], results_root=root)
+    assert not outcome.interrupted and outcome.counts["completed"] == 6
+    _once_in_parquet_and_mlflow(tmp_path, root / "term", "term", _planned(path))
+    after = statuses(root, "term")
+    for tid, s in at_stop.items():
+        if s["status"] != "completed" and s["epochs_done"]:  # resumed from its last checkpoint
+            assert after[tid]["starts"][-1]["epoch"] == s["epochs_done"] + 1, after[tid]["starts"]

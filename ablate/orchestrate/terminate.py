@@ -1,0 +1,65 @@
+"""SIGTERM is a stop, not a crash: how Slurm, Kubernetes and ``timeout`` preempt a job.
+
+``TERM.install()`` (``ablate run`` calls it first, and again after ``ray.init``, which puts its
+own handler in, one that exits at once and makes Ray print a C++ stack dump) makes SIGTERM
+set a flag and nothing else: no exception is raised in the middle of a Parquet write or an
+MLflow call.  The run then stops as after Ctrl-C: Tune is told to stop its trials (the
+``stopper`` of the fit in progress), no new round starts, the records are flushed, and the
+command exits with 143 (128 + SIGTERM) and says how to resume.  If the stop takes longer than
+``GRACE_S`` (Kubernetes kills at 30 s; a Slurm or ``timeout`` SIGTERM reaches Ray's own processes
+too, and a Tune left without them may wait), what is recorded is flushed and the process exits
+143 at once: every trial folder keeps its last checkpoint, so the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+GRACE_S = float(os.environ.get("ABLATE_TERM_GRACE_S", "20"))
+EXIT_CODE = 128 + signal.SIGTERM
+
+
+class Termination:
+    def __init__(self):
+        self.event = threading.Event()
+        self.stopper = None  # the Tune Stopper of the fit in progress (tuner.fit sets it)
+        self.on_expire: Callable[[], None] | None = None  # flushes the records (run_study sets it)
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set():
+            return
+        self.event.set()
+        if self.stopper is not None:
+            self.stopper.requested = True
+        timer = threading.Timer(GRACE_S, self._expire)
+        timer.daemon = True
+        timer.start()
+
+    def _expire(self) -> None:
+        try:
+            if self.on_expire is not None:
+                self.on_expire()
+        finally:
+            print(f"terminated (SIGTERM): the stop took over {GRACE_S:g} s, so the run ends now; what is recorded "
+                  "is kept: run the same command again to resume", file=sys.stderr, flush=True)
+            os._exit(EXIT_CODE)
+
+    def reset(self) -> None:
+        """For a new run in the same process (tests)."""
+        self.event.clear()
+        self.stopper = self.on_expire = None
+
+
+TERM = Termination()
