@@ -2,13 +2,15 @@
 
 The writer (orchestrate/mlflow_runs.py) and the readers (results/mlflow_source.py, the
 report's run links) all import this, so a study's runs are found by one rule.
-Nothing here imports MLflow: functions take a ``MlflowClient``.
+Nothing here imports MLflow at import time: functions take a ``MlflowClient`` (``client`` makes one).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+from pathlib import Path
 
 ROLE, STUDY, TRIAL, LOGGED = "ablate.role", "ablate.study", "ablate.trial_id", "ablate.epochs_logged"
 VARIANT = "ablate.variant"  # a variant run's name: study run -> variant runs -> trial runs (one per seed)
@@ -49,3 +51,29 @@ def study_runs(client, experiment_id: str, study: str, role: str) -> list:
     """The study's runs of one role (``variant`` or ``trial``), found by tags whichever run is their parent."""
     return client.search_runs([experiment_id], f"tags.`{STUDY}` = '{study}' and tags.`{ROLE}` = '{role}'",
                               max_results=50_000)
+
+
+def client(uri: str | None):
+    """A ``MlflowClient`` for ``uri`` (None: MLFLOW_TRACKING_URI or MLflow's default ``./mlflow.db``).
+
+    Opening a sqlite store creates or migrates its tables, and two processes doing that at once
+    (two studies started together in one folder) break it: one fails ("Online migration expected to
+    match one row") and leaves half-made tables.  So the opening is serialised by an exclusive lock
+    on ``<db>.lock`` beside the file; the store's later writes are sqlite's own business (its lock,
+    and ablate's retry of a failed write, mlflow_mirror.py).
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    resolved = uri or mlflow.get_tracking_uri()
+    path = resolved.removeprefix("sqlite:///") if resolved.startswith("sqlite:///") else None
+    if path is None or path == ":memory:":
+        return MlflowClient(tracking_uri=uri)
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            return MlflowClient(tracking_uri=resolved)
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)

@@ -50,6 +50,7 @@ from ablate.mlflow_tags import (
     study_run,
     study_runs,
 )
+from ablate.mlflow_tags import client as mlflow_client
 
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: the pure-Python one takes ~10 ms a config
 WHERE = ("node", "host", "device")  # the tags tag_trial sets
@@ -123,7 +124,7 @@ class Tracker:
         if self.parent_id is not None:
             return
         if self.client is None:
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = mlflow_client(self.uri)
         found = self.client.get_experiment_by_name(self.experiment)
         if found is None:
             self.experiment_id = self.client.create_experiment(self.experiment, tags=dict([EXPERIMENT_KIND]))

@@ -52,12 +52,11 @@ def baseline_index(trials: pd.DataFrame, baseline: str | None) -> int:
 def _mlflow(source: Source):
     """(client, experiment id, parent run id) or None when the store cannot be reached."""
     try:
-        from mlflow.tracking import MlflowClient
-
         from ablate.mlflow_tags import bound_http_retries, study_run
+        from ablate.mlflow_tags import client as mlflow_client
 
         bound_http_retries()  # a report from Parquet waits seconds, not minutes, for a server that is down
-        client = MlflowClient(tracking_uri=source.tracking_uri)
+        client = mlflow_client(source.tracking_uri)
         experiment = client.get_experiment_by_name(source.experiment or source.study)
         if experiment is None:
             return None

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from mlflow.tracking import MlflowClient
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one config.yaml per trial
 
 from ablate.errors import DataError
 from ablate.metrics import METRICS
 from ablate.mlflow_tags import DECISION, TRIAL, bound_http_retries, error_reason, study_run, study_runs
+from ablate.mlflow_tags import client as mlflow_client
 from ablate.results.store import DECISION_DEFAULTS, summarise
 from ablate.status import RUNNING
 from ablate.status import parse as parse_status
@@ -36,7 +36,7 @@ def frames_from_mlflow(study: str, *, uri: str | None, experiment: str | None = 
     from mlflow.exceptions import MlflowException
 
     bound_http_retries()
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     try:
         found = client.get_experiment_by_name(experiment or study)
     except MlflowException as e:
