@@ -14,6 +14,7 @@ next run catches up from there); an ending is written at once.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +54,29 @@ def factor_levels(plan: Plan, trial: Trial) -> dict[str, str]:
     return levels
 
 
+HOST_OOM = "out of memory (host)"
+
+
+def host_oom_reason(error: str) -> str | None:
+    """The reason of a trial Ray's memory monitor killed (its OutOfMemoryError's text), or None.
+
+    Example: ``out of memory (host): killed by Ray's memory monitor at 2.63 GB (the node at 4.38GB used /
+    23.54GB limit; threshold 17.9%)``.
+    """
+    if "OutOfMemoryError" not in error and "running low on memory" not in error and HOST_OOM not in error:
+        return None
+    if error.startswith(HOST_OOM):
+        return error.splitlines()[0]
+    used = re.search(r"actual memory used=([\d.]+\s*[KMGT]?B)", error)
+    node = re.search(r"was ([\d.]+\s*[KMGT]?B used / [\d.]+\s*[KMGT]?B limit)", error)
+    threshold = re.search(r"threshold of \d+B \(([\d.]+%)", error)
+    where = ", ".join(x for x in (node and f"the node at {node.group(1)}",
+                                  threshold and f"threshold {threshold.group(1)}") if x)
+    return (f"{HOST_OOM}: killed by Ray's memory monitor" + (f" at {used.group(1)}" if used else "")
+            + (f" ({where})" if where else "") + "; give it more memory per trial (resources.cpu, fewer at once) "
+            "or a smaller batch")
+
+
 def ending(status_file: dict, epochs: int, error: str | None) -> tuple[str, str | None, str]:
     """(status, reason, label) of a trial that stopped, from its status.json and Ray's error."""
     done = len(status_file.get("history", []))
@@ -60,7 +84,7 @@ def ending(status_file: dict, epochs: int, error: str | None) -> tuple[str, str 
         reason = status_file.get("reason", "unknown")
         return FAILED, reason, label(FAILED, reason=reason)
     if error is not None:
-        reason = f"{CRASHED}: {error}"
+        reason = host_oom_reason(error) or f"{CRASHED}: {error}"
         return FAILED, reason, label(FAILED, reason=reason)
     if done >= epochs:
         return COMPLETED, None, COMPLETED
@@ -246,9 +270,14 @@ class StudyCallback(Callback):
         self.recorder.flush()
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._stop_if_disk(trial, _local_error(trial))
+        error = _local_error(trial)
+        self._stop_if_disk(trial, error)
         tid = self.resolve(trial).trial_id
         status = self.recorder.storage.read_status(tid)
+        oom = host_oom_reason(error)
+        if oom is not None and status.get("status") != "failed":  # retrying would meet the same wall
+            status.update(status=FAILED, reason=oom)
+            self.recorder.storage.write_text(f"{self.recorder.storage.trial_path(tid)}/status.json", json.dumps(status))
         if status.get("status") == "failed":  # it stopped itself (a hang, see worker.py): the retry only returns
             self.view.note(f"trial {tid} stopped: {status.get('reason', 'unknown')}")
         else:

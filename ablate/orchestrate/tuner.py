@@ -53,6 +53,30 @@ def ray_init(address: str | None, verbose: bool) -> bool:
     return address is None
 
 
+def oom_as_actor_death() -> None:
+    """Ray's memory monitor kills a trial's worker with an ``OutOfMemoryError``, which Ray Tune's actor
+    manager does not expect (it handles ``RayActorError`` and ``RayTaskError``): it raises "Caught
+    unexpected exception" out of ``Tuner.fit`` and the whole study dies.  The worker is dead, so ablate
+    hands Tune the error as what it is, an actor's death, with the monitor's words kept: the trial ends
+    (record.py: ``failed: out of memory (host)``, not retried) and the study goes on.  Private Ray
+    state (``RayActorManager._actor_task_failed``); pyproject.toml pins Ray's minor version and
+    tests/orchestrate/test_logic.py checks it is there."""
+    from ray.air.execution._internal.actor_manager import RayActorManager
+    from ray.exceptions import OutOfMemoryError, RayActorError
+
+    original = RayActorManager._actor_task_failed
+    if getattr(original, "_ablate", False):
+        return
+
+    def failed(self, tracked_actor_task, exception):
+        if isinstance(exception, OutOfMemoryError):
+            exception = RayActorError(error_msg=f"OutOfMemoryError: {exception}")
+        return original(self, tracked_actor_task, exception)
+
+    failed._ablate = True
+    RayActorManager._actor_task_failed = failed
+
+
 def fit(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: ResultsStore, recorder: Recorder,
           max_concurrent: int | None, verbose: bool, console: Console, *, started_ray: bool, trainable=train) -> bool:
     """Build and fit the Tuner; True if it was interrupted."""
@@ -63,6 +87,7 @@ def fit(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: R
     from ablate.orchestrate.search import searcher
     from ablate.orchestrate.view import View
 
+    oom_as_actor_death()
     joined = len([n for n in ray.nodes() if n.get("Alive")]) > 1 or not started_ray
     storage = recorder.storage
     if joined:

@@ -107,6 +107,10 @@ def test_ray_private_state_the_scheduler_relies_on_is_there():
     assert isinstance(milestone, (int, float)) and isinstance(recorded, dict)
     assert s._metric_op == 1.0 and s._num_stopped == 0 and s._trial_info == {} and s._max_t == 8
     assert callable(s._brackets[0].cutoff)
+    # tuner.oom_as_actor_death wraps Tune's actor manager's failure hook (a host OOM kill would end fit)
+    from ray.air.execution._internal.actor_manager import RayActorManager
+
+    assert callable(RayActorManager._actor_task_failed)
 
 
 def test_build_scheduler_says_what_it_runs_with():
