@@ -1,8 +1,8 @@
 """Planted variants with known answers, through real Ray Tune trials, the race and the report's own verdicts:
 a change that cannot alter the training (channels_last on CPU) is never stopped and never judged better
 or worse, a learning rate 30x too high is stopped by the race as worse; adaptive seeds go only to the
-variant whose verdict is open; a driver killed with kill -9 while an added seed trains resumes to the
-same race decisions and the same trials, and a rerun adds nothing."""
+variant whose verdict is open; a driver killed with kill -9 between an added seed's launch and its first
+epoch resumes to the same race decisions and the same trials, and a rerun adds nothing."""
 
 from __future__ import annotations
 
@@ -68,13 +68,15 @@ def test_planted_variants_the_race_and_adaptive_seeds_through_a_kill_9(tmp_path,
         added = json.loads((folder / "seeds.json").read_text())["added"]
         stops = race_stops(folder)
         ids = {t.trial_id for t in planned_trials(load_study(path), check(load_study(path)), folder) if t.seed == 3}
-        _wait(lambda: any(s["epochs_done"] >= 1 for t, s in statuses(root, "planted").items() if t in ids),
-              300, "an added seed's first epoch", driver)
+        # kill -9 between an added seed's launch and its first epoch: its folder exists, no epoch is done
+        _wait(lambda: any(t in ids for t in statuses(root, "planted")), 300, "an added seed's launch", driver)
+        launched = {t: s["epochs_done"] for t, s in statuses(root, "planted").items() if t in ids}
     finally:
         with contextlib.suppress(ProcessLookupError):  # it may have ended (and failed) on its own
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
 
+    assert launched and min(launched.values()) == 0, launched  # killed before an added trial's first epoch ended
     trials, _ = load_frames(folder)
     names = trials.drop_duplicates("variant").set_index("variant_name")["variant"]
     assert set(added) == {str(names["baseline"]), str(names[NO_OP])} and all(s == [3] for s in added.values()), added
