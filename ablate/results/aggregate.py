@@ -182,7 +182,7 @@ def variant_summary(
                 row.update(dmAP=c.mean, paired=c.paired, n_pairs=c.n if c.paired else 0)
                 row["dmAP_lo"], row["dmAP_hi"] = interval(c, confidence)
             row.update(verdict="worse", p=float(stops[v].p))
-        elif v in family:
+        elif family.get(v) is not None:
             c = family[v]
             row.update(verdicts[v], dmAP=c.mean, paired=c.paired, n_pairs=c.n if c.paired else 0,
                        seeds_needed=needed[v])

@@ -319,3 +319,10 @@ def test_holm_across_the_studys_variants():
     for v in (1, 2, 3):
         assert s.loc[v, "p"] == pytest.approx(expected[v])
     assert s.attrs["family"] == 3 and s.attrs["correction"] == "holm"
+
+
+def test_a_report_while_the_baseline_has_no_completed_seed_yet_shows_no_delta():
+    # a report written while a study runs: the variant completed, the baseline's trials are still running
+    trials = _frame([_trial(0, 0, None, status="running", epochs=1), _trial(1, 0, 0.41), _trial(1, 1, 0.42)])
+    row = variant_summary(trials, factors=["loss.box"]).set_index("variant").loc[1]
+    assert math.isnan(row["dmAP"]) and row["verdict"] is None and row["mAP"] == pytest.approx(0.415)
