@@ -26,7 +26,6 @@ from ablate.orchestrate.start_watch import StartWatch, timeout_s
 from ablate.orchestrate.storage import Storage, disk_problem
 from ablate.orchestrate.terminate import TERM
 from ablate.orchestrate.worker import Plan, train
-from ablate.results.race import race_stops
 from ablate.results.store import ResultsStore
 from ablate.status import ended
 from ablate.study.expand import Trial
@@ -117,7 +116,7 @@ def fit(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: R
         study.scheduler, max_t=max_t, key=lambda t: resolve(t).trial_id,
         protected={t.trial_id for t in plan.lookup.values() if t.variant.is_baseline}, prior=prior,
         who=lambda tid: who.get(tid, (-1, -1)), variants=sorted({t.variant.index for t in plan.lookup.values() if not t.variant.is_baseline}),
-        decision=study.decision, seeds=study.decision.max_seeds or len(study.seeds), stopped=race_stops(store.folder),
+        decision=study.decision, seeds=study.decision.max_seeds or len(study.seeds), stopped=recorder.stops,
         on_stop=lambda stop: recorder.race_stop(stop), higher_is_better=study.scheduler.mode == "max")
     console.print(echo)
     console.print(f"resources per trial: cpu {resources['cpu']:g}, gpu {resources['gpu']:g}"

@@ -301,6 +301,11 @@ def notes(summary: pd.DataFrame) -> list[str]:
                    else "more than 1000 seeds would be needed at the study's spread" if _known(spread)
                    else "too few paired seeds in the study to estimate its spread: add seeds")
             out.append(f"{name}: {header} {mean:+.3f} on {pairs} paired seed{'s' * (pairs != 1)} is unresolved; {fix}")
+        elif verdict == "worse" and _known(row.get("at_epoch")):  # the race's stop (results/race.py)
+            out.append(f"{name}: stopped by the race at epoch {int(row['at_epoch'])}: worse than the baseline by more "
+                       f"than the margin ({a.get('margin', 0):g}) there on its seeds paired with the baseline's "
+                       f"(race-adjusted p {row['p']:.2g}, over every look and variant); its values and {header} "
+                       "are at that epoch, not the end")
         elif isinstance(verdict, str) and verdict.startswith("stopped@"):
             out.append(f"{name}: stopped by the scheduler at epoch {verdict[8:]}; its values and {header} are at that "
                        "epoch, against the baseline's same seeds there (a scheduler's decision, not a test)")

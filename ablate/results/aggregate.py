@@ -177,7 +177,7 @@ def variant_summary(
             at = {c: _values_at(trials, epochs, v, k, c) for c in columns}
             aps = {c: float(np.mean(list(at[c].values()))) if at.get(c) else math.nan for c in AP_COLUMNS}
             mine = at[metric]
-            c = compare(at[metric], _baseline_at(trials, epochs, baseline, k, metric))
+            c = compare(at[metric], _values_at(trials, epochs, baseline, k, metric))
             if c is not None:
                 row.update(dmAP=c.mean, paired=c.paired, n_pairs=c.n if c.paired else 0)
                 row["dmAP_lo"], row["dmAP_hi"] = interval(c, confidence)
@@ -192,7 +192,7 @@ def variant_summary(
         elif v in at_epoch:  # no seed completed: where it stopped, against the baseline there
             k, stopped = at_epoch[v]
             aps = {c: float(np.mean(list(stopped[c].values()))) if stopped[c] else math.nan for c in AP_COLUMNS}
-            c = compare(stopped[metric], _baseline_at(trials, epochs, baseline, k, metric))
+            c = compare(stopped[metric], _values_at(trials, epochs, baseline, k, metric))
             if c is not None:
                 row.update(dmAP=c.mean, paired=c.paired, n_pairs=c.n if c.paired else 0)
                 row["dmAP_lo"], row["dmAP_hi"] = interval(c, confidence)
@@ -244,18 +244,9 @@ def _stopped_values(trials: pd.DataFrame, epochs: pd.DataFrame | None, columns: 
 
 
 def _values_at(trials: pd.DataFrame, epochs: pd.DataFrame | None, variant: int, k: int, metric: str) -> dict:
-    """seed -> ``metric`` of ``variant``'s trials at epoch ``k`` (those that reached it)."""
+    """seed -> ``metric`` of ``variant``'s trials at epoch ``k`` (those that reached it; the baseline's too)."""
     if epochs is None or epochs.empty or metric not in epochs:
         return {}
     seed_of = trials[trials["variant"] == variant].set_index("trial_id")["seed"]
-    rows = epochs[epochs["trial_id"].isin(seed_of.index) & (epochs["epoch"] == k)]
-    return {int(seed_of[t]): float(x) for t, x in zip(rows["trial_id"], rows[metric]) if x == x}
-
-
-def _baseline_at(trials: pd.DataFrame, epochs: pd.DataFrame | None, baseline: int, k: int, metric: str) -> dict:
-    """seed -> the baseline's ``metric`` at epoch ``k`` (any baseline trial that reached it)."""
-    if epochs is None or epochs.empty or metric not in epochs:
-        return {}
-    seed_of = trials[trials["variant"] == baseline].set_index("trial_id")["seed"]
     rows = epochs[epochs["trial_id"].isin(seed_of.index) & (epochs["epoch"] == k)]
     return {int(seed_of[t]): float(x) for t, x in zip(rows["trial_id"], rows[metric]) if x == x}

@@ -115,6 +115,22 @@ def test_a_variant_stopped_early_shows_its_values_at_the_stop_epoch():
     assert any(n.startswith("loss.box=giou: stopped by the scheduler at epoch 2") for n in notes(summary))
 
 
+def test_a_variant_the_race_stopped_reads_worse_at_its_stop_epoch_and_the_notes_say_so():
+    from ablate.results.race import Stop
+
+    trials = pd.DataFrame([_trial(0, s, 0.40 + s / 100) for s in (0, 1, 2)]
+                          + [_trial(1, s, 0.05, status="pruned", epochs=2) for s in (0, 1, 2)])
+    epochs = pd.DataFrame([{"trial_id": f"t{v}-{s}", "epoch": e, **dict.fromkeys(
+        ("mAP", "AP50", "APs", "APm", "APl"), 0.02 * e + 0.01 * v - 0.03 * v * (e == 2) + 0.001 * s)}
+        for v in (0, 1) for s in (0, 1, 2) for e in (1, 2)])
+    summary = variant_summary(trials, factors=["loss.box"], epochs=epochs, stops={1: Stop(1, 2, 3, -0.02, 0.004)})
+    row = zoo_table(summary).loc[1]
+    assert row["mAP"].endswith("@2") and row["verdict"] == "worse"
+    assert not best_cells(summary).loc[1, "mAP"]
+    said = [n for n in notes(summary) if n.startswith("loss.box=giou: stopped by the race at epoch 2")]
+    assert said and "race-adjusted p 0.004" in said[0] and "not the end" in said[0], notes(summary)
+
+
 def test_pruned_and_failed_variants_are_in_the_table_with_their_status():
     table = zoo_table(STUDY)
     assert table["loss.box"].tolist() == ["smooth_l1", "giou", "diou", "ciou"]
