@@ -205,6 +205,20 @@ def test_a_trial_that_hangs_is_stopped_and_recorded_and_the_others_complete(stud
 # ---------------------------------------------------------------------------------------- Ctrl-C
 
 
+def _until_an_epoch(statuses, root: Path, study: str, driver: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while not any(s["epochs_done"] >= 1 for s in statuses(root, study).values()):
+        assert time.monotonic() < deadline and driver.poll() is None, "no trial finished an epoch"
+        time.sleep(0.2)
+
+
+def _no_process_left(tag: str) -> None:
+    deadline = time.monotonic() + 20  # Ray's workers and daemons go with the driver
+    while _tagged(tag) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _tagged(tag), _tagged(tag)
+
+
 def _tagged(tag: str) -> list[str]:
     """Processes whose environment holds ``tag`` (the driver's and everything it started): 'pid cmdline'."""
     found = []
@@ -228,10 +242,7 @@ def test_ctrl_c_stops_the_study_within_seconds_and_a_rerun_resumes_it(study_file
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True, env={**os.environ, tag.split("=")[0]: tag.split("=")[1]})
     try:
-        deadline = time.monotonic() + 300
-        while not any(s["epochs_done"] >= 1 for s in statuses(root, "ctrlc").values()):
-            assert time.monotonic() < deadline and driver.poll() is None, "no trial finished an epoch"
-            time.sleep(0.2)
+        _until_an_epoch(statuses, root, "ctrlc", driver)
         assert any(" ray::" in p for p in _tagged(tag)), _tagged(tag)  # the check below sees Ray's workers
         os.killpg(driver.pid, signal.SIGINT)  # as a terminal does: the whole foreground process group
         began = time.monotonic()
@@ -245,10 +256,7 @@ def test_ctrl_c_stops_the_study_within_seconds_and_a_rerun_resumes_it(study_file
     assert took < 30, f"Ctrl-C took {took:.0f} s"
     assert driver.returncode != 0
     assert "run the same command again to resume" in output and "Traceback" not in output
-    deadline = time.monotonic() + 20  # Ray's workers and daemons go with the driver
-    while _tagged(tag) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _tagged(tag), _tagged(tag)
+    _no_process_left(tag)
 
     at_stop = statuses(root, "ctrlc")
     table = pd.read_parquet(root / "ctrlc" / "trials.parquet")
@@ -277,10 +285,7 @@ def test_sigterm_from_timeout_stops_the_study_gracefully_and_a_rerun_resumes_it(
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True, env={**os.environ, tag.split("=")[0]: tag.split("=")[1]})
     try:
-        deadline = time.monotonic() + 300
-        while not any(s["epochs_done"] >= 1 for s in statuses(root, "term").values()):
-            assert time.monotonic() < deadline and driver.poll() is None, "no trial finished an epoch"
-            time.sleep(0.2)
+        _until_an_epoch(statuses, root, "term", driver)
         driver.send_signal(signal.SIGTERM)  # to `timeout`, which sends it on to the study's process group
         began = time.monotonic()
         output, _ = driver.communicate(timeout=120)
@@ -294,10 +299,7 @@ def test_sigterm_from_timeout_stops_the_study_gracefully_and_a_rerun_resumes_it(
     assert took < 30, f"the stop took {took:.0f} s (Kubernetes kills at 30 s)"
     assert "terminated (SIGTERM)" in output and "run the same command again to resume" in output
     assert "SIGTERM received" not in output and "Traceback" not in output  # no Ray stack dump, no crash
-    deadline = time.monotonic() + 20  # Ray's workers and daemons go with the driver
-    while _tagged(tag) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not _tagged(tag), _tagged(tag)
+    _no_process_left(tag)
 
     at_stop = statuses(root, "term")
     table = pd.read_parquet(root / "term" / "trials.parquet")
