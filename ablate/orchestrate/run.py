@@ -218,7 +218,10 @@ def run_study(
         try:
             while not TERM.requested:
                 if todo or samples_left:
-                    started_ray = started_ray or tuner.ray_init(address, verbose)
+                    started = tuner.ray_init(address, verbose)
+                    if started and (warning := tuner.exposure_note()):
+                        console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
+                    started_ray = started_ray or started
                     outcome.ran += len(todo) + samples_left
                     order = launch_order(todo, study.search.seed if study.search else 0,
                                          race=study.scheduler.name == "race")

@@ -52,6 +52,22 @@ def ray_init(address: str | None, verbose: bool) -> bool:
     return address is None
 
 
+def exposure_note() -> str | None:
+    """A warning when a local Ray would take anyone who reaches this machine, else None.
+
+    Ray 2.60 binds its gRPC servers (GCS, raylet, every worker) to all interfaces and turns
+    ``_node_ip_address="127.0.0.1"`` into the node's own address, so no setting keeps a local Ray on
+    loopback.  What keeps other machines out is Ray's token authentication, on by default for a local
+    start (the token in ``~/.ray/auth_token``): a client without it is refused (tests/test_exposure.py).
+    ``RAY_AUTH_MODE=disabled`` turns that off; Ray's own warning is silenced with its logs, so ablate says it.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "disabled":
+        return None
+    return ("RAY_AUTH_MODE=disabled: the local Ray listens on every network interface without authentication, "
+            "and anyone who can reach this machine can run code in it; unset RAY_AUTH_MODE (Ray's default is "
+            "token authentication) unless this machine is on a closed network")
+
+
 def oom_as_actor_death() -> None:
     """Ray's memory monitor kills a trial's worker with an ``OutOfMemoryError``, which Ray Tune's actor
     manager does not expect (it handles ``RayActorError`` and ``RayTaskError``): it raises "Caught
