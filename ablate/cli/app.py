@@ -82,6 +82,22 @@ def _last_line(e: Exception) -> str:
     return line.removeprefix(prefix)
 
 
+def _on_sigterm_finish_first() -> None:
+    """SIGTERM (preemption) only sets a flag (terminate.py): the file or MLflow trial in progress is finished."""
+    from ablate.orchestrate.terminate import TERM
+
+    TERM.reset()
+    TERM.install()
+
+
+def _exit_if_terminated(what: str) -> None:
+    from ablate.orchestrate.terminate import EXIT_CODE, TERM
+
+    if TERM.requested:
+        err.print(f"[yellow]terminated[/] (SIGTERM): {escape(what)}", highlight=False)
+        raise typer.Exit(EXIT_CODE)
+
+
 @app.command()
 def run(
     file: StudyFile,
@@ -115,13 +131,13 @@ def run(
                 raise
             err.print("[yellow]interrupted[/]: run the same command again to resume (finished trials are kept)")
             raise typer.Exit(130) from None
+        page = write_report(outcome, err) if outcome.report_due and not dry_run else None
         if not dry_run:
-            describe(outcome, write_report(outcome, err) if outcome.report_due else None, err)
-        from ablate.orchestrate.terminate import EXIT_CODE, TERM
-
-        if TERM.requested:
-            err.print("[yellow]terminated[/] (SIGTERM): the study stopped; run the same command again to resume")
-            raise typer.Exit(EXIT_CODE)
+            describe(outcome, page, err)
+        if outcome.interrupted:
+            _exit_if_terminated("the study stopped; run the same command again to resume")
+        _exit_if_terminated("after the study's trials had ended" + ("; its report was written" if page else
+                            f"; `ablate report {outcome.study}` writes its report"))
         if outcome.interrupted:
             raise typer.Exit(1)
 
@@ -144,6 +160,7 @@ def report(
     """Write the model-zoo table (table.md/.csv/.tex) and the HTML report of a study."""
     from ablate.report.build import Source, build_report
 
+    _on_sigterm_finish_first()
     with handled(debug):
         if Path(study).is_file():
             s = load_study(Path(study), [])
@@ -153,6 +170,7 @@ def report(
         paths = build_report(source, out_dir=out, from_mlflow=from_mlflow, baseline=baseline, percent=percent)
         print(paths["md"].read_text(), end="")
         err.print(f"report: {paths['html']} (tables: {', '.join(str(paths[k]) for k in ('md', 'csv', 'tex'))})")
+        _exit_if_terminated("after the report was written")
 
 
 @app.command()
@@ -170,10 +188,12 @@ def sync(
     """
     from ablate.orchestrate.mlflow_mirror import sync_study
 
+    _on_sigterm_finish_first()
     with handled(debug):
         name = load_study(Path(study), []).name if Path(study).is_file() else _study_name(study)
         _, left = sync_study(name, results=results, tracking_uri=tracking_uri,
                              note=lambda line: err.print(escape(line), highlight=False))
+        _exit_if_terminated(f"{left} trial(s) still pending, kept; run `ablate sync {name}` again to send them")
         if left:
             raise typer.Exit(1)
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from ablate.atomic import atomic_path
 from ablate.mlflow_tags import error_reason
 from ablate.orchestrate.mlflow_runs import WHERE, Tracker, flatten
+from ablate.orchestrate.terminate import TERM
 from ablate.results.store import ResultsStore
 from ablate.status import FINAL
 
@@ -178,15 +179,16 @@ class Mirror:
     def sync(self, *, force: bool = False, budget_s: float | None = None) -> int:
         """Send the pending trials, then the parent run's ending; returns how many trials are still pending.
 
-        ``force`` tries even within RETRY_S of a failure; ``budget_s`` stops after that long.
+        ``force`` tries even within RETRY_S of a failure; ``budget_s`` stops after that long, and a
+        SIGTERM (terminate.py) after the trial being sent.
         """
         began = time.time()
         for tid in sorted(self.pending):
             if tid not in self.store.trials:  # not recorded (a --restart discarded it)
                 self._clear(tid)
                 continue
-            if budget_s is not None and time.time() - began > budget_s:
-                break
+            if TERM.requested or (budget_s is not None and time.time() - began > budget_s):
+                break  # SIGTERM: out between two trials; what is left stays pending
             if not self._try(lambda tid=tid: self._send(tid, None), force=force):
                 break
             self._clear(tid)
@@ -231,7 +233,8 @@ def sync_study(name: str, *, results: Path, tracking_uri: str | None = None,
         left = mirror.sync(force=True)
         store.flush()  # MLflow run ids of runs created now
     if left:
-        note(f"{name}: {before - left} trial(s) sent to MLflow at {tracker.uri}; {left} still pending (see above)")
+        why = "" if TERM.requested else " (see above)"  # after SIGTERM, the CLI says why
+        note(f"{name}: {before - left} trial(s) sent to MLflow at {tracker.uri}; {left} still pending{why}")
     else:
         note(f"{name}: {before} trial(s) sent to MLflow at {tracker.uri}; nothing pending")
     return before - left, left

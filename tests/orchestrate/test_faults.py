@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -312,3 +313,38 @@ def test_sigterm_from_timeout_stops_the_study_gracefully_and_a_rerun_resumes_it(
     for tid, s in at_stop.items():
         if s["status"] != "completed" and s["epochs_done"]:  # resumed from its last checkpoint
             assert after[tid]["starts"][-1]["epoch"] == s["epochs_done"] + 1, after[tid]["starts"]
+
+    # SIGTERM while the finished study's report is written (a rerun: nothing to run, straight to the
+    # ending and the report): the file in progress is finished, no half page or temp file is left, the
+    # records are as they were, and the next `ablate report` writes the same tables
+    before = pd.read_parquet(root / "term" / "trials.parquet")
+    shutil.rmtree(tmp_path / "reports", ignore_errors=True)
+    driver = subprocess.Popen([sys.executable, "-m", "ablate", "run", str(path), "--results", str(root)],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = ""
+    try:
+        while not re.search(r"to\s+run:\s+0", seen):
+            line = driver.stdout.readline()
+            assert line, f"the rerun ended before it said what it would run:\n{seen}"
+            seen += line
+        driver.send_signal(signal.SIGTERM)
+        output, _ = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    output = seen + output
+    print(f"SIGTERM at the ending: exit {driver.returncode}\n{output[-2000:]}")
+    assert driver.returncode == 143 and "terminated (SIGTERM): after the study's trials had ended" in output, output
+    assert "Traceback" not in output
+    written = sorted(p.name for p in (tmp_path / "reports").rglob("*") if p.is_file())
+    assert not [n for n in written if ".tmp" in n or n.startswith(".")], written
+    pd.testing.assert_frame_equal(pd.read_parquet(root / "term" / "trials.parquet"), before)
+    _once_in_parquet_and_mlflow(tmp_path, root / "term", "term", _planned(path))
+    md = tmp_path / "reports" / "term" / "table.md"
+    was = md.read_text() if md.exists() else None
+    if was is not None:
+        assert (tmp_path / "reports" / "term" / "index.html").read_text().rstrip().endswith("</html>")
+    report = subprocess.run([sys.executable, "-m", "ablate", "report", str(path), "--results", str(root)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert was is None or md.read_text() == was

@@ -103,6 +103,31 @@ def _assert_mlflow_equals_parquet(uri: str, root: Path, study: str, planned: lis
     return runs
 
 
+def _sync_terminated_midway(root: Path, study: str, cwd: Path) -> None:
+    """`ablate sync` preempted (SIGTERM) once its first trial is sent: it ends after the trial in progress,
+    says what is left, and leaves it pending (the full sync after it proves nothing was lost or sent twice)."""
+    path = root / study / PENDING
+    before = len(json.loads(path.read_text())["trials"])
+    proc = subprocess.Popen([sys.executable, "-m", "ablate", "sync", study, "--results", str(root)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while len(json.loads(path.read_text() if path.exists() else '{"trials": []}')["trials"]) == before:
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    left = len(json.loads(path.read_text())["trials"]) if path.exists() else 0
+    print(f"sync preempted: {before} pending before, {left} after; exit {proc.returncode}\n{output}")
+    assert proc.returncode == 143, output
+    assert "terminated (SIGTERM)" in output and f"{left} trial(s) still pending" in output, output
+    assert "Traceback" not in output
+    assert 0 < left < before, "the sync ended before the signal: the test proves nothing"
+
+
 def test_mlflow_server_stops_mid_study_then_sync_sends_everything_once(server, study_file, statuses, tmp_path):
     path = study_file("outage", train={"epochs": 3}, factors={"loss.box": ["diou"]}, seeds=[0, 1],
                       tracking={"uri": server.uri})
@@ -146,6 +171,7 @@ def test_mlflow_server_stops_mid_study_then_sync_sends_everything_once(server, s
     assert json.loads((root / "outage" / PENDING).read_text())["trials"] == pending["trials"]
 
     server.start()  # the same store: what went out before the outage is there
+    _sync_terminated_midway(root, "outage", tmp_path)
     result = CliRunner().invoke(app, ["sync", "outage", "--results", str(root)])
     assert result.exit_code == 0, result.output
     assert "nothing pending" in result.output and not (root / "outage" / PENDING).exists()
