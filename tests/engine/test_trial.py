@@ -55,9 +55,9 @@ def test_same_seed_same_result_and_a_bad_choice_lowers_map(tiny, tmp_path):
                     log=lambda m: None)
     # ratios to the good run on this machine, not absolute mAPs: after 2 epochs the good run reads 0.011-0.018
     # depending on the CPU's vector unit (AVX2 or AVX-512) and the bad one 0.003-0.005; the ratios measured
-    # were <= 0.47 (mAP) and 1.19 (loss) on both kinds of CPU
+    # were <= 0.47 (mAP) and 1.07-1.19 (loss: 1.07 on an AVX-512 machine, 1.818 vs 1.699)
     assert bad.final["mAP"] < 0.6 * one.final["mAP"], (bad.final["mAP"], one.final["mAP"])
-    assert bad.final["loss"] > 1.1 * one.final["loss"], (bad.final["loss"], one.final["loss"])
+    assert bad.final["loss"] > 1.03 * one.final["loss"], (bad.final["loss"], one.final["loss"])
 
 
 def test_non_finite_loss_fails_the_trial_with_a_recorded_reason(tiny, tmp_path):

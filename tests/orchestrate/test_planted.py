@@ -1,6 +1,7 @@
 """Planted variants with known answers, through real Ray Tune trials, the race and the report's own verdicts:
 a change that cannot alter the training (channels_last on CPU) is never stopped and never judged better
-or worse, a learning rate 30x too high is stopped by the race as worse; adaptive seeds go only to the
+or worse, a box loss turned off (weight 0: nothing learns where the objects are) is stopped by the race as
+worse; adaptive seeds go only to the
 variant whose verdict is open; a driver killed with kill -9 between an added seed's launch and its first
 epoch resumes to the same race decisions and the same trials, and a rerun adds nothing."""
 
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.slow
 STUDIES = Path(__file__).parents[2] / "studies"
 
 NO_OP = "train.channels_last=true"
-BAD = "train.optimizer.lr=0.48"  # 30x the baseline's 0.016
+BAD = "loss.box=giou(weight=0.0)"  # no box regression: mAP near 0 on every machine (lr x30 and x50 learned to 0.02-0.04 on an AVX-512 machine, too close for the race with 3 seeds)
 
 
 def _wait(condition, timeout: float, what: str, proc: subprocess.Popen):
@@ -54,7 +55,7 @@ def test_planted_variants_the_race_and_adaptive_seeds_through_a_kill_9(tmp_path,
              "train": {"epochs": 4}, "seeds": [0, 1, 2], "scheduler": {"name": "race", "grace_period": 1},
              "decision": {"margin": 0.005, "max_seeds": 4},
              "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-             "factors": {"train.channels_last": [True], "train.optimizer.lr": [0.48]}}
+             "factors": {"train.channels_last": [True], "loss.box": [{"name": "giou", "weight": 0.0}]}}
     path = tmp_path / "planted.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     root = tmp_path / "results"
@@ -80,7 +81,7 @@ def test_planted_variants_the_race_and_adaptive_seeds_through_a_kill_9(tmp_path,
     trials, _ = load_frames(folder)
     names = trials.drop_duplicates("variant").set_index("variant_name")["variant"]
     assert set(added) == {str(names["baseline"]), str(names[NO_OP])} and all(s == [3] for s in added.values()), added
-    assert set(stops) == {names[BAD]}, stops  # the race stopped the bad lr, and nothing else, before the kill
+    assert set(stops) == {names[BAD]}, stops  # the race stopped the bad variant, and nothing else, before the kill
 
     result = CliRunner().invoke(app, ["run", str(path), "--results", str(root)])
     assert result.exit_code == 0, result.output
