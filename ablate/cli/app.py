@@ -309,6 +309,28 @@ def train(
 
 
 @app.command()
+def data(
+    target: Annotated[Path, typer.Argument(help="a study file (its baseline's data), an Ultralytics data.yaml, "
+                                                "a COCO json or a VOCdevkit year folder", show_default=False)],
+    override: Overrides = None,
+    image_size: Annotated[int | None, typer.Option(help="the resize the sizes are counted after (default: the "
+                                                        "study's data.image_size, else 192)", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    debug: Debug = False,
+) -> None:
+    """What a dataset holds, before any training: images, boxes per class and per image, object sizes
+    (COCO small / medium / large), image sizes, the repairs loading makes, duplicate files."""
+    from ablate.cli.data_cmd import data_of, print_summary, summary_of
+
+    with handled(debug):
+        summary = summary_of(*data_of(target, override or [], image_size))
+        if as_json:
+            print(json.dumps(summary, indent=1))
+        else:
+            print_summary(summary)
+
+
+@app.command()
 def catalogue(
     kind: Annotated[str | None, typer.Argument(help="one kind, e.g. box_loss; all when omitted")] = None,
     debug: Debug = False,

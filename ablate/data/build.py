@@ -18,7 +18,9 @@ from torch.utils.data import BatchSampler, DataLoader
 from ablate.data.coco import Annotations, load_coco
 from ablate.data.dataset import DetectionDataset, SeededSampler, collate
 from ablate.data.shapes import ensure_shapes
-from ablate.data.voc import load_voc
+from ablate.data.subset import subset
+from ablate.data.voc import load_voc, load_voc_sets
+from ablate.data.yolo import load_yolo, read_data_yaml
 from ablate.errors import DataError
 from ablate.study.config import Data, TrialConfig
 from ablate.study.loader import expand_env
@@ -102,14 +104,33 @@ def _path(root: str | None, path: str) -> Path:
 
 
 def load_splits(d: Data, cache_dir: Path | None = None) -> tuple[Annotations, Annotations]:
-    """Both splits, loaded and validated; val in the train split's label space."""
+    """Both splits, loaded and validated (train cut to ``data.train_subset``); val in the train split's label space."""
+    train, val = _load(d, cache_dir)
+    return (subset(train, d.train_subset) if d.train_subset else train), val
+
+
+def _load(d: Data, cache_dir: Path | None) -> tuple[Annotations, Annotations]:
     if d.dataset == "shapes":
         s = d.shapes
         root = ensure_shapes(train_images=s.train_images, val_images=s.val_images, image_size=d.image_size,
                              seed=s.seed, cache_dir=cache_dir)
         train = load_coco(root / "train.json", root / "train")
         return train, load_coco(root / "val.json", root / "val", categories=train.categories)
-    root = expand_env(d.root, key="data.root") if d.root is not None else None  # ${ABLATE_COCO_ROOT}/...
+    roots = d.root if isinstance(d.root, list) else [d.root] if d.root is not None else []
+    roots = [expand_env(r, key="data.root") for r in roots]  # ${ABLATE_COCO_ROOT}/...
+    root = roots[0] if roots else None
+    if d.dataset == "yolo":
+        if d.yaml is not None:
+            where = _path(root, d.yaml)
+            train_sources, val_sources, names = read_data_yaml(where)
+        else:
+            where, names = _path(root, d.train_images), list(d.classes)
+            train_sources, val_sources = [where], [_path(root, d.val_images)]
+        return load_yolo(train_sources, names, where=str(where)), load_yolo(val_sources, names, where=str(where))
+    if d.dataset == "voc" and d.train_split is not None:  # VOCdevkit year folders; val from the first (VOC07+12)
+        folders = [Path(r).expanduser() for r in roots]
+        train = load_voc_sets(folders, d.train_split, classes=d.classes)
+        return train, load_voc_sets(folders[:1], d.val_split, classes=train.classes)
     train_ann, val_ann = _path(root, d.train_ann), _path(root, d.val_ann)
     if d.dataset == "coco":
         # without an image folder, file names are relative to data.root or to the json's folder

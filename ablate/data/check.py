@@ -35,7 +35,8 @@ from ablate.errors import DataError
 from ablate.study.config import Data, TrialConfig
 
 # the keys that say which files a dataset is; image_size, workers and the like do not
-IDENTITY = ("dataset", "root", "train_ann", "train_images", "val_ann", "val_images", "classes")
+IDENTITY = ("dataset", "root", "train_ann", "train_images", "val_ann", "val_images", "train_split", "val_split",
+            "yaml", "classes", "train_subset")
 PROGRESS_S = 10.0  # seconds between progress lines while images are decoded
 SHOWN = 5  # bad images listed in one error
 

@@ -1,5 +1,7 @@
 """Pascal VOC XML -> the same validated COCO form as ``coco.py``, so evaluation is identical.
 
+Two layouts: a folder of XML files (``load_voc``), or a VOCdevkit year folder with its split
+lists ``ImageSets/Main/<split>.txt`` (``load_voc_sets``; several year folders for VOC07+12).
 One XML file per image (``filename``, ``size/width``, ``size/height``, ``object``s with
 ``name``, ``bndbox/{xmin,ymin,xmax,ymax}`` and an optional ``difficult``).  VOC boxes
 are 1-based inclusive pixel indices; like detectron2 we subtract 1 from ``xmin`` and
@@ -52,16 +54,72 @@ def load_voc(ann_dir: Path, image_dir: Path, *, classes: list[str] | None = None
     if not files:
         raise DataError(f"{ann_dir}: no .xml files")
     parsed = [parse_xml(f) for f in files]
+    _check_files(parsed, image_dir, ann_dir)
+    return _annotations(parsed, [p.filename for p in parsed], image_dir, classes, source=ann_dir)
+
+
+def load_voc_sets(roots: list[Path], split: str, *, classes: list[str] | None = None) -> Annotations:
+    """Load split ``split`` of VOCdevkit year folders, as torchvision's ``VOCDetection`` and mmdetection read them.
+
+    Each root holds ``Annotations/<id>.xml``, ``JPEGImages/`` and ``ImageSets/Main/<split>.txt`` (one image id
+    per line); the images are taken in the split files' order, root after root (image ids 1..N).
+    """
+    parsed, names = [], []
+    roots = [Path(r) for r in roots]
+    image_dir = Path(os.path.commonpath([str(r / "JPEGImages") for r in roots]))
+    for root in roots:
+        if not (root / "Annotations").is_dir():
+            raise DataError(f"{root}: not a VOC year folder: no Annotations/ in it (a VOCdevkit year folder "
+                            "such as VOCdevkit/VOC2007 holds Annotations/, JPEGImages/ and ImageSets/Main/)")
+        ids = read_split(root, split)
+        images = [parse_xml(root / "Annotations" / f"{i}.xml") for i in ids]
+        _check_files(images, root / "JPEGImages", root / "ImageSets" / "Main" / f"{split}.txt")
+        parsed += images
+        names += [os.path.relpath(root / "JPEGImages" / p.filename, image_dir) for p in images]
+    source = roots[0] / "ImageSets" / "Main" / f"{split}.txt" if len(roots) == 1 else \
+        f"{split} of {', '.join(map(str, roots))}"
+    return _annotations(parsed, names, image_dir, classes, source=source)
+
+
+def read_split(root: Path, split: str) -> list[str]:
+    """The image ids ``ImageSets/Main/<split>.txt`` lists, each checked to have its ``Annotations/<id>.xml``."""
+    path = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not path.is_file():
+        found = sorted(p.stem for p in path.parent.glob("*.txt") if "_" not in p.stem) if path.parent.is_dir() else []
+        raise DataError(f"{path}: split file not found; " + (f"splits in {path.parent}: {', '.join(found)}" if found
+                        else f"{path.parent} holds no split files (train.txt, val.txt, trainval.txt, test.txt)"))
+    ids = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) > 1 and fields[1] not in ("1", "0", "-1"):
+            raise DataError(f"{path}: line {n}: expected one image id per line, got {line.strip()!r}")
+        if len(fields) > 1 and fields[1] == "-1":  # a class file (<class>_<split>.txt): -1 is "not in it"
+            continue
+        if not (root / "Annotations" / f"{fields[0]}.xml").is_file():
+            raise DataError(f"{path}: line {n}: image id '{fields[0]}' has no annotation file "
+                            f"{root / 'Annotations' / (fields[0] + '.xml')}; each id must name an XML file there")
+        ids.append(fields[0])
+    if not ids:
+        raise DataError(f"{path}: empty split: it lists no image id (one id per line, e.g. 000005)")
+    return ids
+
+
+def _annotations(parsed: list[VocImage], names: list[str], image_dir: Path, classes: list[str] | None,
+                 *, source: Path | str) -> Annotations:
     if classes is None:
         classes = sorted({o.name for p in parsed for o in p.objects})
         if not classes:
-            raise DataError(f"{ann_dir}: no objects in any XML file; give data.classes")
+            raise DataError(f"{source}: no objects in any XML file; give data.classes")
     dupes = sorted({c for c in classes if classes.count(c) > 1})
     if dupes:
         raise DataError(f"classes: {dupes} listed more than once")
     _check_classes(parsed, classes)
-    _check_files(parsed, image_dir, ann_dir)
-    return from_coco_dict(to_coco(parsed, classes), image_dir, source=str(ann_dir))
+    data = to_coco(parsed, classes)
+    for image, name in zip(data["images"], names):
+        image["file_name"] = name
+    return from_coco_dict(data, image_dir, source=str(source))
 
 
 def to_coco(parsed: list[VocImage], classes: list[str]) -> dict[str, Any]:

@@ -82,7 +82,8 @@ class Model(Section):
     )
     neck: named(NECKS, "fpn") = Field("fpn", description="feature fusion: " + choices(NECKS))
     pretrained: str | None = Field(
-        None, description="local path of backbone weights (a torch state dict); null: random init"
+        None, description="backbone weights: imagenet (torchvision's file in $TORCH_HOME/hub/checkpoints, never "
+        "downloaded) | a local state dict path | null: random init"
     )
 
 
@@ -92,17 +93,39 @@ class Shapes(Section):
     seed: int = Field(0, ge=0, description="generator seed; the set is cached by (counts, size, seed)")
 
 
+class Subset(Section):
+    fraction: float | None = Field(None, gt=0, le=1, description="share of the train images to keep")
+    images: int | None = Field(None, ge=1, description="number of train images to keep")
+    seed: int = Field(0, ge=0, description="which images: the same seed keeps the same ones on every machine")
+
+    @model_validator(mode="after")
+    def _one_size(self) -> Subset:
+        if (self.fraction is None) == (self.images is None):
+            raise ValueError("give fraction (e.g. 0.1) or images (e.g. 500), one of them")
+        return self
+
+
 class Data(Section):
-    dataset: Literal["shapes", "coco", "voc"] = Field(
-        "shapes", description="shapes: built-in synthetic set | coco: json + images | voc: XML folder + images"
+    dataset: Literal["shapes", "coco", "voc", "yolo"] = Field(
+        "shapes", description="shapes: built-in synthetic set | coco: json + images | voc: VOCdevkit year folder "
+        "(ImageSets/Main splits) or XML folder + images | yolo: Ultralytics data.yaml or images/ + labels/ folders"
     )
     image_size: int = Field(192, ge=32, le=4096, description="training and evaluation size in pixels (square)")
-    root: str | None = Field(None, description="coco/voc: folder the paths below are relative to")
+    root: str | list[str] | None = Field(
+        None, description="coco/voc/yolo: folder the paths below are relative to; voc with splits: the year "
+        "folder (VOCdevkit/VOC2007) or a list of them (VOC07+12)")
     train_ann: str | None = Field(None, description="coco: train annotation json | voc: train XML folder")
-    train_images: str | None = Field(None, description="coco/voc: train image folder")
+    train_images: str | None = Field(None, description="coco/voc: train image folder | yolo: train images/ folder")
     val_ann: str | None = Field(None, description="coco: val annotation json | voc: val XML folder")
-    val_images: str | None = Field(None, description="coco/voc: val image folder")
-    classes: list[str] | None = Field(None, description="voc: class names in label order; null: from the files")
+    val_images: str | None = Field(None, description="coco/voc: val image folder | yolo: val images/ folder")
+    train_split: str | None = Field(None, description="voc: ImageSets/Main/<split>.txt to train on (trainval)")
+    val_split: str | None = Field(None, description="voc: ImageSets/Main/<split>.txt to evaluate on (test)")
+    yaml: str | None = Field(None, description="yolo: Ultralytics data.yaml (path, train, val, names)")
+    classes: list[str] | None = Field(
+        None, description="voc: class names in label order, null: from the files | yolo folders: the names "
+        "of class ids 0, 1, ...")
+    train_subset: Subset | None = Field(
+        None, description="train on a class-stratified part of the train split: {fraction | images, seed}")
     shapes: Shapes = Field(default_factory=Shapes, description="the synthetic set's size and seed")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (0: in the trial process)")
     pin_memory: bool | None = Field(None, description="pin host memory; null: on when training on CUDA")
@@ -122,10 +145,16 @@ class Data(Section):
 
     @model_validator(mode="after")
     def _paths_for_dataset(self) -> Data:
-        if self.dataset != "shapes":
-            missing = [k for k in ("train_ann", "val_ann") if getattr(self, k) is None]
-            if missing:
-                raise ValueError(f"dataset '{self.dataset}' needs data.{' and data.'.join(missing)}")
+        need = {"coco": [("train_ann", "val_ann")],
+                "voc": [("train_split", "val_split", "root"), ("train_ann", "val_ann")],
+                "yolo": [("yaml",), ("train_images", "val_images", "classes")]}.get(self.dataset, [])
+        if need and not any(all(getattr(self, k) is not None for k in keys) for keys in need):
+            forms = " or ".join("data." + ", data.".join(keys) for keys in need)
+            raise ValueError(f"dataset '{self.dataset}' needs {forms}")
+        if isinstance(self.root, list) and (self.dataset != "voc" or self.train_split is None):
+            raise ValueError("a list of roots is for voc with train_split/val_split (VOC07+12); give one folder")
+        if isinstance(self.root, list) and not self.root:
+            raise ValueError("root is an empty list; give the VOC year folders, e.g. [VOC2007, VOC2012]")
         if self.persistent_workers and self.num_workers == 0:
             raise ValueError("persistent_workers: true needs num_workers > 0")
         return self

@@ -256,6 +256,7 @@ def require_env(study: Study) -> None:
     ``load_study`` does not check this (``ablate plan`` must work without the data);
     call it before training starts.
     """
-    if study.data.root is not None:
+    roots = study.data.root if isinstance(study.data.root, list) else [study.data.root]
+    for k, root in enumerate(r for r in roots if r is not None):
         origin = study._source.of(("data", "root")) if study._source else None
-        expand_env(study.data.root, key="data.root", file=origin)
+        expand_env(root, key=f"data.root[{k}]" if isinstance(study.data.root, list) else "data.root", file=origin)
