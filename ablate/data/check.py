@@ -49,26 +49,38 @@ class Checked:
     images: int = 0
     decoded: int = 0
     warnings: int = 0
+    summary: dict | None = None  # of the ``summary_of`` dataset (data/summary.py)
+
+
+def _identity(d: Data) -> str:
+    return json.dumps(d.model_dump(mode="json", include=set(IDENTITY)), sort_keys=True)
 
 
 def check_data(configs: Iterable[TrialConfig], *, log: Callable[[str], None] = print,
-               cache_dir: Path | None = None) -> Checked:
+               cache_dir: Path | None = None, summary_of: Data | None = None) -> Checked:
     """Check every distinct dataset of ``configs``; raise ``DataError`` on the first bad one.
 
     Args:
         configs: the trial configurations of a study (its variants').
         log: where warnings and progress go (one line each).
         cache_dir: holds ``verified/``; None: ``$ABLATE_CACHE`` or ``~/.cache/ablate``.
+        summary_of: a dataset to summarise (``Checked.summary``; the study's baseline's), loaded once
+            if it is one of those checked.
     """
+    from ablate.data.summary import summarize
+
     distinct: dict[str, Data] = {}
     for config in configs:
         if config.data.dataset != "shapes":
-            key = json.dumps(config.data.model_dump(mode="json", include=set(IDENTITY)), sort_keys=True)
-            distinct.setdefault(key, config.data)
+            distinct.setdefault(_identity(config.data), config.data)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     done = Checked(datasets=len(distinct))
-    for d in distinct.values():
+    wanted = _identity(summary_of) if summary_of is not None else None
+    for key, d in distinct.items():
         train, val = load_splits(d)
+        if key == wanted:
+            done.summary = summarize({"train": train, "val": val}, image_size=summary_of.image_size,
+                                     dataset=summary_of.dataset)
         for split in (train, val):
             for kind, n in sorted(split.repairs.items()):
                 shown = ", ".join(split.examples.get(kind, []))
@@ -78,6 +90,10 @@ def check_data(configs: Iterable[TrialConfig], *, log: Callable[[str], None] = p
         for split in (train, val):
             done.images += len(split.records)
             done.decoded += check_images(split, cache=cache, log=log)
+    if summary_of is not None and done.summary is None and (summary_of.dataset == "shapes" or distinct):
+        train, val = load_splits(summary_of, cache_dir if summary_of.dataset == "shapes" else None)
+        done.summary = summarize({"train": train, "val": val}, image_size=summary_of.image_size,
+                                 dataset=summary_of.dataset)
     return done
 
 

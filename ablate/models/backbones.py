@@ -4,16 +4,20 @@ Every body returns ``OrderedDict(c3=..., c4=..., c5=...)`` and is described by
 its three channel counts, which is all a neck needs.  The torchvision bodies keep
 torchvision's parameter names (``conv1.weight``, ``layer1.0...``, ``features.0...``)
 so torchvision's own classification checkpoints load with ``pretrained`` as they are.
-Nothing is ever downloaded: weights are ``None`` or a local file.
+Nothing is ever downloaded: weights are ``None``, a local file, or ``imagenet``: torchvision's own
+ImageNet file for the backbone, read from torch's hub cache (``$TORCH_HOME/hub/checkpoints``).
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
+import torchvision
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v3_large, resnet18, resnet34, resnet50
 from torchvision.models.feature_extraction import create_feature_extractor
@@ -76,6 +80,47 @@ BACKBONES = ("tiny", *_TORCHVISION)
 
 # classification heads that detection never uses: skipped when loading a checkpoint
 UNUSED_PREFIXES = ("fc.", "classifier.")
+
+
+# backbone -> torchvision's ImageNet weights (V1: the file mmdetection's torchvision://resnet50 loads)
+IMAGENET = {"resnet18": "ResNet18_Weights.IMAGENET1K_V1", "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
+            "resnet50": "ResNet50_Weights.IMAGENET1K_V1", "mobilenet_v3": "MobileNet_V3_Large_Weights.IMAGENET1K_V1"}
+
+
+def imagenet_file(backbone: str) -> Path:
+    """Where torch's hub cache keeps torchvision's ImageNet weights of ``backbone``; it must be there.
+
+    Raises:
+        ConfigError: the backbone has no such weights, or the file is absent (the message names the
+            file, the folder and the one command that fetches it on a connected machine).
+    """
+    if backbone not in IMAGENET:
+        raise ConfigError(f"model.pretrained: imagenet: torchvision has no ImageNet weights for backbone "
+                          f"'{backbone}' (imagenet applies to {', '.join(IMAGENET)}); give a local state dict "
+                          "path, or null")
+    enum, member = IMAGENET[backbone].split(".")
+    weights = getattr(torchvision.models, enum)[member]
+    name = os.path.basename(urlparse(weights.url).path)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if not path.is_file():
+        raise ConfigError(
+            f"model.pretrained: imagenet: {name} is not in {path.parent} (torch's hub cache: $TORCH_HOME/hub/"
+            f"checkpoints), and nothing is downloaded at run time. On a machine with internet access run: "
+            f"python -c \"import torchvision; torchvision.models.{enum}.{member}.get_state_dict(progress=True)\" "
+            f"then copy ~/.cache/torch/hub/checkpoints/{name} into {path.parent} here")
+    return path
+
+
+def weights_file(backbone: str, pretrained: str | None) -> str | None:
+    """The local file ``model.pretrained`` names (``imagenet``: torchvision's, from the hub cache), checked to exist."""
+    if pretrained is None:
+        return None
+    if pretrained == "imagenet":
+        return str(imagenet_file(backbone))
+    if not Path(pretrained).expanduser().is_file():
+        raise ConfigError(f"model.pretrained: {pretrained} does not exist; give the path of a local state dict "
+                          "file, imagenet (torchvision's weights from $TORCH_HOME), or null")
+    return str(Path(pretrained).expanduser())
 
 
 def build_body(name: str, *, width: float = 1.0) -> tuple[nn.Module, list[int]]:

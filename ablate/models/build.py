@@ -6,7 +6,7 @@ keyword arguments, as torchvision's ``RetinaNet(backbone, num_classes, ...)`` do
 
 from __future__ import annotations
 
-from ablate.models.backbones import BackboneWithNeck, build_body, load_weights
+from ablate.models.backbones import BackboneWithNeck, build_body, load_weights, weights_file
 from ablate.models.detector import Detector
 from ablate.models.fcos import CatalogueFCOS
 from ablate.models.retinanet import CatalogueRetinaNet
@@ -46,7 +46,7 @@ def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
     m = config.model
     body, channels = build_body(m.backbone, width=m.width)
     if m.pretrained is not None:
-        load_weights(body, m.pretrained)
+        load_weights(body, weights_file(m.backbone, m.pretrained))
     neck = build_selected(NECKS, m.neck, "neck",
                  in_channels=channels, out_channels=m.channels, extra_levels=PYRAMID_EXTRA_LEVELS)
     backbone = BackboneWithNeck(body, neck, m.channels)

@@ -35,7 +35,7 @@ from ablate.orchestrate.seeds import add_seeds, planned_trials
 from ablate.orchestrate.storage import Storage
 from ablate.orchestrate.terminate import TERM
 from ablate.orchestrate.worker import Plan, train
-from ablate.results.store import ResultsStore, stale_temp_files, write_decision
+from ablate.results.store import ResultsStore, stale_temp_files, write_data_summary, write_decision
 from ablate.status import ended
 from ablate.study import load_study
 from ablate.study.expand import Trial, check, trials
@@ -137,6 +137,13 @@ def _reconcile(recorder: Recorder, planned: list[Trial]) -> int:
     return fixed
 
 
+def _check_weights(configs) -> None:
+    from ablate.models.backbones import weights_file
+
+    for backbone, pretrained in dict.fromkeys((c.model.backbone, c.model.pretrained) for c in configs):
+        weights_file(backbone, pretrained)
+
+
 def run_study(
     file: Path,
     overrides: list[str],
@@ -179,8 +186,10 @@ def run_study(
     # the datasets of the trials still to run (an Optuna study: its baseline's), loaded and their images
     # decoded now: a bad record fails here, not inside a trial, and before anything is written (the
     # writable check below creates the results folder); a finished study loads no annotation file again
-    check_data([t.variant.config for t in (planned[:1] if study.design == "optuna" else left)],
-               log=lambda line: console.print(escape(line), highlight=False))
+    configs = [t.variant.config for t in (planned[:1] if study.design == "optuna" else left)]
+    _check_weights(configs)  # model.pretrained: imagenet or a file, here before anything starts
+    checked = check_data(configs, log=lambda line: console.print(escape(line), highlight=False),
+                         summary_of=planned[0].variant.config.data)
     if not dry_run:  # a read-only or full results folder fails now, not at the first epoch's checkpoint
         preflight.check_writable(folder, where, results_only=study.storage is None)
     if dry_run:
@@ -195,6 +204,8 @@ def run_study(
             stale.unlink(missing_ok=True)
         if restart:
             _discard(folder, study, where, console)
+        if checked.summary is not None:  # the baseline's data, for the report and the MLflow parent run
+            write_data_summary(folder, checked.summary)
         write_decision(folder, _decision(study))  # what the report judges on, as this run was told
         tracker = _tracker(study)
         store = ResultsStore(folder)

@@ -20,7 +20,7 @@ from ablate.report.table import best_cells, notes, write_tables, zoo_table
 from ablate.results.aggregate import factor_paths, load_frames, variant_summary
 from ablate.results.early import early_stopping_note, rung_agreement
 from ablate.results.race import race_stops
-from ablate.results.store import read_decision
+from ablate.results.store import read_data_summary, read_decision
 from ablate.status import PRUNED
 
 
@@ -111,13 +111,16 @@ def build_report(source: Source, *, out_dir: Path | None = None, from_mlflow: bo
     figures = [(f"{metric} per epoch", curves(trials, epochs, metric)), (f"Δ{metric} against the baseline", forest(summary)),
                ("mAP vs Mem", pareto(summary, x="Mem")), ("mAP vs img/s", pareto(summary, x="img/s")),
                ("APs, APm, APl", size_bars(summary)), ("Trials over time", timeline(trials))]
+    data = None if from_mlflow else read_data_summary(Path(source.results) / source.study)
     paths["html"] = write_html(out_dir / "index.html", title=f"ablate: {source.study}", description=description,
                                table_html=table_to_html(display, best=best, links=links), notes=_notes(summary, trials, epochs),
-                               figures=figures)
+                               figures=figures, data=data)
     if tracking and tracking[2]:
         client, experiment_id, parent = tracking
         for kind in ("html", "md"):
             client.log_artifact(parent, str(paths[kind]), artifact_path="report")
+        if data is not None:
+            client.log_dict(parent, data, "data.json")  # what `ablate data --json` says of the baseline's data
         if baseline is None:  # the variant runs carry the comparison with the study's own baseline
             log_variant_summaries(client, experiment_id, source.study, summary)
     return paths

@@ -109,6 +109,7 @@ def write_html(
     table_html: str,
     notes: list[str],
     figures: list[tuple[str, go.Figure]],
+    data: dict | None = None,
 ) -> Path:
     """Write the report page to ``path`` atomically and return ``path``.
 
@@ -120,6 +121,7 @@ def write_html(
         notes: plain-text remarks under the table (unresolved deltas, seeds needed, ...).
         figures: ``(name, figure)`` pairs, drawn in order under ``<h2>name</h2>``, each in a
             ``<div id="fig-<slug of name>">``.
+        data: the baseline's data summary (data/summary.py), shown as a Data section; None: none.
     """
     path = Path(path)
     taken: set[str] = set()
@@ -147,6 +149,7 @@ def write_html(
         f'<div class="table-wrap">{table_html}</div>',
         f'<ul class="notes">{notes_html}</ul>' if notes else "",
         *sections,
+        data_section(data) if data else "",
         "</body>",
         "</html>",
         "",
@@ -155,3 +158,30 @@ def write_html(
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return path
+
+
+def data_section(summary: dict) -> str:
+    """The Data section: the numbers ``ablate data`` prints, one column per split (every string escaped)."""
+    e = html.escape
+    names = list(summary["splits"])
+    splits = [summary["splits"][n] for n in names]
+    rows = [("images", [x["images"] for x in splits]), ("boxes", [x["boxes"] for x in splits]),
+            ("ignored (crowd, difficult)", [x["ignored_boxes"] for x in splits])]
+    rows += [(f"class {c}", [x["boxes_per_class"].get(c, 0) for x in splits]) for c in summary["classes"]]
+    rows += [("boxes per image: mean / max", [f"{x['boxes_per_image']['mean']:g} / {x['boxes_per_image']['max']}"
+                                              for x in splits])]
+    rows += [(f"{k} objects after resize / as scored", [f"{x['sizes_after_resize'][k]} / {x['sizes_scored'][k]}"
+                                                        for x in splits]) for k in ("small", "medium", "large")]
+    rows += [("image sizes: distinct", [x["image_sizes"]["distinct"] for x in splits])]
+    kinds = sorted({k for x in splits for k in x["repairs"]})
+    rows += [(f"repair: {k}", [x["repairs"].get(k, 0) for x in splits]) for k in kinds]
+    head = "".join(f"<th>{e(n)}</th>" for n in names)
+    body = "".join(f"<tr><td>{e(label)}</td>" + "".join(f"<td>{e(str(v))}</td>" for v in values) + "</tr>"
+                   for label, values in rows)
+    d = summary["duplicates"]
+    notes = [f"duplicate files: {d['files']} in {d['groups']} group(s), {d['across_splits']} across splits",
+             *summary["warnings"]]
+    return (f'<section class="data">\n<h2>Data: {e(summary["dataset"])}, sizes after the resize to '
+            f'{e(str(summary["image_size"]))} px</h2>\n<div class="table-wrap"><table><thead><tr><th></th>{head}'
+            f'</tr></thead><tbody>{body}</tbody></table></div>\n<ul class="notes">'
+            + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>\n</section>")

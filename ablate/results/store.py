@@ -48,6 +48,24 @@ def read_decision(folder: Path) -> dict:
     found = json.loads(path.read_text()) if path.is_file() else {}
     return {**DECISION_DEFAULTS, **{k: v for k, v in found.items() if k in DECISION_DEFAULTS}}
 
+DATA_SUMMARY = "data.json"  # the baseline's dataset as `ablate data --json` gives it (data/summary.py)
+
+
+def write_data_summary(folder: Path, summary: dict) -> None:
+    path = Path(folder) / DATA_SUMMARY
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+
+
+def read_data_summary(folder: Path) -> dict | None:
+    path = Path(folder) / DATA_SUMMARY
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_state(folder: Path, name: str, data: dict) -> None:
     """A driver's decision (``RACE``, ``SEEDS``) as JSON, replaced atomically."""
     with atomic_path(Path(folder) / name) as tmp:
