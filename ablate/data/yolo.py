@@ -34,7 +34,8 @@ def read_data_yaml(path: Path) -> tuple[list[Path], list[Path], list[str]]:
     """(train sources, val sources, class names) of an Ultralytics ``data.yaml``."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"YOLO data file not found: {path}")
+        raise DataError(f"data.yaml: YOLO data file not found: {path} (an Ultralytics data.yaml with path, train, "
+                        "val and names)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -72,14 +73,15 @@ def _names(value: Any, path: Path) -> list[str]:
     return names
 
 
-def image_files(source: Path) -> list[Path]:
+def image_files(source: Path, where: str = "") -> list[Path]:
     """An images folder (every image under it, sorted) or a ``.txt`` list (paths relative to its folder)."""
     if source.is_dir():
         return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if source.suffix == ".txt" and source.is_file():
         lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
         return [p if p.is_absolute() else source.parent / p for p in map(Path, lines)]
-    raise DataError(f"YOLO images not found: {source} (give an images folder or a .txt list of image paths)")
+    raise DataError(f"{where + ': ' if where else ''}YOLO images not found: {source} (give an images folder or a "
+                    ".txt list of image paths)")
 
 
 def label_file(image: Path) -> Path:
@@ -96,7 +98,7 @@ def load_yolo(sources: list[Path], names: list[str], *, where: str) -> Annotatio
         names: the class names, class id k -> ``names[k]``.
         where: the data file or folder, for messages.
     """
-    files = [f for s in sources for f in image_files(Path(s))]
+    files = [f for s in sources for f in image_files(Path(s), where)]
     if not files:
         raise DataError(f"{where}: no images in {', '.join(map(str, sources))} (suffixes: {', '.join(IMAGE_SUFFIXES)})")
     common = Path(os.path.commonpath([str(f.parent) for f in files]))

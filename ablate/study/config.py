@@ -149,7 +149,8 @@ class Data(Section):
                 "voc": [("train_split", "val_split", "root"), ("train_ann", "val_ann")],
                 "yolo": [("yaml",), ("train_images", "val_images", "classes")]}.get(self.dataset, [])
         if need and not any(all(getattr(self, k) is not None for k in keys) for keys in need):
-            forms = " or ".join("data." + ", data.".join(keys) for keys in need)
+            forms = ", or ".join(", ".join(f"data.{k}" for k in keys[:-1]) + f" and data.{keys[-1]}" if len(keys) > 1
+                                 else f"data.{keys[0]}" for keys in need)
             raise ValueError(f"dataset '{self.dataset}' needs {forms}")
         if isinstance(self.root, list) and (self.dataset != "voc" or self.train_split is None):
             raise ValueError("a list of roots is for voc with train_split/val_split (VOC07+12); give one folder")
