@@ -129,3 +129,33 @@ def test_report_from_an_unreachable_tracking_server_fails_in_seconds_with_the_fi
     assert done.returncode == 2, done.stderr
     assert f"cannot reach the MLflow tracking store http://127.0.0.1:{port} ([Errno 111] Connection refused)" in message
     assert "drop --from-mlflow" in message and "Traceback" not in done.stderr
+
+
+def test_run_with_imagenet_weights_absent_is_refused_before_ray_starts(write, tmp_path, monkeypatch):
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    started = []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: started.append(1))
+    path = write("w.yaml", {"name": "w", "model": {"backbone": "resnet18", "pretrained": "imagenet"}})
+    result = runner.invoke(app, ["run", str(path), "--results", str(tmp_path / "results")])
+    assert result.exit_code == 2, result.output
+    assert "resnet18-f37072fd.pth is not in" in result.output and "Traceback" not in result.output
+    assert not started and not (tmp_path / "results").exists()
+
+
+def test_data_summarises_a_study_s_dataset_and_warns_of_an_empty_size_class(write, tmp_path):
+    path = write("d.yaml", {"name": "d", "data": {"image_size": 64, "shapes": {"train_images": 12, "val_images": 4}}})
+    result = runner.invoke(app, ["data", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    train, val = summary["splits"]["train"], summary["splits"]["val"]
+    assert (train["images"], val["images"]) == (12, 4) and summary["dataset"] == "shapes"
+    assert sum(train["boxes_per_class"].values()) == train["boxes"] == sum(train["sizes_after_resize"].values())
+    assert val["sizes_scored"]["large"] == 0 and "val has no large objects, so APl will read -1" in summary["warnings"]
+    text = runner.invoke(app, ["data", str(path)])
+    assert text.exit_code == 0 and "boxes per image" in text.output and "APl will read -1" in text.output
+    missing = runner.invoke(app, ["data", str(tmp_path / "nothere.yaml")])
+    assert missing.exit_code == 2 and "not found; give a study file" in missing.output

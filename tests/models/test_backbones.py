@@ -97,3 +97,25 @@ def test_not_a_state_dict(tmp_path):
     torch.save([torch.zeros(1)], path)
     with pytest.raises(ConfigError, match="not a state dict"):
         load_weights(build_body("tiny")[0], str(path))
+
+
+def test_imagenet_weights_load_from_torch_home_and_their_absence_says_what_to_fetch(tmp_path, monkeypatch,
+                                                                                    make_config, make_detector):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torch.hub.get_dir() reads it on each call
+    config = make_config(model={"backbone": "resnet18", "pretrained": "imagenet"})
+    with pytest.raises(ConfigError) as err:
+        make_detector(config)
+    message = str(err.value)
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    assert "resnet18-f37072fd.pth is not in" in message and str(folder) in message  # the file, where it goes
+    assert "torchvision.models.ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True)" in message  # how
+
+    torch.manual_seed(0)
+    classifier = resnet18(weights=None)  # torchvision's file: the classifier's state dict, fc included
+    folder.mkdir(parents=True)
+    torch.save(classifier.state_dict(), folder / "resnet18-f37072fd.pth")
+    loaded = body_state(make_detector(config))
+    assert torch.equal(loaded["layer4.1.conv2.weight"], classifier.state_dict()["layer4.1.conv2.weight"])
+
+    with pytest.raises(ConfigError, match="no ImageNet weights for backbone 'tiny'"):
+        make_detector(make_config(model={"backbone": "tiny", "pretrained": "imagenet"}))

@@ -87,6 +87,9 @@ def test_asha_prunes_a_bad_variant_never_the_baseline_and_a_non_finite_trial_fai
     page = (tmp_path / "reports" / "asha" / "index.html").read_text()
     assert "early stopping check: epoch 2:" in page
     assert "no verdict could be tested" in page  # the bad variant was stopped, the other failed: nothing to test
+    data = json.loads((tmp_path / "results" / "asha" / "data.json").read_text())  # the baseline's data, as `ablate data`
+    assert data["dataset"] == "shapes" and data["splits"]["train"]["images"] == 96
+    assert "<h2>Data: shapes, sizes after the resize to 128 px</h2>" in page
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = CliRunner().invoke(app, ["report", "asha", "--from-mlflow", "--out", str(tmp_path / "m"),
                                       "--tracking-uri", uri])
@@ -97,6 +100,8 @@ def test_asha_prunes_a_bad_variant_never_the_baseline_and_a_non_finite_trial_fai
                                 "tags.`ablate.role` = 'study'")[0]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/index.html",
                                                                                       "report/table.md"}
+    logged = client.download_artifacts(parent.info.run_id, "data.json", str(tmp_path))
+    assert json.loads(Path(logged).read_text()) == data  # the same summary on the MLflow parent run
     # study -> variant -> seed; the variant runs carry the aggregate MLflow cannot compute from the seeds
     experiment = client.get_experiment_by_name("asha")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
