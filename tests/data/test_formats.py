@@ -87,6 +87,12 @@ def test_coco_voc_and_yolo_give_the_same_summary_and_the_same_training(forms, ti
         s["duplicates"].pop("examples")
     assert summaries["coco"]["splits"]["train"]["images"] == 48 and summaries["coco"]["splits"]["val"]["boxes"] > 16
     assert summaries["voc"] == summaries["coco"] and summaries["yolo"] == summaries["coco"]
+    # the data files themselves, as a user points `ablate data` at them: the same numbers
+    for target in (forms["yolo"]["yaml"], forms["voc"]["root"]):
+        result = CliRunner().invoke(app, ["data", target, "--image-size", "96", "--json"])
+        assert result.exit_code == 0, result.output
+        direct = json.loads(result.output)
+        assert direct["splits"] == summaries["coco"]["splits"], target
 
     histories = {}
     for form, data in forms.items():
