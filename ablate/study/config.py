@@ -152,6 +152,8 @@ class Data(Section):
             forms = ", or ".join(", ".join(f"data.{k}" for k in keys[:-1]) + f" and data.{keys[-1]}" if len(keys) > 1
                                  else f"data.{keys[0]}" for keys in need)
             raise ValueError(f"dataset '{self.dataset}' needs {forms}")
+        if self.dataset == "yolo" and self.yaml is not None and self.classes is not None:
+            raise ValueError("yolo with data.yaml takes the class names from its names; remove data.classes")
         if isinstance(self.root, list) and (self.dataset != "voc" or self.train_split is None):
             raise ValueError("a list of roots is for voc with train_split/val_split (VOC07+12); give one folder")
         if isinstance(self.root, list) and not self.root:

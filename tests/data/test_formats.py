@@ -182,3 +182,10 @@ def test_train_subset_is_stratified_exact_stable_and_part_of_the_trial_id(tiny_r
     plain = TrialConfig.model_validate(tiny_raw)
     sub = TrialConfig.model_validate(merge(tiny_raw, {"data": {"train_subset": {"fraction": 0.5}}}))
     assert trial_id(plain, 0) != trial_id(sub, 0)
+
+
+def test_yolo_with_a_data_yaml_takes_its_names_not_classes():
+    with pytest.raises(ValueError, match="takes the class names from its names"):
+        Data(dataset="yolo", yaml="d.yaml", classes=["a"])
+    with pytest.raises(ValueError, match="needs data.yaml, or data.train_images, data.val_images and data.classes"):
+        Data(dataset="yolo")
