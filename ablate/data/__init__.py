@@ -1,7 +1,10 @@
-"""Datasets and loaders: COCO json, Pascal VOC XML and the built-in synthetic ``shapes`` set.
+"""Datasets and loaders: COCO json, Pascal VOC (XML folders or VOCdevkit splits), Ultralytics YOLO and
+the built-in synthetic ``shapes`` set, each read into the same validated ``Annotations``.
 
 ``build_data(config, seed=..., device=...)`` is the entry point; the loaders below it
-(``load_coco``, ``load_voc``, ``ensure_shapes``) take keyword arguments only.
+(``load_coco``, ``load_voc``, ``load_voc_sets``, ``load_yolo``, ``ensure_shapes``) take keyword
+arguments only.  ``subset.py`` cuts a train split to ``data.train_subset``; ``summary.py`` says
+what a dataset holds (``ablate data``).
 """
 
 from ablate.data.build import DataBundle, build_data
