@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
+from pathlib import PurePath
 
 from pydantic import ValidationError
 
@@ -47,6 +49,23 @@ def zoo_fields(config_json: str | None) -> dict[str, str]:
 
 
 @lru_cache(maxsize=4096)  # a study has few distinct configs; validating each once keeps 10,000 trials fast
+def dataset_name(data: dict) -> str:
+    """``Dataset`` as a zoo writes it: COCO, VOC (VOC07+12 for year folders 2007 and 2012), shapes; for
+    YOLO-format data the name of its data.yaml (its folder's when the file is data.yaml), as Ultralytics names sets."""
+    kind = data.get("dataset", "")
+    roots = data.get("root")
+    if kind == "voc" and isinstance(roots, list):
+        years = [re.search(r"VOC(\d{4})$", str(r).rstrip("/")) for r in roots]
+        if all(years):
+            return "VOC" + "+".join(y.group(1)[2:] for y in years)
+    if kind == "yolo":
+        path = PurePath(str(data.get("yaml") or ""))
+        named = (path.parent.name if path.stem == "data" else path.stem) if data.get("yaml") else \
+            PurePath(str(roots or "")).name
+        return named or "YOLO"
+    return DATASETS.get(kind, str(kind))
+
+
 def _zoo_fields(config_json: str | None) -> dict[str, str]:
     try:
         raw = json.loads(config_json) if config_json is not None else None
@@ -64,5 +83,5 @@ def _zoo_fields(config_json: str | None) -> dict[str, str]:
     except ValidationError:
         schedule = ""
     return {"Network": DETECTORS.get(model.get("detector"), str(model.get("detector", ""))),
-            "Dataset": DATASETS.get(data.get("dataset"), str(data.get("dataset", ""))),
+            "Dataset": dataset_name(data),
             "Backbone": BACKBONES.get(backbone, backbone), "style": "pytorch", "Lr schd": schedule}

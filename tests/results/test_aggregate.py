@@ -173,6 +173,15 @@ def test_zoo_columns_read_like_model_zoos():
     assert zoo_fields(custom)["Lr schd"] == "0.005_step_12e"
     voc = _config(model={"backbone": "mobilenet_v3"}, data={"dataset": "voc", "train_ann": "a", "val_ann": "b"})
     assert (zoo_fields(voc)["Dataset"], zoo_fields(voc)["Backbone"]) == ("VOC", "MobileNetV3")
+    voc0712 = _config(data={"dataset": "voc", "root": ["/d/VOCdevkit/VOC2007", "/d/VOCdevkit/VOC2012/"],
+                            "train_split": "trainval", "val_split": "test"})
+    assert zoo_fields(voc0712)["Dataset"] == "VOC07+12"
+    named = {"crowns/data.yaml": "crowns", "sets/coco128.yaml": "coco128"}
+    for yaml_path, name in named.items():  # a YOLO-format set is named as Ultralytics names it
+        assert zoo_fields(_config(data={"dataset": "yolo", "yaml": yaml_path}))["Dataset"] == name
+    folders = _config(data={"dataset": "yolo", "root": "/d/trees", "train_images": "images/train",
+                            "val_images": "images/val", "classes": ["tree"]})
+    assert zoo_fields(folders)["Dataset"] == "trees"
     planned = json.loads(coco)
     planned["train"]["lr_effective"] = 0.02  # `ablate plan --json` adds it
     assert zoo_fields(json.dumps(planned))["Lr schd"] == "0.02_1x"
