@@ -48,7 +48,6 @@ def zoo_fields(config_json: str | None) -> dict[str, str]:
     return dict(_zoo_fields(config_json if isinstance(config_json, str) else None))
 
 
-@lru_cache(maxsize=4096)  # a study has few distinct configs; validating each once keeps 10,000 trials fast
 def dataset_name(data: dict) -> str:
     """``Dataset`` as a zoo writes it: COCO, VOC (VOC07+12 for year folders 2007 and 2012), shapes; for
     YOLO-format data the name of its data.yaml (its folder's when the file is data.yaml), as Ultralytics names sets."""
@@ -66,6 +65,7 @@ def dataset_name(data: dict) -> str:
     return DATASETS.get(kind, str(kind))
 
 
+@lru_cache(maxsize=4096)  # a study has few distinct configs; validating each once keeps 10,000 trials fast
 def _zoo_fields(config_json: str | None) -> dict[str, str]:
     try:
         raw = json.loads(config_json) if config_json is not None else None
