@@ -4,7 +4,7 @@ The tracking server is a real `mlflow server` on loopback over a sqlite store, s
 (its whole process group killed) while a real study trains, then started again on the
 same store; `ablate sync` then sends what the run kept.  The load test runs 200 trials
 through real Ray Tune, Parquet and MLflow, with a stub trainable in place of training
-(``run_study(trainable=...)``): it is about the driver, not the engine.
+(``run_study(trainable=...)``, orchestrate/stand_in.py): it is about the driver, not the engine.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 from ablate.cli import app
 from ablate.orchestrate.mlflow_mirror import PENDING
 from ablate.orchestrate.run import run_study
+from ablate.orchestrate.stand_in import stand_in_trainable
 from ablate.study import load_study, trials
 from ablate.study.expand import check
 
@@ -208,38 +209,6 @@ def test_a_study_that_starts_with_mlflow_down_runs_and_the_next_run_sends_it(ser
 
 # ---------------------------------------------------------------- load: 200 trials through the driver
 
-def _stub_trainable():
-    """A trainable with ``worker.train``'s contract and no training: status.json through Storage, one report.
-
-    Built in a function so that cloudpickle ships it by value (Ray workers cannot import test modules).
-    """
-
-    def train(tune_config: dict, *, plan, storage, threads: int, use_gpu: bool) -> None:
-        import json
-        import os
-        import socket
-        import time
-
-        import ray
-        from ray import tune
-
-        began = time.time()
-        trial = plan.resolve(tune_config)
-        k = (trial.seed * 7 + trial.variant.index) % 10
-        row = {"epoch": 1, "mAP": 0.20 + k / 100, "AP50": 0.40 + k / 100, "AP75": 0.18, "APs": 0.05, "APm": 0.2,
-               "APl": 0.3, "AR100": 0.35, "loss": 1.5 - k / 20, "loss_cls": 0.8, "loss_box": 0.6, "loss_ctr": 0.1,
-               "lr": 0.004, "imgs_per_s": 50.0 + k, "peak_mem_mb": 100.0 + k, "epoch_time_s": 0.01,
-               "eval_time_s": 0.002}
-        status = {"trial_id": trial.trial_id, "status": "completed", "pid": os.getpid(), "epochs_done": 1,
-                  "starts": [{"epoch": 1, "pid": os.getpid(), "device": "cpu", "at": began,
-                              "host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id()}],
-                  "history": [row]}
-        storage.write_text(f"{storage.trial_path(trial.trial_id)}/status.json", json.dumps(status))
-        tune.report({**row, "trial_id": trial.trial_id})
-
-    return train
-
-
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -266,7 +235,7 @@ def test_200_trials_at_full_concurrency_are_each_recorded_once(study_file, tmp_p
     sampler.start()
     began = time.time()
     try:
-        outcome = run_study(path, [], results_root=root, trainable=_stub_trainable())
+        outcome = run_study(path, [], results_root=root, trainable=stand_in_trainable())
     finally:
         done.set()
         sampler.join()
