@@ -315,6 +315,8 @@ def data(
     override: Overrides = None,
     image_size: Annotated[int | None, typer.Option(help="the resize the sizes are counted after (default: the "
                                                         "study's data.image_size, else 192)", show_default=False)] = None,
+    images: Annotated[Path | None, typer.Option(help="a COCO json's image folder (default: the json's own folder)",
+                                                show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     debug: Debug = False,
 ) -> None:
@@ -323,7 +325,7 @@ def data(
     from ablate.cli.data_cmd import data_of, print_summary, summary_of
 
     with handled(debug):
-        summary = summary_of(*data_of(target, override or [], image_size))
+        summary = summary_of(*data_of(target, override or [], image_size, images))
         if as_json:
             print(json.dumps(summary, indent=1))
         else:

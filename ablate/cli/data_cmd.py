@@ -13,7 +13,8 @@ from ablate.errors import DataError
 from ablate.study.config import Data
 
 
-def data_of(target: Path, overrides: list[str], image_size: int | None) -> tuple[Data, dict[str, str]]:
+def data_of(target: Path, overrides: list[str], image_size: int | None,
+            images: Path | None = None) -> tuple[Data, dict[str, str]]:
     """The ``data`` section ``target`` stands for, and the splits to summarise (name -> train | val).
 
     A study file: its baseline's data.  An Ultralytics data.yaml, a COCO json (one split) or a
@@ -32,7 +33,9 @@ def data_of(target: Path, overrides: list[str], image_size: int | None) -> tuple
         raise DataError(f"{target}: not found; give a study file, an Ultralytics data.yaml, a COCO json or a "
                         "VOCdevkit year folder")
     if target.suffix == ".json":
-        return Data(dataset="coco", train_ann=str(target), val_ann=str(target), **size), {"annotations": "train"}
+        folders = {"train_images": str(images), "val_images": str(images)} if images else {}
+        return Data(dataset="coco", train_ann=str(target), val_ann=str(target), **folders, **size), \
+            {"annotations": "train"}
     try:
         raw = yaml.safe_load(target.read_text(encoding="utf-8"))
     except yaml.YAMLError:

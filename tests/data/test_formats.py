@@ -93,6 +93,11 @@ def test_coco_voc_and_yolo_give_the_same_summary_and_the_same_training(forms, ti
         assert result.exit_code == 0, result.output
         direct = json.loads(result.output)
         assert direct["splits"] == summaries["coco"]["splits"], target
+    coco = Path(forms["coco"]["root"])
+    result = CliRunner().invoke(app, ["data", str(coco / "train.json"), "--images", str(coco / "train"),
+                                      "--image-size", "96", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["splits"] == {"annotations": summaries["coco"]["splits"]["train"]}
 
     histories = {}
     for form, data in forms.items():
