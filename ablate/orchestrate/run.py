@@ -71,14 +71,12 @@ def launch_order(todo: list[Trial], seed: int = 0, *, race: bool = False) -> lis
 
 
 def _ray_shutdown() -> None:
-    """``ray.shutdown()``; after a SIGTERM that reached Ray's own processes too it can wait a minute for a
-    GCS that is gone, so then it gets 10 s and the run goes on without it."""
-    import ray
-
+    """``tuner.ray_shutdown()``; after a SIGTERM it gets 10 s (a Ray whose GCS is gone, as when something
+    SIGKILLed it, can wait a minute) and the run goes on without it."""
     if not TERM.requested:
-        ray.shutdown()
+        tuner.ray_shutdown()
         return
-    done = threading.Thread(target=ray.shutdown, daemon=True)
+    done = threading.Thread(target=tuner.ray_shutdown, daemon=True)
     done.start()
     done.join(10)
 

@@ -46,10 +46,46 @@ def ray_init(address: str | None, verbose: bool) -> bool:
     if ray.is_initialized():
         return False
     ray_env.uv_hook_off_in_ray()  # Ray may have been imported before ablate set the switch
-    ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=quiet,
-             configure_logging=True)
+    local = address is None
+    if local:  # the processes ray.init starts (and theirs) inherit this mask: SIGTERM stays blocked in them
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=quiet,
+                 configure_logging=True)
+    finally:
+        if local:  # a SIGTERM that came meanwhile is delivered now, to ablate's handler
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     TERM.install()  # ray.init put in its own SIGTERM handler (exit at once, a C++ stack dump): ablate's stops
-    return address is None
+    return local
+
+
+def ray_shutdown() -> None:
+    """``ray.shutdown()`` of the local Ray ``ray_init`` started, whose processes block SIGTERM.
+
+    A SIGTERM sent to every process of a job (Slurm, ``timeout``, a process-group kill) used to end
+    Ray's raylet too, and the driver with it at its next touch of the object store ("connection to
+    the plasma store is failed. Terminate the process": exit 1, no records flushed, no message).
+    With SIGTERM blocked in Ray's own processes the driver stops the study itself (terminate.py);
+    Ray's graceful kill would then wait 1 s per process for a SIGTERM that never lands, and the
+    raylet's agents would outlive it, so all of them are killed at once (SIGKILL): a local Ray
+    keeps nothing worth a graceful stop.
+    """
+    import psutil
+    import ray
+
+    node = ray._private.worker._global_node  # private: Ray has no public switch for this
+    spawned = []
+    if node is not None:
+        for infos in node.all_processes.values():
+            for info in infos:
+                with contextlib.suppress(psutil.Error):
+                    spawned += psutil.Process(info.process.pid).children(recursive=True)  # workers, agents
+        kill = node.kill_all_processes
+        node.kill_all_processes = lambda **kw: kill(**{**kw, "allow_graceful": False})
+    ray.shutdown()
+    for process in spawned:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 def exposure_note() -> str | None:
