@@ -51,6 +51,7 @@ WORKERS = ["data.num_workers=2", "data.persistent_workers=true", "data.prefetch_
 # start with "-" turn off a trick that is on by default there, and the row is timed with it off
 TRICKS = [
     ("channels_last", ["train.channels_last=true"], ("cpu", "cuda"), ""),
+    ("torch.compile (backbone, neck, head)", ["train.compile=true"], ("cpu", "cuda"), ""),
     ("num_workers 2 (persistent, prefetch 2)", WORKERS, ("cpu", "cuda"), ""),
     ("pin_memory (on by default on CUDA)", ["-data.pin_memory=false"], ("cuda",),
      "n/a on CPU (pinning only speeds host-to-GPU copies)"),

@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from ablate.engine import checkpoint
 from ablate.engine.coco_eval import coco_index
+from ablate.engine.compile import compile_model
 from ablate.engine.loop import LoopState, StepTools, evaluate, train_one_epoch
 from ablate.engine.memory import TensorPeak
 from ablate.errors import ConfigError, TrialFailed
@@ -109,6 +110,8 @@ def build_pieces(config: TrialConfig, *, seed: int, device: torch.device) -> Pie
     model = build_model(config, num_classes=len(data.classes)).to(device)
     if t.channels_last:  # NHWC weights: convs then keep their activations NHWC (the input batch is NCHW)
         model = model.to(memory_format=torch.channels_last)
+    if t.compile:
+        notices += compile_model(model, device)
     if device.type == "cuda":  # process-wide, so set by every trial
         torch.backends.cudnn.benchmark = t.cudnn_benchmark
     lr = config.lr_effective

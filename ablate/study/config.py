@@ -188,6 +188,10 @@ class Train(Section):
         False, description="CUDA: let cuDNN time its conv algorithms; pays off when batches keep one size "
         "(shapes without multiscale, random_crop, zoom_out); ignored on CPU"
     )
+    compile: bool = Field(
+        False, description="torch.compile the backbone, neck and head (losses and post-processing stay eager); "
+        "needs a C++ compiler on CPU and Triton on CUDA, else a notice and eager (bench/trainer_throughput.py)"
+    )
 
     @model_validator(mode="before")
     @classmethod
