@@ -5,10 +5,12 @@ own handler in, one that exits at once and makes Ray print a C++ stack dump) mak
 set a flag and nothing else: no exception is raised in the middle of a Parquet write or an
 MLflow call.  The run then stops as after Ctrl-C: Tune is told to stop its trials (the
 ``stopper`` of the fit in progress), no new round starts, the records are flushed, and the
-command exits with 143 (128 + SIGTERM) and says how to resume.  If the stop takes longer than
-``GRACE_S`` (Kubernetes kills at 30 s; a Slurm or ``timeout`` SIGTERM reaches Ray's own processes
-too, and a Tune left without them may wait), what is recorded is flushed and the process exits
-143 at once: every trial folder keeps its last checkpoint, so the same command resumes.
+command exits with 143 (128 + SIGTERM) and says how to resume.  A Slurm or ``timeout`` SIGTERM
+reaches every process of the job, Ray's too: a local Ray's processes block it (tuner.ray_init),
+so Ray stays up while the driver stops the study.  If the stop takes longer than ``GRACE_S``
+(Kubernetes kills at 30 s; a joined cluster's processes are not ablate's to shield), what is
+recorded is flushed and the process exits 143 at once: every trial folder keeps its last
+checkpoint, so the same command resumes.
 """
 
 from __future__ import annotations
