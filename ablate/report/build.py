@@ -7,6 +7,8 @@ run when the tracking store is reachable.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +68,18 @@ def _mlflow(source: Source):
         return None
 
 
+def _logged_data(tracking) -> dict | None:
+    """The data summary logged on the study's MLflow parent run (``data.json``), or None."""
+    if not tracking or not tracking[2]:
+        return None
+    client, _, parent = tracking
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return json.loads(Path(client.download_artifacts(parent, "data.json", tmp)).read_text())
+    except Exception:  # noqa: BLE001 -- a study from before data.json, or an artifact store out of reach
+        return None
+
+
 def _notes(summary: pd.DataFrame, trials: pd.DataFrame, epochs: pd.DataFrame) -> list[str]:
     """The table's notes, and whether the epochs trials were stopped at ranked trials as the end did."""
     metric = summary.attrs["metric"]
@@ -111,7 +125,7 @@ def build_report(source: Source, *, out_dir: Path | None = None, from_mlflow: bo
     figures = [(f"{metric} per epoch", curves(trials, epochs, metric)), (f"Δ{metric} against the baseline", forest(summary)),
                ("mAP vs Mem", pareto(summary, x="Mem")), ("mAP vs img/s", pareto(summary, x="img/s")),
                ("APs, APm, APl", size_bars(summary)), ("Trials over time", timeline(trials))]
-    data = None if from_mlflow else read_data_summary(Path(source.results) / source.study)
+    data = _logged_data(tracking) if from_mlflow else read_data_summary(Path(source.results) / source.study)
     paths["html"] = write_html(out_dir / "index.html", title=f"ablate: {source.study}", description=description,
                                table_html=table_to_html(display, best=best, links=links), notes=_notes(summary, trials, epochs),
                                figures=figures, data=data)

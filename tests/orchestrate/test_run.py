@@ -95,6 +95,7 @@ def test_asha_prunes_a_bad_variant_never_the_baseline_and_a_non_finite_trial_fai
                                       "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m" / "table.md").read_text().splitlines() == md
+    assert "<h2>Data: shapes, sizes after the resize to 128 px</h2>" in (tmp_path / "m" / "index.html").read_text()
     client = MlflowClient(uri)
     parent = client.search_runs([client.get_experiment_by_name("asha").experiment_id],
                                 "tags.`ablate.role` = 'study'")[0]
