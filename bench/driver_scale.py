@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import resource
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -23,11 +22,6 @@ import yaml
 
 BASE = Path(__file__).resolve().parent.parent / "studies" / "_base_" / "tiny_shapes.yaml"
 LEVELS = ["diou", "ciou", "eiou", "iou", "l1", "smooth_l1", "giou"]
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def _cpu_s() -> float:
@@ -63,7 +57,7 @@ def main() -> None:
 
     from ablate.orchestrate.mlflow_mirror import Mirror
     from ablate.orchestrate.run import run_study
-    from ablate.orchestrate.stand_in import stand_in_trainable
+    from ablate.orchestrate.stand_in import PeakRss, stand_in_trainable
     from ablate.report.build import Source, build_report
     from ablate.results.store import ResultsStore
 
@@ -79,22 +73,10 @@ def main() -> None:
         path.write_text(yaml.safe_dump(study, sort_keys=False))
         n = a.variants * a.seeds
 
-        base, peak, done = _rss_mb(), [0.0], threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], _rss_mb())
-                time.sleep(0.2)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
         cpu0, began = _cpu_s(), time.time()
-        try:
+        with PeakRss(every_s=0.2) as rss:
             outcome = run_study(path, [], results_root=folder / "results", max_concurrent=a.concurrent,
                                 trainable=stand_in_trainable())
-        finally:
-            done.set()
-            sampler.join()
         wall, cpu = time.time() - began, _cpu_s() - cpu0
 
         trials = pd.read_parquet(folder / "results" / "scale" / "trials.parquet")
@@ -121,8 +103,8 @@ def main() -> None:
           f"{len(set(ids))} trial runs ({len(ids)} runs)")
     print(f"  wall {wall:.0f} s: {first - began:.1f} s before the first trial, {last - first:.0f} s from the first "
           f"trial's start to the last one's end ({n / (last - first):.1f} trials/s), {began + wall - last:.1f} s after")
-    print(f"  driver CPU {cpu:.0f} s = {cpu / events * 1000:.1f} ms per event ({events} events); RSS {base:.0f} MiB "
-          f"before, peak {peak[0]:.0f} MiB (+{peak[0] - base:.0f})")
+    print(f"  driver CPU {cpu:.0f} s = {cpu / events * 1000:.1f} ms per event ({events} events); RSS {rss.before:.0f} MiB "
+          f"before, peak {rss.peak:.0f} MiB (+{rss.peak - rss.before:.0f})")
     print(f"  MLflow: {sends.calls} trial writes (start, epochs, end), {sends.calls / (last - first):.1f}/s; Parquet: {flushes.calls} "
           f"flushes, {flushes.calls / (last - first):.2f}/s")
     print(f"  the last record landed {max(sends.last, flushes.last) - last:.1f} s after the last trial ended "

@@ -75,12 +75,11 @@ def check_data(configs: Iterable[TrialConfig], *, log: Callable[[str], None] = p
             distinct.setdefault(_identity(config.data), config.data)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     done = Checked(datasets=len(distinct))
-    wanted = _identity(summary_of) if summary_of is not None else None
+    wanted, kept = (_identity(summary_of) if summary_of is not None else None), None
     for key, d in distinct.items():
         train, val = load_splits(d)
         if key == wanted:
-            done.summary = summarize({"train": train, "val": val}, image_size=summary_of.image_size,
-                                     dataset=summary_of.dataset)
+            kept = train, val
         for split in (train, val):
             for kind, n in sorted(split.repairs.items()):
                 shown = ", ".join(split.examples.get(kind, []))
@@ -90,8 +89,8 @@ def check_data(configs: Iterable[TrialConfig], *, log: Callable[[str], None] = p
         for split in (train, val):
             done.images += len(split.records)
             done.decoded += check_images(split, cache=cache, log=log)
-    if summary_of is not None and done.summary is None and (summary_of.dataset == "shapes" or distinct):
-        train, val = load_splits(summary_of, cache_dir if summary_of.dataset == "shapes" else None)
+    if summary_of is not None and (kept or summary_of.dataset == "shapes" or distinct):
+        train, val = kept or load_splits(summary_of, cache_dir)  # a finished study loads no annotation file
         done.summary = summarize({"train": train, "val": val}, image_size=summary_of.image_size,
                                  dataset=summary_of.dataset)
     return done

@@ -36,3 +36,34 @@ def stand_in_trainable():
         tune.report({**row, "trial_id": trial.trial_id})
 
     return train
+
+
+class PeakRss:
+    """``with PeakRss() as rss:`` samples this process's resident memory; ``rss.before`` and ``rss.peak`` in MiB."""
+
+    def __init__(self, every_s: float = 0.1):
+        import psutil
+
+        self.process, self.every_s = psutil.Process(), every_s
+        self.before = self.peak = self._mib()
+
+    def _mib(self) -> float:
+        return self.process.memory_info().rss / 2**20
+
+    def _sample(self) -> None:
+        while not self.done.wait(self.every_s):
+            self.peak = max(self.peak, self._mib())
+
+    def __enter__(self) -> PeakRss:
+        import threading
+
+        self.before = self.peak = self._mib()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        self.peak = max(self.peak, self._mib())

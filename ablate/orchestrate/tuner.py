@@ -94,7 +94,7 @@ def exposure_note() -> str | None:
     Ray 2.60 binds its gRPC servers (GCS, raylet, every worker) to all interfaces and turns
     ``_node_ip_address="127.0.0.1"`` into the node's own address, so no setting keeps a local Ray on
     loopback.  What keeps other machines out is Ray's token authentication, on by default for a local
-    start (the token in ``~/.ray/auth_token``): a client without it is refused (tests/test_exposure.py).
+    start (the token in ``~/.ray/auth_token``): a client without it is refused (tests/orchestrate/test_exposure.py).
     ``RAY_AUTH_MODE=disabled`` turns that off; Ray's own warning is silenced with its logs, so ablate says it.
     """
     if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "disabled":

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -29,7 +28,7 @@ from typer.testing import CliRunner
 from ablate.cli import app
 from ablate.orchestrate.mlflow_mirror import PENDING
 from ablate.orchestrate.run import run_study
-from ablate.orchestrate.stand_in import stand_in_trainable
+from ablate.orchestrate.stand_in import PeakRss, stand_in_trainable
 from ablate.study import load_study, trials
 from ablate.study.expand import check
 
@@ -209,11 +208,6 @@ def test_a_study_that_starts_with_mlflow_down_runs_and_the_next_run_sends_it(ser
 
 # ---------------------------------------------------------------- load: 200 trials through the driver
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 @pytest.mark.timeout(600)  # 140 s on a quiet 2-core machine; another ran the same study 2x slower
 def test_200_trials_at_full_concurrency_are_each_recorded_once(study_file, tmp_path):
     n_seeds = 50
@@ -224,25 +218,13 @@ def test_200_trials_at_full_concurrency_are_each_recorded_once(study_file, tmp_p
     assert len(planned) == 200
     root = tmp_path / "results"
 
-    base, peak, done = _rss_mb(), [0.0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_mb())
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     began = time.time()
-    try:
+    with PeakRss() as rss:
         outcome = run_study(path, [], results_root=root, trainable=stand_in_trainable())
-    finally:
-        done.set()
-        sampler.join()
     wall = time.time() - began
-    growth = peak[0] - base
-    print(f"\n200 trials: {wall:.1f} s ({200 / wall:.2f} trials/s), driver RSS {base:.0f} MiB before, "
-          f"peak {peak[0]:.0f} MiB (+{growth:.0f} MiB)")
+    growth = rss.peak - rss.before
+    print(f"\n200 trials: {wall:.1f} s ({200 / wall:.2f} trials/s), driver RSS {rss.before:.0f} MiB before, "
+          f"peak {rss.peak:.0f} MiB (+{growth:.0f} MiB)")
     assert outcome.counts["completed"] == 200 and outcome.unsynced == 0 and not outcome.interrupted
     assert growth < 2048, growth
 
