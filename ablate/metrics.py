@@ -11,8 +11,10 @@ from ablate.errors import did_you_mean
 # COCO summary numbers (COCOeval's twelve, in its stats order, from eval.backend), as fractions in [0, 1].
 COCO_METRICS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
-# Training losses (mean over the epoch); FCOS adds its centerness term.
-LOSS_METRICS = ("loss", "loss_cls", "loss_box", "loss_ctr")
+# Training losses (mean over the epoch), each detector's under its own names: loss_cls and loss_box
+# (the catalogue's losses) for all; FCOS and ATSS add centerness, Faster R-CNN its RPN's objectness and
+# box terms, DETR its L1 on normalised boxes (beside loss_box, the catalogue's GIoU-like loss).
+LOSS_METRICS = ("loss", "loss_cls", "loss_box", "loss_ctr", "loss_objectness", "loss_rpn_box", "loss_l1")
 
 # Cost and bookkeeping: seconds of the epoch's training, evaluation and checkpoint, and the whole epoch.
 COST_METRICS = ("lr", "imgs_per_s", "peak_mem_mb", "epoch_time_s", "train_time_s", "eval_time_s", "checkpoint_s")

@@ -19,9 +19,9 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from torch import Tensor, nn
-from torchvision.models import mobilenet_v3_large, resnet18, resnet34, resnet50
+from torchvision.models import mobilenet_v3_large, resnet18, resnet34, resnet50, resnet101, vgg16
 from torchvision.models.feature_extraction import create_feature_extractor
-from torchvision.models.resnet import BasicBlock
+from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import Conv2dNormActivation
 
 from ablate.errors import ConfigError
@@ -69,12 +69,15 @@ def _torchvision_body(make: Callable[..., nn.Module], nodes: tuple[str, str, str
 
 
 # name -> (factory, nodes at strides 8/16/32, their channels).  mobilenet_v3_large's
-# features[6], [12], [16] are the last blocks before each stride-2 block, and the final 1x1 conv.
+# features[6], [12], [16] are the last blocks before each stride-2 block, and the final 1x1 conv;
+# vgg16's features[22] and [29] are conv4_3 and conv5_3 (after ReLU), [30] the last max-pool.
 _TORCHVISION = {
     "resnet18": (resnet18, ("layer2", "layer3", "layer4"), [128, 256, 512]),
     "resnet34": (resnet34, ("layer2", "layer3", "layer4"), [128, 256, 512]),
     "resnet50": (resnet50, ("layer2", "layer3", "layer4"), [512, 1024, 2048]),
+    "resnet101": (resnet101, ("layer2", "layer3", "layer4"), [512, 1024, 2048]),
     "mobilenet_v3": (mobilenet_v3_large, ("features.6", "features.12", "features.16"), [40, 112, 960]),
+    "vgg16": (vgg16, ("features.22", "features.29", "features.30"), [512, 512, 512]),
 }
 BACKBONES = ("tiny", *_TORCHVISION)
 
@@ -84,7 +87,25 @@ UNUSED_PREFIXES = ("fc.", "classifier.")
 
 # backbone -> torchvision's ImageNet weights (V1: the file mmdetection's torchvision://resnet50 loads)
 IMAGENET = {"resnet18": "ResNet18_Weights.IMAGENET1K_V1", "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
-            "resnet50": "ResNet50_Weights.IMAGENET1K_V1", "mobilenet_v3": "MobileNet_V3_Large_Weights.IMAGENET1K_V1"}
+            "resnet50": "ResNet50_Weights.IMAGENET1K_V1", "resnet101": "ResNet101_Weights.IMAGENET1K_V1",
+            "mobilenet_v3": "MobileNet_V3_Large_Weights.IMAGENET1K_V1", "vgg16": "VGG16_Weights.IMAGENET1K_V1"}
+
+# model.style -> the pixel statistics the detector's transform normalises with (images arrive RGB in 0..1).
+# caffe: BGR 0..255 minus mmdetection's caffe means, std 1; given here in RGB order and 0..1 units, since a
+# caffe checkpoint's first conv is turned to RGB as it loads (load_weights), which is the same function.
+PIXELS = {"pytorch": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+          "caffe": ([123.675 / 255, 116.28 / 255, 103.53 / 255], [1 / 255] * 3)}
+
+
+def caffe_strides(body: nn.Module) -> None:
+    """MSRA's caffe ResNet: a downsampling bottleneck strides in its first 1x1 conv, not the 3x3 (pytorch style).
+
+    Only the placement moves (same parameters, same shapes), as mmdetection's ``style='caffe'``; basic blocks
+    (ResNet-18/34) have no 1x1 conv and stay as they are.
+    """
+    for block in body.modules():
+        if isinstance(block, Bottleneck) and block.conv2.stride != (1, 1):
+            block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
 
 
 def imagenet_file(backbone: str) -> Path:
@@ -123,12 +144,13 @@ def weights_file(backbone: str, pretrained: str | None) -> str | None:
     return str(Path(pretrained).expanduser())
 
 
-def build_body(name: str, *, width: float = 1.0) -> tuple[nn.Module, list[int]]:
+def build_body(name: str, *, width: float = 1.0, style: str = "pytorch") -> tuple[nn.Module, list[int]]:
     """The backbone body and its ``[C3, C4, C5]`` channel counts.
 
     Args:
         name: one of ``BACKBONES``.
         width: channel multiplier of ``tiny`` (the torchvision bodies ignore it).
+        style: ``caffe`` moves ResNet bottlenecks' stride to their 1x1 conv (see ``caffe_strides``).
 
     Example:
         >>> body, channels = build_body("resnet18")  # channels == [128, 256, 512]
@@ -139,7 +161,10 @@ def build_body(name: str, *, width: float = 1.0) -> tuple[nn.Module, list[int]]:
     if name not in _TORCHVISION:
         raise ValueError(f"unknown backbone '{name}'; valid: {', '.join(BACKBONES)}")
     make, nodes, channels = _TORCHVISION[name]
-    return _torchvision_body(make, nodes), list(channels)
+    body = _torchvision_body(make, nodes)
+    if style == "caffe":
+        caffe_strides(body)
+    return body, list(channels)
 
 
 def _few(keys: list[str], n: int = 5) -> str:
@@ -147,11 +172,13 @@ def _few(keys: list[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def load_weights(body: nn.Module, path: str) -> None:
+def load_weights(body: nn.Module, path: str, *, bgr: bool = False) -> None:
     """Load a local backbone state dict into ``body``, strictly.
 
     The file's keys must be the body's keys; classification-head keys (``fc.*``,
     ``classifier.*``) are skipped so a torchvision ImageNet checkpoint loads as is.
+    ``bgr``: the weights expect BGR input (caffe style): the first conv's input channels are
+    reversed, so the body takes RGB as every loader gives it.
 
     Raises:
         ConfigError: the file is missing or unreadable, or its keys or shapes do not
@@ -181,6 +208,9 @@ def load_weights(body: nn.Module, path: str) -> None:
         problems.append(f"{len(wrong)} shape mismatches (file vs backbone): {_few(wrong, 3)}")
     if problems:
         raise ConfigError(f"{where} does not fit this backbone: " + "; ".join(problems))
+    if bgr:
+        first = next(k for k in ("conv1.weight", "features.0.weight", "features.0.0.weight") if k in state)
+        state[first] = state[first].flip(1)  # [out, 3 (BGR -> RGB), k, k]
     body.load_state_dict(state)
 
 

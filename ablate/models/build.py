@@ -6,23 +6,62 @@ keyword arguments, as torchvision's ``RetinaNet(backbone, num_classes, ...)`` do
 
 from __future__ import annotations
 
-from ablate.models.backbones import BackboneWithNeck, build_body, load_weights, weights_file
-from ablate.models.detector import Detector
+from ablate.models.atss import CatalogueAtss
+from ablate.models.backbones import PIXELS, BackboneWithNeck, build_body, load_weights, weights_file
+from ablate.models.detector import Detector, keep_all
 from ablate.models.fcos import CatalogueFCOS
 from ablate.models.retinanet import CatalogueRetinaNet
+from ablate.models.ssd import HIGHRES, CatalogueSSD, SsdExtras, vgg_extractor
 from ablate.study.config import TrialConfig
+from ablate.tricks.assign import ASSIGNERS
+from ablate.tricks.detectors import DETECTORS
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
 from ablate.tricks.postprocess import POSTPROCESS, TTA
-from ablate.tricks.registry import build_selected
+from ablate.tricks.registry import build, build_selected
 
-# model.detector (study.config.DETECTORS) -> its builder, called as (backbone, num_classes, model section, **common)
-BUILDERS = {
-    "retinanet": lambda backbone, n, m, **common: CatalogueRetinaNet(
-        backbone, n, anchor_scale=m.anchor_scale, head_norm=m.head_norm, **common),
-    "fcos": lambda backbone, n, m, **common: CatalogueFCOS(backbone, n, **common),
-}
-PYRAMID_EXTRA_LEVELS = 2  # C3-C5 -> P3-P7: RetinaNet and FCOS both predict on five levels
+PYRAMID_EXTRA_LEVELS = 2  # C3-C5 -> P3-P7: the dense detectors predict on five levels
+
+
+def _pyramid(body, channels: list[int], m) -> BackboneWithNeck:
+    neck = build_selected(NECKS, m.neck, "neck", in_channels=channels, out_channels=m.channels,
+                          extra_levels=PYRAMID_EXTRA_LEVELS)
+    return BackboneWithNeck(body, neck, m.channels)
+
+
+def _assigner(m):
+    """``model.assigner``, or the detector's own when it is null."""
+    if m.assigner is None:
+        return build(ASSIGNERS, DETECTORS[m.detector.name].assigner, "assigner")
+    return build_selected(ASSIGNERS, m.assigner, "assigner")
+
+
+def _retinanet(body, channels, n, m, d, **common):
+    return CatalogueRetinaNet(_pyramid(body, channels, m), n, assigner=_assigner(m), head_convs=d.head_convs,
+                              head_norm=d.head_norm, anchor_scale=d.anchor_scale, anchor_octaves=d.anchor_octaves,
+                              anchor_ratios=tuple(d.anchor_ratios), **common)
+
+
+def _fcos(body, channels, n, m, d, **common):
+    return CatalogueFCOS(_pyramid(body, channels, m), n, assigner=_assigner(m), head_convs=d.head_convs, **common)
+
+
+def _atss(body, channels, n, m, d, **common):
+    return CatalogueAtss(_pyramid(body, channels, m), n, assigner=_assigner(m), head_convs=d.head_convs,
+                         anchor_scale=d.anchor_scale, **common)
+
+
+def _ssd(body, channels, n, m, d, **common):
+    maps = 7 if common["min_size"] >= HIGHRES else 6  # SSD512's seven maps, SSD300's six
+    extractor = (vgg_extractor(body, highres=maps == 7) if m.backbone == "vgg16"
+                 else SsdExtras(body, channels, width=m.channels, maps=maps))
+    return CatalogueSSD(extractor, n, neg_pos_ratio=d.neg_pos_ratio, iou=d.iou, min_ratio=d.min_ratio,
+                        max_ratio=d.max_ratio, lite=d.lite, **common)
+
+
+# model.detector.name (tricks/detectors.py DETECTORS) -> its builder, called as
+# (body, body channels, num_classes, model section, detector section, **common)
+BUILDERS = {"retinanet": _retinanet, "fcos": _fcos, "atss": _atss, "ssd": _ssd}
 
 
 def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
@@ -44,28 +83,26 @@ def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     m = config.model
-    body, channels = build_body(m.backbone, width=m.width)
+    body, channels = build_body(m.backbone, width=m.width, style=m.style)
     if m.pretrained is not None:
-        load_weights(body, weights_file(m.backbone, m.pretrained))
-    neck = build_selected(NECKS, m.neck, "neck",
-                 in_channels=channels, out_channels=m.channels, extra_levels=PYRAMID_EXTRA_LEVELS)
-    backbone = BackboneWithNeck(body, neck, m.channels)
+        load_weights(body, weights_file(m.backbone, m.pretrained), bgr=m.style == "caffe")
 
     size = config.data.image_size
+    mean, std = PIXELS[m.style]
     common = dict(
         cls_loss=build_selected(CLS_LOSSES, config.loss.cls, "classification loss"),
         box_loss=build_selected(BOX_LOSSES, config.loss.box, "box loss"),
         min_size=size, max_size=size * 1333 // 800,  # torchvision's 800/1333 aspect cap
-        score_thresh=config.eval.score_thresh,
-        head_convs=m.head_convs,
+        image_mean=mean, image_std=std, score_thresh=config.eval.score_thresh,
     )
-    if m.detector not in BUILDERS:
-        raise ValueError(f"unknown detector '{m.detector}'; valid: {', '.join(BUILDERS)}")
-    model = BUILDERS[m.detector](backbone, num_classes, m, **common)
+    if m.detector.name not in BUILDERS:
+        raise ValueError(f"unknown detector '{m.detector.name}'; valid: {', '.join(BUILDERS)}")
+    model = BUILDERS[m.detector.name](body, channels, num_classes, m, m.detector, **common)
 
+    merges = "eval.nms" in DETECTORS[m.detector.name].takes  # DETR predicts a set: nothing to merge
     return Detector(
         model,
-        method=build_selected(POSTPROCESS, config.eval.nms, "postprocess"),
+        method=build_selected(POSTPROCESS, config.eval.nms, "postprocess") if merges else keep_all,
         tta=build_selected(TTA, config.eval.tta, "tta"),
         score_thresh=config.eval.score_thresh,
         max_dets=config.eval.max_dets,

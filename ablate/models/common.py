@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 
 def box_loss(
@@ -51,11 +52,30 @@ def rename(losses: dict[str, Tensor], names: dict[str, str]) -> dict[str, Tensor
     return {names[k]: v for k, v in losses.items()}
 
 
-# ImageNet statistics, as every torchvision detector normalises (the torchvision
-# backbones were designed, and their checkpoints trained, with these).
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 STRIDES = (8, 16, 32, 64, 128)  # P3..P7
+
+
+class LevelAnchors(AnchorGenerator):
+    """torchvision's anchor generator that also keeps, from its last call, how many anchors each level holds.
+
+    The assigners need the pyramid level of every anchor; torchvision's RetinaNet computes the
+    per-level counts only at inference, so the generator that tiles the levels records them.
+    """
+
+    level_counts: list[int]
+
+    def forward(self, image_list, feature_maps: list[Tensor]) -> list[Tensor]:
+        self.level_counts = [f.shape[-2] * f.shape[-1] * a
+                             for f, a in zip(feature_maps, self.num_anchors_per_location())]
+        return super().forward(image_list, feature_maps)
+
+
+def assign_all(assigner: Callable, boxes: list[Tensor], level_counts: list[int],
+               targets: list[dict[str, Tensor]]) -> list[Tensor]:
+    """Each image's ``matched [A]`` from a catalogue assigner (tricks/assign), given its anchors as boxes ``[A, 4]``."""
+    strides = torch.cat([torch.full((n,), float(s), device=boxes[0].device) for n, s in zip(level_counts, STRIDES)])
+    return [assigner(image_boxes, strides, level_counts, target["boxes"])
+            for image_boxes, target in zip(boxes, targets)]
 
 
 def group_count(channels: int) -> int:

@@ -15,8 +15,14 @@ from torch import Tensor, nn
 from ablate.tricks.postprocess.ops import postprocess
 
 
+def keep_all(boxes: Tensor, scores: Tensor, labels: Tensor, image_size: tuple[int, int]):
+    """The merge step of a detector that predicts a set (DETR): nothing to merge, best first."""
+    order = scores.argsort(descending=True)
+    return boxes[order], scores[order], labels[order]
+
+
 class Detector(nn.Module):
-    """A RetinaNet/FCOS whose evaluation output is the catalogue's.
+    """A detector whose evaluation output is the catalogue's.
 
     ``forward(images, targets)`` in train mode returns the named, weighted losses
     (``loss_cls``, ``loss_box``, and ``loss_ctr`` for FCOS); in eval mode,
@@ -24,8 +30,8 @@ class Detector(nn.Module):
     int64 [K]}`` per image, in that image's own pixel coordinates.
 
     Args:
-        model: ``CatalogueRetinaNet`` or ``CatalogueFCOS`` (eval output: raw candidates).
-        method: a built ``POSTPROCESS`` function (nms, soft_nms, diou_nms, wbf).
+        model: a ``Catalogue*`` detector of this package (eval output: raw candidates).
+        method: a built ``POSTPROCESS`` function (nms, soft_nms, diou_nms, wbf), or ``keep_all``.
         tta: a built ``TTA`` function, called as ``tta(model, images)``.
         score_thresh: detections scoring at or below this are dropped.
         max_dets: detections kept per image.

@@ -1,8 +1,10 @@
 """torchvision's FCOS with the catalogue's classification and box losses.
 
-torchvision keeps the centre-sampling assignment (radius 1.5 strides, one scale
-range per level), the heads, the linear ltrb box coder and the centerness branch
-with its BCE loss (``loss_ctr``).  Changed, as for RetinaNet: the classification
+torchvision keeps the heads, the linear ltrb box coder and the centerness branch
+with its BCE loss (``loss_ctr``).  Which points are positive is the catalogue
+assigner's call (``model.assigner``): its default ``fcos_ranges`` is torchvision's
+centre sampling (radius 1.5 strides, one scale range per level), to the same result;
+the IoU-based ones see a square of 8 strides on each point, as the ATSS paper tiles FCOS.  Changed, as for RetinaNet: the classification
 loss and inference scores come from the catalogue module, and the box loss is the
 catalogue module on decoded boxes (torchvision uses GIoU there) or, for a
 ``"delta"`` loss, on FCOS's encoded ltrb distances (normalised by the stride).
@@ -16,18 +18,18 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BoxLinearCoder
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOS, FCOSClassificationHead, FCOSHead, FCOSRegressionHead
 from torchvision.ops import clip_boxes_to_image
 
-from ablate.models.common import IMAGENET_MEAN, IMAGENET_STD, STRIDES, box_loss, group_count, rename, top_candidates
+from ablate.models.common import STRIDES, LevelAnchors, assign_all, box_loss, group_count, rename, top_candidates
 
 LOSS_NAMES = {"classification": "loss_cls", "bbox_regression": "loss_box", "bbox_ctrness": "loss_ctr"}
+ASSIGN_SCALE = 8  # the box an IoU-based assigner sees on each point, in strides (the ATSS paper's 8S)
 
 
-def fcos_anchors() -> AnchorGenerator:
+def fcos_anchors() -> LevelAnchors:
     """One square anchor per location, its side the level's stride: FCOS's points (torchvision's default)."""
-    return AnchorGenerator(tuple((stride,) for stride in STRIDES), ((1.0,),) * len(STRIDES))
+    return LevelAnchors(tuple((stride,) for stride in STRIDES), ((1.0,),) * len(STRIDES))
 
 
 class Head(FCOSHead):
@@ -106,24 +108,34 @@ class CatalogueFCOS(FCOS):
         backbone: returns P3..P7 and has ``out_channels``.
         num_classes: foreground classes; labels are ``0..num_classes-1``.
         cls_loss, box_loss: catalogue modules (``CLS_LOSSES``, ``BOX_LOSSES``).
+        assigner: a catalogue assigner (tricks/assign): which points learn which box.
         min_size, max_size: evaluation resize (training images are used as given).
+        image_mean, image_std: the pixel statistics of ``model.style`` (backbones.PIXELS).
         score_thresh: candidate threshold at inference.
         topk_candidates: candidates kept per level at inference, as torchvision.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, cls_loss: nn.Module, box_loss: nn.Module,
-                 min_size: int = 800, max_size: int = 1333, score_thresh: float = 0.05,
-                 topk_candidates: int = 1000, head_convs: int = 4):
+                 assigner, min_size: int = 800, max_size: int = 1333, image_mean: list[float],
+                 image_std: list[float], score_thresh: float = 0.05, topk_candidates: int = 1000,
+                 head_convs: int = 4):
         head = Head(backbone.out_channels, num_classes, cls_loss=cls_loss, box_loss=box_loss, num_convs=head_convs)
         super().__init__(
             backbone, num_classes, min_size=min_size, max_size=max_size,
-            image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, anchor_generator=fcos_anchors(), head=head,
+            image_mean=image_mean, image_std=image_std, anchor_generator=fcos_anchors(), head=head,
             score_thresh=score_thresh, topk_candidates=topk_candidates,
             _skip_resize=True,  # the data pipeline already sized the training images
         )
+        self.assigner = assigner
 
     def compute_loss(self, targets, head_outputs, anchors, num_anchors_per_level):
-        return rename(super().compute_loss(targets, head_outputs, anchors, num_anchors_per_level), LOSS_NAMES)
+        # the points' squares of 8 strides (same centres): what IoU-based assigners compare with the boxes
+        scale = torch.cat([torch.full((n,), ASSIGN_SCALE / 2.0 * s, device=anchors[0].device)
+                           for n, s in zip(num_anchors_per_level, STRIDES)])[:, None]  # [A, 1]
+        boxes = [torch.cat([(a[:, :2] + a[:, 2:]) / 2 - scale, (a[:, :2] + a[:, 2:]) / 2 + scale], dim=1)
+                 for a in anchors]
+        matched_idxs = assign_all(self.assigner, boxes, num_anchors_per_level, targets)
+        return rename(self.head.compute_loss(targets, head_outputs, anchors, matched_idxs), LOSS_NAMES)
 
     def postprocess_detections(self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]],
                                image_shapes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:

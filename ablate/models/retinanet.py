@@ -3,14 +3,16 @@
 torchvision keeps everything else: the transform, the anchor generator, the IoU
 matcher (foreground IoU >= 0.5, background < 0.4, low-quality matches kept, the
 anchors in between ignored), the heads' convolutions and initialisation, the box
-coder and the per-level top-k candidate selection.  Only three things change:
+coder and the per-level top-k candidate selection.  What changes:
 
 - the classification loss is a catalogue module fed the same one-hot targets
   torchvision builds for ``sigmoid_focal_loss``;
 - the box loss is a catalogue module fed encoded deltas or decoded boxes,
   whichever its ``space`` says;
 - inference scores come from the classification loss's ``scores`` (a softmax for
-  ``ce``), and no NMS runs here: ``Detector`` applies the catalogue's method after TTA.
+  ``ce``), and no NMS runs here: ``Detector`` applies the catalogue's method after TTA;
+- which anchors are positive is the catalogue assigner's call (``model.assigner``; its
+  default ``max_iou`` is torchvision's matcher with the same thresholds).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import (
     RetinaNet,
     RetinaNetClassificationHead,
@@ -28,18 +29,27 @@ from torchvision.models.detection.retinanet import (
 )
 from torchvision.ops import clip_boxes_to_image
 
-from ablate.models.common import IMAGENET_MEAN, IMAGENET_STD, STRIDES, box_loss, group_count, rename, top_candidates
+from ablate.models.common import (
+    STRIDES,
+    LevelAnchors,
+    assign_all,
+    box_loss,
+    group_count,
+    rename,
+    top_candidates,
+)
 
-LOSS_NAMES = {"classification": "loss_cls", "bbox_regression": "loss_box"}
+LOSS_NAMES = {"classification": "loss_cls", "bbox_regression": "loss_box", "bbox_ctrness": "loss_ctr"}  # ctr: ATSS
 
 
-def retinanet_anchors(anchor_scale: float) -> AnchorGenerator:
-    """9 anchors per location: ``anchor_scale x stride`` x octaves ``2^(0, 1/3, 2/3)`` x ratios (0.5, 1, 2).
+def retinanet_anchors(anchor_scale: float, octaves: int = 3, ratios: tuple[float, ...] = (0.5, 1.0, 2.0)) -> LevelAnchors:
+    """``octaves x len(ratios)`` anchors per location: ``anchor_scale x stride x 2^(i / octaves)`` at each ratio.
 
-    torchvision's default is 32..512 px (``anchor_scale`` 4); a smaller scale suits small images.
+    The defaults are the paper's 9 (torchvision's 32..512 px with ``anchor_scale`` 4); a smaller
+    scale suits small images, and one octave at ratio 1 is the ATSS paper's #A=1 RetinaNet.
     """
-    sizes = tuple(tuple(anchor_scale * stride * 2 ** (i / 3) for i in range(3)) for stride in STRIDES)
-    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(STRIDES))
+    sizes = tuple(tuple(anchor_scale * stride * 2 ** (i / octaves) for i in range(octaves)) for stride in STRIDES)
+    return LevelAnchors(sizes, (tuple(ratios),) * len(STRIDES))
 
 
 class ClassificationHead(RetinaNetClassificationHead):
@@ -117,28 +127,36 @@ class CatalogueRetinaNet(RetinaNet):
         num_classes: foreground classes; labels are ``0..num_classes-1``.
         cls_loss, box_loss: catalogue modules (``CLS_LOSSES``, ``BOX_LOSSES``).
         anchor_scale: anchor base size in strides.
+        assigner: a catalogue assigner (tricks/assign): which anchors learn which box.
+        anchor_scale, anchor_octaves, anchor_ratios: the anchors (``retinanet_anchors``).
         head_norm: "group" (GroupNorm in the head convs, torchvision's v2) or "none" (the paper's).
         head_convs: 3x3 convs per head branch before the predictor (4 in the paper).
         min_size, max_size: evaluation resize (training images are used as given).
+        image_mean, image_std: the pixel statistics of ``model.style`` (backbones.PIXELS).
         score_thresh: candidate threshold at inference.
         topk_candidates: candidates kept per level at inference, as torchvision.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, cls_loss: nn.Module, box_loss: nn.Module,
-                 anchor_scale: float = 4.0, head_norm: str = "group", head_convs: int = 4, min_size: int = 800, max_size: int = 1333,
-                 score_thresh: float = 0.05, topk_candidates: int = 1000):
-        anchors = retinanet_anchors(anchor_scale)
-        head = Head(backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes,
-                    cls_loss=cls_loss, box_loss=box_loss, head_norm=head_norm, head_convs=head_convs)
+                 assigner, anchor_scale: float = 4.0, anchor_octaves: int = 3,
+                 anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0), head_norm: str = "group", head_convs: int = 4,
+                 min_size: int = 800, max_size: int = 1333, image_mean: list[float], image_std: list[float],
+                 score_thresh: float = 0.05, topk_candidates: int = 1000, head: nn.Module | None = None):
+        anchors = retinanet_anchors(anchor_scale, anchor_octaves, tuple(anchor_ratios))
+        if head is None:
+            head = Head(backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes,
+                        cls_loss=cls_loss, box_loss=box_loss, head_norm=head_norm, head_convs=head_convs)
         super().__init__(
             backbone, num_classes, min_size=min_size, max_size=max_size,
-            image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, anchor_generator=anchors, head=head,
+            image_mean=image_mean, image_std=image_std, anchor_generator=anchors, head=head,
             score_thresh=score_thresh, topk_candidates=topk_candidates,
             _skip_resize=True,  # the data pipeline already sized the training images
         )
+        self.assigner = assigner
 
     def compute_loss(self, targets, head_outputs, anchors):
-        return rename(super().compute_loss(targets, head_outputs, anchors), LOSS_NAMES)
+        matched_idxs = assign_all(self.assigner, anchors, self.anchor_generator.level_counts, targets)
+        return rename(self.head.compute_loss(targets, head_outputs, anchors, matched_idxs), LOSS_NAMES)
 
     def postprocess_detections(self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]],
                                image_shapes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:

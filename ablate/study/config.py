@@ -10,6 +10,7 @@ file around it (what varies, how trials run) is schema.py.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -23,7 +24,9 @@ from pydantic import (
 )
 
 from ablate.metrics import DEFAULT_EVAL_BACKEND, EVAL_BACKENDS
+from ablate.tricks.assign import ASSIGNERS
 from ablate.tricks.augment import AUGMENTS
+from ablate.tricks.detectors import DETECTORS
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
 from ablate.tricks.optim import OPTIMIZERS, AmpParams, ClipParams, EmaParams, SwaParams
@@ -62,29 +65,52 @@ def named(table: dict[str, Trick], default: str) -> Any:
 # ---- the baseline configuration ----------------------------------------------
 
 
-# model.detector -> its name in a model-zoo table (the Network column); models/build.py builds each.
-DETECTORS = {"retinanet": "RetinaNet", "fcos": "FCOS"}
+BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3", "vgg16")
+CAFFE_STYLE = ("resnet18", "resnet34", "resnet50", "resnet101", "vgg16")  # the bodies model.style: caffe changes
 
 
 class Model(Section):
-    detector: Literal[tuple(DETECTORS)] = Field("retinanet", description="torchvision detector: " + choices(DETECTORS))
-    backbone: Literal["tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v3"] = Field(
-        "tiny", description="tiny: a small CNN that trains on a CPU; the others from torchvision"
-    )
+    detector: named(DETECTORS, "retinanet") = Field(
+        "retinanet", description="the detector and its own keys (ablate catalogue detector): " + choices(DETECTORS))
+    backbone: Literal[BACKBONES] = Field(
+        "tiny", description="tiny: a small CNN that trains on a CPU | resnet18/34/50/101, mobilenet_v3, vgg16 "
+        "(SSD's body) from torchvision")
+    style: Literal["pytorch", "caffe"] = Field(
+        "pytorch", description="pytorch | caffe (ResNet: the stride on the first 1x1 conv of a block, as MSRA's "
+        "caffe models; ResNet and VGG16: BGR pixels 0-255 minus the means, as caffe weights expect)")
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier of the tiny backbone")
-    channels: int = Field(64, ge=8, le=1024, description="width of the neck and heads")
-    head_convs: int = Field(4, ge=1, le=4, description="3x3 convs per head branch, 1..4 (4 as in RetinaNet and FCOS)")
-    head_norm: Literal["group", "none"] = Field(
-        "group", description="retinanet: GroupNorm in the head convs (torchvision's v2) | none (the paper's)"
-    )
-    anchor_scale: float = Field(
-        4.0, gt=0, le=16, description="retinanet: anchor base size in strides (4 as in the paper; 2 suits small images)"
-    )
+    channels: int = Field(64, ge=8, le=1024, description="width of the neck and heads (DETR: of the transformer)")
     neck: named(NECKS, "fpn") = Field("fpn", description="feature fusion: " + choices(NECKS))
+    assigner: named(ASSIGNERS, "max_iou") | None = Field(
+        None, description="which anchors learn which box (retinanet, fcos, atss): " + choices(ASSIGNERS)
+        + "; null: the detector's own (max_iou, fcos_ranges, atss)")
     pretrained: str | None = Field(
         None, description="backbone weights: imagenet (torchvision's file in $TORCH_HOME/hub/checkpoints, never "
         "downloaded) | a local state dict path | null: random init"
     )
+
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _keys_of_the_detector(cls, v: Any) -> Any:
+        """A key of another detector names the detectors that take it (a bare unknown key gets pydantic's list)."""
+        name = v.get("name", "retinanet") if isinstance(v, dict) else None
+        if name in DETECTORS:
+            own = DETECTORS[name].params.model_fields
+            for key in v:
+                owners = [d for d, entry in DETECTORS.items() if key in entry.params.model_fields]
+                if key != "name" and key not in own and owners:
+                    raise ValueError(f"'{key}' does not apply to detector {name}: it is a key of "
+                                     f"{', '.join(owners)}; {name} takes {', '.join(own) or 'no keys'}")
+        return v
+
+    @model_validator(mode="after")
+    def _fits_the_backbone(self) -> Model:
+        if self.style == "caffe" and self.backbone not in CAFFE_STYLE:
+            raise ValueError(f"style: caffe applies to backbones {', '.join(CAFFE_STYLE)}, not {self.backbone}")
+        d = self.detector
+        if d.name == "detr" and self.channels % d.heads:
+            raise ValueError(f"detector detr: channels ({self.channels}) must be a multiple of heads ({d.heads})")
+        return self
 
 
 class Shapes(Section):
@@ -252,6 +278,21 @@ class TrialConfig(Section):
     )
     eval: Eval = Field(default_factory=Eval)
 
+    @model_validator(mode="after")
+    def _read_by_the_detector(self) -> TrialConfig:
+        """A key the detector does not read (tricks/detectors.py ``takes``) must keep its default."""
+        name = self.model.detector.name
+        for key in CROSS_KEYS:
+            section, field = key.split(".")
+            value = getattr(getattr(self, section), field)
+            if key not in DETECTORS[name].takes and value != _default(key):
+                readers = [d for d, entry in DETECTORS.items() if key in entry.takes]
+                shown = getattr(_default(key), "name", "null")
+                raise ValueError(f"{key}: {getattr(value, 'name', value)} does not apply to detector {name}; "
+                                 f"{key} applies to {', '.join(readers)}: leave it at its default ({shown}) or "
+                                 "choose one of those detectors")
+        return self
+
     @property
     def lr_effective(self) -> float:
         from ablate.tricks.scaling import lr_effective
@@ -264,3 +305,10 @@ class TrialConfig(Section):
 
 
 CONFIG_KEYS = tuple(TrialConfig.model_fields)
+CROSS_KEYS = ("model.assigner", "model.neck", "eval.nms", "eval.tta")  # keys some detectors do not read
+
+
+@lru_cache(maxsize=None)
+def _default(key: str) -> Any:
+    section, field = key.split(".")
+    return getattr({"model": Model, "eval": Eval}[section](), field)

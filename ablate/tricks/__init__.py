@@ -6,7 +6,9 @@ study key selects from it.  ``ablate catalogue`` prints it.
 
 from dataclasses import dataclass
 
+from ablate.tricks.assign import ASSIGNERS
 from ablate.tricks.augment import AUGMENTS
+from ablate.tricks.detectors import DETECTORS, DetectorEntry
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
 from ablate.tricks.optim import OPTIMIZERS, REGULARISERS
@@ -19,11 +21,13 @@ from ablate.tricks.schedules import SCHEDULES, WARMUPS
 @dataclass(frozen=True)
 class Kind:
     key: str  # where a study selects it
-    table: dict[str, Trick]
+    table: dict[str, Trick] | dict[str, DetectorEntry]
     doc: str
 
 
 CATALOGUE: dict[str, Kind] = {
+    "detector": Kind("model.detector", DETECTORS, "detectors, each with its own keys"),
+    "assigner": Kind("model.assigner", ASSIGNERS, "which anchors or points learn which box (dense detectors)"),
     "schedule": Kind("train.schedule", SCHEDULES, "learning-rate schedules (per iteration)"),
     "warmup": Kind("train.warmup", WARMUPS, "learning-rate warmups"),
     "lr_scaling": Kind("train.lr_scaling.rule", LR_SCALING, "learning rate vs total batch size"),

@@ -15,8 +15,8 @@ from ablate.study.config import TrialConfig
 
 def _detector():
     torch.manual_seed(0)
-    config = TrialConfig.model_validate({"model": {"detector": "fcos", "backbone": "tiny", "channels": 16,
-                                                   "head_convs": 1}, "data": {"image_size": 64}})
+    config = TrialConfig.model_validate({"model": {"detector": {"name": "fcos", "head_convs": 1},
+                                                   "backbone": "tiny", "channels": 16}, "data": {"image_size": 64}})
     return build_model(config, num_classes=3)
 
 

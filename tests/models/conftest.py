@@ -19,7 +19,8 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 
 # small and fast: 16-channel heads, half-width tiny backbone, 96 px
-TINY = {"model": {"backbone": "tiny", "width": 0.5, "channels": 16, "anchor_scale": 2.0}, "data": {"image_size": 96}}
+TINY = {"model": {"detector": {"name": "retinanet", "anchor_scale": 2.0}, "backbone": "tiny", "width": 0.5,
+                  "channels": 16}, "data": {"image_size": 96}}
 
 
 def _make_config(**sections) -> TrialConfig:

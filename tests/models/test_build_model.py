@@ -4,7 +4,8 @@ import math
 
 import pytest
 import torch
-from torchvision.models.detection import FCOS, RetinaNet
+from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection.ssd import SSD
 
 from ablate.models import Detector
 from ablate.models.build import BUILDERS
@@ -13,9 +14,24 @@ from ablate.tricks.necks import NECKS
 
 NUM_CLASSES = 3
 DETECTORS = list(study_config.DETECTORS)  # every detector a study can name
-# tiny with every neck; the torchvision backbones with fpn at 64 px
+# tiny with every neck (where the detector has one); the torchvision backbones with fpn at 64 px
 VARIANTS = [("tiny", neck, 96) for neck in NECKS] + [("resnet18", "fpn", 64), ("mobilenet_v3", "fpn", 64)]
-LOSS_KEYS = {"retinanet": {"loss_cls", "loss_box"}, "fcos": {"loss_cls", "loss_box", "loss_ctr"}}
+COMBOS = [(d, *v) for d in DETECTORS for v in VARIANTS
+          if v[1] == "fpn" or "model.neck" in study_config.DETECTORS[d].takes]
+LOSS_KEYS = {"retinanet": {"loss_cls", "loss_box"}, "fcos": {"loss_cls", "loss_box", "loss_ctr"},
+             "atss": {"loss_cls", "loss_box", "loss_ctr"}, "ssd": {"loss_cls", "loss_box"},
+             "faster_rcnn": {"loss_cls", "loss_box", "loss_objectness", "loss_rpn_box"},
+             "detr": {"loss_cls", "loss_box", "loss_l1"}}
+TORCHVISION_CLASS = {"retinanet": RetinaNet, "fcos": FCOS, "atss": RetinaNet, "ssd": SSD, "faster_rcnn": FasterRCNN,
+                     "detr": torch.nn.Module}  # DETR-style: ablate's own
+DENSE_PARTS = ("model.backbone.body.", "model.backbone.neck.", "model.head.classification_head.",
+               "model.head.regression_head.")
+PARTS = {"retinanet": DENSE_PARTS, "fcos": DENSE_PARTS, "atss": DENSE_PARTS,  # each must receive a gradient
+         # SSD's extra stages: in the graph (checked above) but their maps may hold no positive or mined negative
+         "ssd": ("model.backbone.body.", "model.head.classification_head.", "model.head.regression_head."),
+         "faster_rcnn": ("model.backbone.body.", "model.backbone.neck.", "model.rpn.", "model.roi_heads."),
+         "detr": ("model.backbone.body.", "model.backbone.neck.", "model.transformer.", "model.class_embed.",
+                  "model.bbox_embed.")}
 
 
 def test_every_detector_a_study_can_name_has_a_builder():
@@ -39,8 +55,7 @@ def check_detections(detections, images):
             assert (det["scores"][:-1] >= det["scores"][1:]).all()  # sorted, best first
 
 
-@pytest.mark.parametrize("detector", DETECTORS)
-@pytest.mark.parametrize(("backbone", "neck", "size"), VARIANTS)
+@pytest.mark.parametrize(("detector", "backbone", "neck", "size"), COMBOS)
 def test_train_step_and_prediction(detector, backbone, neck, size, make_config, make_detector, make_batch):
     config = make_config(
         model={"detector": detector, "backbone": backbone, "neck": neck},
@@ -48,7 +63,7 @@ def test_train_step_and_prediction(detector, backbone, neck, size, make_config, 
     )
     model = make_detector(config)
     assert isinstance(model, Detector)
-    assert isinstance(model.model, {"retinanet": RetinaNet, "fcos": FCOS}[detector])
+    assert isinstance(model.model, TORCHVISION_CLASS[detector])
 
     images, targets = make_batch(sizes=((size, size), (size, size)))
     model.train()
@@ -59,8 +74,7 @@ def test_train_step_and_prediction(detector, backbone, neck, size, make_config, 
     sum(losses.values()).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert not no_grad, f"parameters outside the loss: {no_grad[:5]}"
-    for part in ("model.backbone.body.", "model.backbone.neck.", "model.head.classification_head.",
-                 "model.head.regression_head."):
+    for part in PARTS[detector]:
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
         assert grads and any(g.abs().sum() > 0 for g in grads), part
 
@@ -71,7 +85,7 @@ def test_train_step_and_prediction(detector, backbone, neck, size, make_config, 
     assert all(0 < len(d["scores"]) <= 20 for d in detections)  # threshold 0: the cap binds
 
 
-@pytest.mark.parametrize("detector", DETECTORS)
+@pytest.mark.parametrize("detector", ["retinanet", "fcos", "atss"])
 def test_backbone_returns_p3_to_p7_with_configured_channels(detector, make_config, make_detector):
     model = make_detector(make_config(model={"detector": detector, "channels": 24}))
     assert model.model.backbone.out_channels == 24
@@ -141,7 +155,7 @@ def test_train_mode_needs_targets(make_config, make_detector, make_batch):
 
 
 def test_anchor_sizes_follow_anchor_scale(make_config, make_detector):
-    model = make_detector(make_config(model={"anchor_scale": 3.0}))
+    model = make_detector(make_config(model={"detector": {"name": "retinanet", "anchor_scale": 3.0}}))
     generator = model.model.anchor_generator
     assert generator.num_anchors_per_location() == [9] * 5
     for sizes, stride in zip(generator.sizes, (8, 16, 32, 64, 128)):
@@ -162,9 +176,9 @@ def test_head_convs_sets_the_depth_of_both_head_branches():
     from ablate.models import build_model
     from ablate.study.config import TrialConfig
 
-    for detector in ("retinanet", "fcos"):
+    for detector in ("retinanet", "fcos", "atss"):
         deep = build_model(TrialConfig.model_validate({"model": {"detector": detector}}), num_classes=3)
-        shallow = build_model(TrialConfig.model_validate({"model": {"detector": detector, "head_convs": 2}}),
+        shallow = build_model(TrialConfig.model_validate({"model": {"detector": {"name": detector, "head_convs": 2}}}),
                               num_classes=3)
         def convs(model, branch):
             return sum(isinstance(m, torch.nn.Conv2d) for m in getattr(model.model.head, branch).conv.modules())
