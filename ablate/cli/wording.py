@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ablate.study.expand import config_dict, max_t, rungs, short
-from ablate.study.paths import get
+from ablate.study.expand import config_dict, level_of, max_t, rungs, short
 
 if TYPE_CHECKING:
     from ablate.orchestrate.run import Outcome
@@ -33,14 +32,13 @@ def print_plan(study, variants, n_trials: int) -> None:
     table.add_column("variant", overflow="fold")
     for path in factors:
         table.add_column(escape(path), overflow="fold")
-    base = config_dict(variants[0].config)
     for v in variants:
         cells = []
         for path in factors:
             if path in v.overrides:
                 cells.append(level_label(v.overrides[path]))
-            else:
-                cells.append(f"[dim]{level_label(get(base, tuple(path.split('.'))))}[/]")
+            else:  # the baseline's value (a bundle: the label of the level that is the baseline)
+                cells.append(f"[dim]{level_label(level_of(study, v, path) or '—')}[/]")
         name = "[bold]baseline[/] ◀" if v.is_baseline else escape(v.name)
         table.add_row(str(v.index), name, *cells)
     out.print(table)

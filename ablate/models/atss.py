@@ -21,7 +21,6 @@ from ablate.models.common import box_loss, group_count, top_candidates
 from ablate.models.retinanet import CatalogueRetinaNet, ClassificationHead, Head, RegressionHead
 
 
-
 def centerness(points: Tensor, boxes: Tensor) -> Tensor:
     """FCOS's centerness ``[N]`` of points ``[N, 2]`` inside their boxes ``[N, 4]``: 1 at the centre, 0 on a side."""
     left, top = points[:, 0] - boxes[:, 0], points[:, 1] - boxes[:, 1]

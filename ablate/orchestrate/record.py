@@ -32,7 +32,7 @@ from ablate.orchestrate.worker import Plan
 from ablate.results.race import Stop, race_stops, save_stops
 from ablate.results.store import ResultsStore
 from ablate.status import COMPLETED, CRASHED, FAILED, PRUNED, label
-from ablate.study.expand import Trial, config_dict, short
+from ablate.study.expand import Trial, config_dict, level_of, short
 from ablate.study.paths import get
 from ablate.study.schema import CategoricalDist
 
@@ -43,13 +43,13 @@ def factor_levels(plan: Plan, trial: Trial) -> dict[str, str]:
     """Each varied path -> this trial's level (the baseline's value where the variant leaves it)."""
     study = plan.study
     paths = list(study.search.space) if study.design == "optuna" else list(study.factors)
-    config = config_dict(trial.variant.config)
     levels = {}
     for path in paths:
         if path in trial.variant.overrides:
             levels[path] = short(trial.variant.overrides[path])
         else:  # the baseline's value, named as a study would write it: `giou`, not `giou(weight=1.0)`
-            value = get(config, tuple(path.split(".")))
+            value = level_of(study, trial.variant, path) if study.design != "optuna" else \
+                get(config_dict(trial.variant.config), tuple(path.split(".")))
             levels[path] = str(value["name"]) if isinstance(value, dict) and "name" in value else short(value)
     return levels
 

@@ -9,13 +9,15 @@ from pathlib import PurePath
 
 from pydantic import ValidationError
 
-from ablate.study.config import DETECTORS, TrialConfig
+from ablate.study.config import TrialConfig
+from ablate.tricks.detectors import DETECTORS
 from ablate.tricks.schedules import STEP_PRESETS
 
 AP_COLUMNS = ("mAP", "AP50", "APs", "APm", "APl")
 ZOO_NAMES = ("Network", "Dataset", "Backbone", "style", "Lr schd")
 DATASETS = {"coco": "COCO", "voc": "VOC", "shapes": "shapes"}
-BACKBONES = {"resnet18": "R-18", "resnet34": "R-34", "resnet50": "R-50", "mobilenet_v3": "MobileNetV3"}
+BACKBONES = {"resnet18": "R-18", "resnet34": "R-34", "resnet50": "R-50", "resnet101": "R-101",
+             "mobilenet_v3": "MobileNetV3", "vgg16": "VGG16"}
 
 
 def lr_schedule(config: TrialConfig) -> str:
@@ -65,6 +67,19 @@ def dataset_name(data: dict) -> str:
     return DATASETS.get(kind, str(kind))
 
 
+def network_name(model: dict, data: dict, augment: list) -> str:
+    """``Network`` as a zoo writes it: ``ATSS``, ``SSD300`` (SSD by its input size, ``SSDlite320``), ``Faster R-CNN``,
+    and ``_mstrain`` when multi-scale training is on (mmdetection's ``fcos_..._mstrain_2x``: ``FCOS_mstrain``)."""
+    detector = model.get("detector")
+    section = detector if isinstance(detector, dict) else {"name": detector}  # a string in stores before sections
+    entry = DETECTORS.get(section.get("name"))
+    name = entry.network if entry else str(section.get("name") or "")
+    if section.get("name") == "ssd":
+        name = f"{'SSDlite' if section.get('lite') else 'SSD'}{data.get('image_size', '')}"
+    steps = [a if isinstance(a, str) else a.get("name") for a in augment or [] if isinstance(a, (str, dict))]
+    return f"{name}_mstrain" if "multiscale" in steps else name
+
+
 @lru_cache(maxsize=4096)  # a study has few distinct configs; validating each once keeps 10,000 trials fast
 def _zoo_fields(config_json: str | None) -> dict[str, str]:
     try:
@@ -82,6 +97,5 @@ def _zoo_fields(config_json: str | None) -> dict[str, str]:
         schedule = lr_schedule(TrialConfig.model_validate({**raw, "train": train}))
     except ValidationError:
         schedule = ""
-    return {"Network": DETECTORS.get(model.get("detector"), str(model.get("detector", ""))),
-            "Dataset": dataset_name(data),
-            "Backbone": BACKBONES.get(backbone, backbone), "style": "pytorch", "Lr schd": schedule}
+    return {"Network": network_name(model, data, raw.get("augment", [])), "Dataset": dataset_name(data),
+            "Backbone": BACKBONES.get(backbone, backbone), "style": model.get("style", "pytorch"), "Lr schd": schedule}

@@ -10,7 +10,7 @@ file around it (what varies, how trials run) is schema.py.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -291,6 +291,10 @@ class TrialConfig(Section):
                 raise ValueError(f"{key}: {getattr(value, 'name', value)} does not apply to detector {name}; "
                                  f"{key} applies to {', '.join(readers)}: leave it at its default ({shown}) or "
                                  "choose one of those detectors")
+        if name == "ssd" and self.model.backbone == "vgg16" and self.data.image_size < SSD_VGG_MIN_SIZE:
+            raise ValueError(f"detector ssd with backbone vgg16 needs data.image_size >= {SSD_VGG_MIN_SIZE} (the "
+                             f"paper's last convs are unpadded), got {self.data.image_size}: use 300 (SSD300) or "
+                             "512 (SSD512), or another backbone")
         return self
 
     @property
@@ -305,10 +309,11 @@ class TrialConfig(Section):
 
 
 CONFIG_KEYS = tuple(TrialConfig.model_fields)
+SSD_VGG_MIN_SIZE = 268  # smaller, conv11_2 of torchvision's SSD VGG16 extractor would see a map under 3x3
 CROSS_KEYS = ("model.assigner", "model.neck", "eval.nms", "eval.tta")  # keys some detectors do not read
 
 
-@lru_cache(maxsize=None)
+@cache
 def _default(key: str) -> Any:
     section, field = key.split(".")
     return getattr({"model": Model, "eval": Eval}[section](), field)

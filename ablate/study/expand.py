@@ -73,6 +73,31 @@ def apply(base: dict, overrides: dict[str, Any]) -> dict:
     return base
 
 
+def is_bundle(study: Study, factor: str) -> bool:
+    """A factor whose levels are labels, each a mapping of several dotted config paths (schema.Study.factors)."""
+    return isinstance(study.factors.get(factor), dict)
+
+
+def _dotted(study: Study, combo: dict[str, Any]) -> dict[str, Any]:
+    """A combination of factor levels as dotted config paths: a bundle's label becomes the keys it sets."""
+    out = {}
+    for factor, level in combo.items():
+        out.update(study.factors[factor][level] if is_bundle(study, factor) else {factor: level})
+    return out
+
+
+def level_of(study: Study, variant: Variant, factor: str) -> Any:
+    """``factor``'s level in ``variant``: its override, else the baseline's value there (for a bundle, the
+    label of the level that is the baseline, or None when none is)."""
+    if factor in variant.overrides:
+        return variant.overrides[factor]
+    if is_bundle(study, factor):
+        base = trial_id(study.baseline(), 0)
+        return next((label for label in study.factors[factor]
+                     if trial_id(_resolve(study, {factor: label}, factor), 0) == base), None)
+    return paths.get(config_dict(variant.config), tuple(factor.split(".")))
+
+
 def _origin(study: Study, parts: tuple) -> str:
     """The file (or -o override) that set ``parts``, for error messages."""
     return study._source.of(parts) if study._source else "study"
@@ -82,8 +107,28 @@ def _config_paths(data: dict) -> list[str]:
     return [".".join(p) for p in paths.leaves(data)]
 
 
+def _bundle_problems(study: Study, name: str, base: dict) -> list[Problem]:
+    """A bundle's name must not be a config key, and each of its levels a non-empty mapping of config keys."""
+    origin = _origin(study, ("factors", name))
+    if paths.has(base, tuple(name.split("."))):
+        return [Problem(origin, f"factors.{name}", "is a config key, so its levels are a list (e.g. [giou, "
+                        "ciou]); a bundle of several keys per level needs a name that is not a key, e.g. network")]
+    problems = []
+    for label, keys in study.factors[name].items():
+        if not keys:
+            problems.append(Problem(origin, f"factors.{name}.{label}", "sets no key; give dotted paths and values, "
+                                    "e.g. {model.detector: atss}"))
+        for path in keys:
+            parts = tuple(path.split("."))
+            if parts[0] not in CONFIG_KEYS or not paths.has(base, parts):
+                problems.append(Problem(origin, f"factors.{name}.{label}.{path}", "no such config key"
+                                        f"{did_you_mean(path, _config_paths(base))} (run `ablate show-config` to "
+                                        "see every key)"))
+    return problems
+
+
 def _factor_paths(study: Study) -> dict[str, tuple[str, ...]]:
-    """Check that each factor / search path names a key of the trial configuration."""
+    """Check that each factor / search path names a key of the trial configuration (a bundle: each of its keys)."""
     base = config_dict(study.baseline())
     where = "search.space" if study.design == "optuna" else "factors"
     keys = list(study.search.space) if study.design == "optuna" else list(study.factors)
@@ -91,7 +136,9 @@ def _factor_paths(study: Study) -> dict[str, tuple[str, ...]]:
     for path in keys:
         parts = tuple(path.split("."))
         origin = _origin(study, (*paths.split(where), path))
-        if parts[0] not in CONFIG_KEYS:
+        if where == "factors" and is_bundle(study, path):
+            problems += _bundle_problems(study, path, base)
+        elif parts[0] not in CONFIG_KEYS:
             problems.append(Problem(origin, f"{where}.{path}", f"'{parts[0]}' is not part of a trial's configuration; "
                                     f"{where} vary keys under {', '.join(CONFIG_KEYS)}"))
         elif not paths.has(base, parts):
@@ -105,7 +152,7 @@ def _factor_paths(study: Study) -> dict[str, tuple[str, ...]]:
 
 
 def _resolve(study: Study, overrides: dict[str, Any], label: str) -> TrialConfig:
-    data = apply(config_dict(study.baseline()), overrides)
+    data = apply(config_dict(study.baseline()), _dotted(study, overrides))
     try:
         return TrialConfig.model_validate(data)
     except ValidationError as e:
@@ -121,7 +168,10 @@ def _levels(study: Study) -> dict[str, list[TrialConfig]]:
         origin = _origin(study, ("factors", path))
         if not levels:
             raise StudyError([Problem(origin, f"factors.{path}", "has no levels; list at least one value")])
-        configs = [_resolve(study, {path: level}, f"factors.{path}[{i}]") for i, level in enumerate(levels)]
+        levels = list(levels)  # a bundle's labels
+        labels = [f"factors.{path}.{level}" if is_bundle(study, path) else f"factors.{path}[{i}]"
+                  for i, level in enumerate(levels)]
+        configs = [_resolve(study, {path: level}, label) for level, label in zip(levels, labels)]
         ids = [trial_id(c, 0) for c in configs]
         for i, j in itertools.combinations(range(len(levels)), 2):
             if ids[i] == ids[j]:
@@ -165,6 +215,14 @@ def _exclusion_rules(study: Study, levels: dict[str, list[TrialConfig]]) -> list
             if path not in study.factors:
                 raise StudyError([Problem(origin, f"exclude[{i}].{path}", "is not a factor"
                                           f"{did_you_mean(path, study.factors)}; factors: {', '.join(study.factors)}")])
+            if is_bundle(study, path):  # a label: the keys it sets, with their resolved values
+                if level not in study.factors[path]:
+                    raise StudyError([Problem(origin, f"exclude[{i}].{path}", f"{short(level)} is not a level of "
+                                              f"this factor; levels: {', '.join(study.factors[path])}")])
+                resolved = config_dict(_resolve(study, {path: level}, f"exclude[{i}].{path}"))
+                keys = [tuple(key.split(".")) for key in study.factors[path][level]]
+                entries += [(parts, paths.get(resolved, parts)) for parts in keys]
+                continue
             parts = tuple(path.split("."))
             value = paths.get(config_dict(_resolve(study, {path: level}, f"exclude[{i}].{path}")), parts)
             known = [paths.get(config_dict(c), parts) for c in levels[path]]

@@ -137,8 +137,10 @@ class Study(TrialConfig):
     name: str = Field(max_length=64, description="[a-z0-9_-]+, names the results and report folders")
     description: str = Field("", max_length=10_000, description="free text shown in the report")
     design: Literal[DESIGNS] = Field("one_at_a_time", description="grid | one_at_a_time | cumulative | optuna")
-    factors: dict[str, list[Any]] = Field(
-        default_factory=dict, description="dotted config path -> levels; a bare string level means {name: ...}"
+    factors: dict[str, list[Any] | dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="dotted config path -> levels (a bare string level means {name: ...}); "
+        "or a bundle: a name that is not a config key -> {label: {dotted path: value, ...}}, each level setting "
+        "several keys at once (a network with its own lr and schedule)"
     )
     exclude: list[dict[str, Any]] = Field(default_factory=list, description="combinations of factor levels to skip")
     search: Search | None = Field(None, description="design optuna: the sampled space")

@@ -37,7 +37,7 @@ def boxes_like_trained(model):
 
     RetinaNet needs nothing: its zero deltas decode to the anchors themselves.
     """
-    head = model.model.head
+    head = getattr(model.model, "head", None)  # DETR has none
     if hasattr(head, "regression_head") and hasattr(head.regression_head, "bbox_ctrness"):
         with torch.no_grad():
             head.regression_head.bbox_reg.bias.fill_(2.0)
@@ -86,3 +86,22 @@ def make_detector():
 def make_batch():
     """``make_batch(sizes=((h, w), ...), seed=0, empty=(indices without boxes,))`` -> images, targets."""
     return _make_batch
+
+
+def _spy_on_head(model):
+    """Run ``model``'s head loss as usual, keeping its inputs (matched anchors included) in the returned dict."""
+    head, seen = model.model.head, {}
+    original = head.compute_loss
+
+    def spy(*args):
+        seen["args"] = args
+        return original(*args)
+
+    head.compute_loss = spy  # instance attribute shadows the method
+    return seen
+
+
+@pytest.fixture
+def spy_on_head():
+    """``seen = spy_on_head(model)``: after ``model(images, targets)``, ``seen["args"]`` holds what its head loss got."""
+    return _spy_on_head

@@ -7,19 +7,6 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetRegressionHead
 
 
-def spy_on_head(model):
-    """Run ``model``'s head loss as usual, keeping its inputs (matched anchors included)."""
-    head, seen = model.model.head, {}
-    original = head.compute_loss
-
-    def spy(*args):
-        seen["args"] = args
-        return original(*args)
-
-    head.compute_loss = spy  # instance attribute shadows the method
-    return seen
-
-
 def twin(make_config, make_detector, reference, **sections):
     """A detector built from ``sections`` holding ``reference``'s exact weights."""
     model = make_detector(make_config(**sections))
@@ -70,7 +57,7 @@ def test_cls_loss_choice_changes_value_and_gradient(detector, make_config, make_
 @pytest.mark.parametrize(
     ("box", "torchvision_name"), [("giou", "giou"), ("diou", "diou"), ({"name": "smooth_l1", "beta": 1.0}, "smooth_l1")]
 )
-def test_retinanet_matches_torchvision_own_losses(box, torchvision_name, make_config, make_detector, make_batch):
+def test_retinanet_matches_torchvision_own_losses(box, torchvision_name, make_config, make_detector, make_batch, spy_on_head):
     """focal + giou/diou/smooth_l1(beta 1) from the catalogue equal torchvision's built-in RetinaNet losses."""
     model = make_detector(make_config(loss={"cls": "focal", "box": box})).train()
     images, targets = make_batch(seed=3, empty=(1,))
@@ -88,7 +75,7 @@ def test_retinanet_matches_torchvision_own_losses(box, torchvision_name, make_co
     torch.testing.assert_close(losses["loss_box"], expected_box)
 
 
-def test_retinanet_bce_recomputed_by_hand(make_config, make_detector, make_batch):
+def test_retinanet_bce_recomputed_by_hand(make_config, make_detector, make_batch, spy_on_head):
     model = make_detector(make_config(loss={"cls": {"name": "bce", "weight": 2.0}})).train()
     images, targets = make_batch(seed=4)
     seen = spy_on_head(model)
@@ -105,7 +92,7 @@ def test_retinanet_bce_recomputed_by_hand(make_config, make_detector, make_batch
     torch.testing.assert_close(losses["loss_cls"], sum(per_image) / len(per_image))
 
 
-def test_fcos_matches_torchvision_own_losses(make_config, make_detector, make_batch):
+def test_fcos_matches_torchvision_own_losses(make_config, make_detector, make_batch, spy_on_head):
     """focal + giou from the catalogue equal torchvision's FCOS losses, centerness included."""
     model = make_detector(make_config(model={"detector": "fcos"}, loss={"cls": "focal", "box": "giou"})).train()
     images, targets = make_batch(seed=5, empty=(0,))
@@ -118,7 +105,7 @@ def test_fcos_matches_torchvision_own_losses(make_config, make_detector, make_ba
     torch.testing.assert_close(losses["loss_ctr"], expected["bbox_ctrness"])
 
 
-def test_fcos_delta_loss_sees_encoded_ltrb(make_config, make_detector, make_batch):
+def test_fcos_delta_loss_sees_encoded_ltrb(make_config, make_detector, make_batch, spy_on_head):
     model = make_detector(make_config(model={"detector": "fcos"}, loss={"box": "l1"})).train()
     images, targets = make_batch(seed=6)
     seen = spy_on_head(model)

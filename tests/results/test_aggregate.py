@@ -187,6 +187,30 @@ def test_zoo_columns_read_like_model_zoos():
     assert zoo_fields(json.dumps(planned))["Lr schd"] == "0.02_1x"
 
 
+@pytest.mark.parametrize(("keys", "network", "style"), [
+    ({"model": {"detector": "atss", "backbone": "resnet101"}}, "ATSS", "pytorch"),
+    ({"model": {"detector": "fcos", "backbone": "resnet50", "style": "caffe"}}, "FCOS", "caffe"),
+    ({"model": {"detector": "fcos", "backbone": "resnet50", "style": "caffe"},
+      "augment": ["hflip", {"name": "multiscale", "sizes": [640, 800]}]}, "FCOS_mstrain", "caffe"),
+    ({"model": {"detector": "ssd", "backbone": "vgg16", "style": "caffe"}, "data": {"image_size": 300}}, "SSD300",
+     "caffe"),
+    ({"model": {"detector": "ssd", "backbone": "vgg16"}, "data": {"image_size": 512}}, "SSD512", "pytorch"),
+    ({"model": {"detector": {"name": "ssd", "lite": True}, "backbone": "mobilenet_v3"}, "data": {"image_size": 320}},
+     "SSDlite320", "pytorch"),
+    ({"model": {"detector": "faster_rcnn"}}, "Faster R-CNN", "pytorch"),
+    ({"model": {"detector": "detr"}}, "DETR", "pytorch"),
+])
+def test_network_and_style_read_as_the_zoo_writes_them(keys, network, style):
+    fields = zoo_fields(_config(**keys))
+    assert (fields["Network"], fields["style"]) == (network, style)
+
+
+def test_a_store_from_before_detector_sections_still_names_the_network():
+    old = json.loads(_config())
+    old["model"]["detector"] = "fcos"  # written by a version where model.detector was a plain name
+    assert zoo_fields(json.dumps(old))["Network"] == "FCOS"
+
+
 def test_zoo_columns_come_from_the_config_column_or_are_empty():
     s = variant_summary(PAIRED, factors=["loss.box"])
     assert (s[["Network", "Dataset", "Backbone", "style", "Lr schd"]] == "").all().all()

@@ -12,7 +12,7 @@ import yaml
 from ablate.study import expand, load_study, trials
 from ablate.study.config import TrialConfig
 from ablate.study.errors import StudyError
-from ablate.study.expand import config_dict, max_t, trial_id
+from ablate.study.expand import config_dict, level_of, max_t, trial_id
 
 BOX = ["giou", "ciou", "diou"]
 CLS = ["bce", "ce"]
@@ -148,3 +148,51 @@ def test_grace_beyond_a_null_max_t_says_where_the_horizon_comes_from(write):
     (problem,) = info.value.problems
     assert "grace_period (7) must be <= max_t (6 epochs: max_t is null, so the longest variant's)" in str(problem)
     assert "or null" not in str(problem)
+
+
+NETWORKS = {  # a bundle: each level sets several keys at once
+    "FCOS": {"model.detector": "fcos"},
+    "ATSS": {"model.detector": "atss", "train.optimizer.lr": 0.02},
+    "SSD300": {"model.detector": "ssd", "data.image_size": 300, "train.epochs": 24},
+}
+
+
+def test_a_bundle_level_sets_all_its_keys_and_is_named_by_its_label(write):
+    variants = expand(_study(write, train={"epochs": 12}, factors={"network": NETWORKS, "loss.box": ["giou"]}))
+    assert [v.name for v in variants] == ["baseline", "network=FCOS", "network=ATSS", "network=SSD300",
+                                          "loss.box=giou"]
+    atss, ssd = variants[2].config, variants[3].config
+    assert (atss.model.detector.name, atss.train.optimizer.lr, atss.data.image_size) == ("atss", 0.02, 192)
+    assert (ssd.model.detector.name, ssd.data.image_size, ssd.train.epochs) == ("ssd", 300, 24)
+    assert variants[3].overrides == {"network": "SSD300"}
+
+
+def test_a_bundle_level_equal_to_the_baseline_is_the_baseline_and_names_its_rows(write):
+    study = _study(write, model={"detector": "fcos"}, factors={"network": NETWORKS, "loss.box": ["giou"]})
+    variants = expand(study)
+    assert [v.name for v in variants] == ["baseline", "network=ATSS", "network=SSD300", "loss.box=giou"]
+    assert [level_of(study, v, "network") for v in variants] == ["FCOS", "ATSS", "SSD300", "FCOS"]
+
+
+def test_bundles_in_a_grid_and_in_exclude(write):
+    study = _study(write, design="grid", factors={"network": NETWORKS, "loss.box": ["giou", "ciou"]},
+                   exclude=[{"network": "SSD300", "loss.box": "ciou"}])
+    names = [v.name for v in expand(study)]
+    assert "network=SSD300, loss.box=giou" in names and "network=SSD300, loss.box=ciou" not in names
+    assert "network=ATSS, loss.box=ciou" in names
+
+
+@pytest.mark.parametrize(("factors", "key", "fragment"), [
+    ({"model.detector": {"A": {"model.detector": "atss"}}}, "factors.model.detector", "is a config key"),
+    ({"network": {"A": {"model.detektor": "atss"}}}, "factors.network.A.model.detektor",
+     "did you mean 'model.detector'"),
+    ({"network": {"A": {}}}, "factors.network.A", "sets no key"),
+    ({"network": {"A": {"model.detector": "ssd", "model.assigner": "atss"}}}, "factors.network.A",
+     "model.assigner: atss does not apply to detector ssd"),
+])
+def test_a_bad_bundle_is_an_error_naming_the_key(write, factors, key, fragment):
+    from ablate.study.expand import check
+
+    with pytest.raises(StudyError) as info:
+        check(_study(write, factors=factors))
+    assert any(p.key.startswith(key) and fragment in p.message for p in info.value.problems), info.value.problems

@@ -57,6 +57,22 @@ CASES = {
     "milestone past the end": ({"train": {"epochs": 4, "schedule": {"milestones": [2, 6]}}}, "train", "below epochs (4)"),
     "fractional gpus above 1": ({"resources": {"gpu": 1.5}}, "resources.gpu", "whole number"),
     "coco without annotations": ({"data": {"dataset": "coco"}}, "data", "needs data.train_ann"),
+    # a key that does not apply to the chosen detector names the key, the detector and those it applies to
+    "anchor key for fcos": ({"model": {"detector": {"name": "fcos", "anchor_scale": 2}}}, "model.detector",
+                            "'anchor_scale' does not apply to detector fcos: it is a key of retinanet, atss"),
+    "rpn key for a one-stage model": ({"model": {"detector": {"name": "retinanet", "rpn_batch": 128}}},
+                                      "model.detector", "it is a key of faster_rcnn"),
+    "assigner for ssd": ({"model": {"detector": "ssd", "assigner": "atss"}}, "",
+                         "model.assigner: atss does not apply to detector ssd; model.assigner applies to retinanet, "
+                         "fcos, atss"),
+    "nms for detr": ({"model": {"detector": "detr"}, "eval": {"nms": "soft_nms"}}, "",
+                     "eval.nms: soft_nms does not apply to detector detr"),
+    "neck for ssd": ({"model": {"detector": "ssd", "neck": "pan"}}, "", "model.neck: pan does not apply to detector ssd"),
+    "assigner in a factor level": ({"factors": {"model.detector": ["ssd"]}, "model": {"assigner": "atss"}},
+                                   "factors.model.detector[0]", "does not apply to detector ssd"),
+    "caffe style on tiny": ({"model": {"style": "caffe"}}, "model", "style: caffe applies to backbones resnet18"),
+    "ssd300 vgg16 too small": ({"model": {"detector": "ssd", "backbone": "vgg16"}, "data": {"image_size": 192}}, "",
+                               "needs data.image_size >= 268"),
 }
 
 

@@ -38,7 +38,8 @@ def atss(boxes: Tensor, strides: Tensor, level_counts: list[int], gt_boxes: Tens
 
     Per GT: on each level the ``topk`` anchors whose centres are nearest the GT's centre are
     candidates; the GT's threshold is the mean plus the (unbiased) standard deviation of the
-    candidates' IoUs; a candidate at or above it whose centre lies inside the GT is positive.
+    candidates' IoUs (0 for a single candidate); a candidate at or above it whose centre lies
+    inside the GT is positive.
     An anchor positive for several GTs takes the one it overlaps most.
     """
     num = len(boxes)
@@ -56,7 +57,8 @@ def atss(boxes: Tensor, strides: Tensor, level_counts: list[int], gt_boxes: Tens
     candidates = torch.cat(candidates)  # [K, G]
     columns = torch.arange(len(gt_boxes), device=boxes.device)
     candidate_iou = iou[candidates, columns]  # [K, G]
-    threshold = candidate_iou.mean(dim=0) + candidate_iou.std(dim=0)  # [G]
+    spread = candidate_iou.std(dim=0) if len(candidates) > 1 else torch.zeros_like(candidate_iou[0])  # one: no spread
+    threshold = candidate_iou.mean(dim=0) + spread  # [G]
     x, y = centres[candidates].unbind(dim=2)  # [K, G] each: the candidates' centres
     inside = (x > gt_boxes[:, 0]) & (y > gt_boxes[:, 1]) & (x < gt_boxes[:, 2]) & (y < gt_boxes[:, 3])  # [K, G]
     positive = (candidate_iou >= threshold) & inside  # [K, G]
