@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ from ablate.errors import DataError
 from ablate.report.figures import curves, forest, pareto, size_bars, timeline
 from ablate.report.html import table_to_html, write_html
 from ablate.report.mlflow_summary import log_variant_summaries
-from ablate.report.table import best_cells, notes, write_tables, zoo_table
+from ablate.report.table import best_cells, cross_table, notes, write_tables, zoo_table
 from ablate.results.aggregate import factor_paths, load_frames, variant_summary
 from ablate.results.early import early_stopping_note, rung_agreement
 from ablate.results.race import race_stops
@@ -126,8 +127,13 @@ def build_report(source: Source, *, out_dir: Path | None = None, from_mlflow: bo
                ("mAP vs Mem", pareto(summary, x="Mem")), ("mAP vs img/s", pareto(summary, x="img/s")),
                ("APs, APm, APl", size_bars(summary)), ("Trials over time", timeline(trials))]
     data = _logged_data(tracking) if from_mlflow else read_data_summary(Path(source.results) / source.study)
+    table_html = table_to_html(display, best=best, links=links)
+    cross = cross_table(summary, percent=percent)
+    if cross is not None:  # a two-factor grid, e.g. the ATSS cross experiment (detector x assigner)
+        rows, columns = factor_paths(trials)
+        table_html += f"\n<h2>{escape(metric)}: {escape(rows)} by {escape(columns)}</h2>\n{table_to_html(cross)}"
     paths["html"] = write_html(out_dir / "index.html", title=f"ablate: {source.study}", description=description,
-                               table_html=table_to_html(display, best=best, links=links), notes=_notes(summary, trials, epochs),
+                               table_html=table_html, notes=_notes(summary, trials, epochs),
                                figures=figures, data=data)
     if tracking and tracking[2]:
         client, experiment_id, parent = tracking

@@ -246,8 +246,32 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def cross_table(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame | None:
+    """A two-factor grid as a cross table: rows the first factor's levels, columns the second's, cells the metric.
+
+    The ATSS paper's cross experiment reads so (RetinaNet and FCOS, each with either sample definition):
+    the main table lists the variants one per row, this shows each factor's effect and whether they
+    interact.  None unless the study varies exactly two factors, each pair of levels one variant
+    (a one-at-a-time study leaves the other cells ``—``).
+    """
+    factors = factors_of(summary)
+    if len(factors) != 2:
+        return None
+    first, second = (summary[f"factor.{f}"].astype(str) for f in factors)
+    if pd.MultiIndex.from_arrays([first, second]).duplicated().any():
+        return None
+    display = zoo_table(summary, percent=percent)
+    metric = summary.attrs.get("metric", "mAP")
+    cells = display[metric if metric in display else "mAP"]
+    table = pd.DataFrame({"row": first, "column": second, "cell": cells}).pivot(index="row", columns="column",
+                                                                              values="cell")
+    table = table.reindex(index=first.unique(), columns=second.unique()).fillna(MISSING)
+    table.index.name, table.columns.name = None, None
+    return table.reset_index(names=f"{factors[0]} \\ {factors[1]}")
+
+
 def write_tables(summary: pd.DataFrame, out_dir: Path, *, percent: bool = False) -> dict[str, Path]:
-    """Write ``table.md``, ``table.csv`` and ``table.tex`` into ``out_dir``, each atomically.
+    """Write ``table.md`` (with the cross table of a two-factor grid), ``table.csv`` and ``table.tex``, atomically.
 
     Args:
         summary: ``variant_summary`` output.
@@ -261,7 +285,10 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, *, percent: bool = False)
     out_dir.mkdir(parents=True, exist_ok=True)
     table, best = zoo_table(summary, percent=percent), best_cells(summary, percent=percent)
     paths = {"md": out_dir / "table.md", "csv": out_dir / "table.csv", "tex": out_dir / "table.tex"}
-    _write_text(paths["md"], markdown(table, best))
+    cross = cross_table(summary, percent=percent)
+    extra = "" if cross is None else "\n" + markdown(cross, pd.DataFrame(False, index=cross.index,
+                                                                       columns=cross.columns))
+    _write_text(paths["md"], markdown(table, best) + extra)
     _write_text(paths["csv"], csv_frame(summary).to_csv(index=False))
     _write_text(paths["tex"], latex(table, best))
     return paths

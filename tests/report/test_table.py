@@ -11,6 +11,7 @@ from scipy import stats
 from ablate.report.table import (
     ZOO_COLUMNS,
     best_cells,
+    cross_table,
     format_delta,
     notes,
     tex_escape,
@@ -222,3 +223,23 @@ def test_a_mean_over_other_seeds_than_the_baselines_is_marked_and_not_ranked():
 def test_markdown_escapes_the_seed_mark(tmp_path):
     one = _summary([_trial(0, 0, 0.404), _trial(0, 1, 0.372), _trial(1, 0, 0.409)])
     assert r"| 0.409\* |" in write_tables(one, tmp_path)["md"].read_text()
+
+
+def _cell(variant: int, seed: int, detector: str, assigner: str, mAP: float) -> dict:
+    return {"trial_id": f"t{variant}-{seed}", "variant": variant, "variant_name": f"v{variant}", "seed": seed,
+            "factor.model.detector": detector, "factor.model.assigner": assigner, "status": "completed",
+            "epochs": 3, "final_mAP": mAP, "peak_mem_mb": 10.0, "imgs_per_s": 5.0}
+
+
+def test_a_two_factor_grid_gets_a_cross_table_in_the_markdown(tmp_path):
+    rows = [_cell(v, s, d, a, m + 0.01 * s) for v, (d, a, m) in enumerate(
+        [("retinanet", "max_iou", 0.30), ("retinanet", "atss", 0.35), ("atss", "max_iou", 0.31), ("atss", "atss", 0.36)])
+        for s in (0, 1)]
+    summary = variant_summary(pd.DataFrame(rows), factors=["model.detector", "model.assigner"])
+    cross = cross_table(summary)
+    assert list(cross.columns) == ["model.detector \\ model.assigner", "max_iou", "atss"]
+    assert cross.to_numpy().tolist() == [["retinanet", "0.305", "0.355"], ["atss", "0.315", "0.365"]]
+    md = write_tables(summary, tmp_path)["md"].read_text()
+    assert md.splitlines()[-4:] == ["| model.detector \\ model.assigner | max_iou | atss |", "|---|---|---|",
+                                    "| retinanet | 0.305 | 0.355 |", "| atss | 0.315 | 0.365 |"]
+    assert cross_table(STUDY) is None  # one factor: no cross table
