@@ -17,6 +17,7 @@ from ablate.tricks.augment.params import (
     MixupParams,
     MosaicParams,
     MultiscaleParams,
+    PhotometricDistortParams,
     PhotometricParams,
     RandomCropParams,
     ZoomOutParams,
@@ -49,6 +50,10 @@ AUGMENTS: dict[str, Trick] = {
     "random_crop": Trick(Lazy(lambda: _geometric().random_crop), RandomCropParams, "SSD crop keeping a drawn min IoU with a box (RandomIoUCrop)"),
     "zoom_out": Trick(Lazy(lambda: _geometric().zoom_out), ZoomOutParams, "paste onto a larger mean-filled canvas (v2.RandomZoomOut)"),
     "photometric": Trick(Lazy(lambda: _photometric().photometric), PhotometricParams, "jitter brightness, contrast, saturation, hue (ColorJitter)"),
+    "photometric_distort": Trick(Lazy(lambda: _photometric().photometric_distort), PhotometricDistortParams,
+                                 "SSD's photometric distortions in random order, channel shuffle included "
+                                 "(v2.RandomPhotometricDistort); SSD's policy: [photometric_distort, zoom_out, "
+                                 "random_crop, hflip]"),
     "blur": Trick(Lazy(lambda: _photometric().blur), BlurParams, "Gaussian blur with a random sigma (v2.GaussianBlur)"),
     "cutout": Trick(Lazy(lambda: _photometric().cutout), CutoutParams, "erase a random rectangle, boxes unchanged (v2.RandomErasing)"),
     "mixup": Trick(Lazy(lambda: _mixing().Mixup), MixupParams, "blend with another sample, lam ~ Beta(alpha, alpha), keep both box sets"),

@@ -69,6 +69,24 @@ class PhotometricParams(Params):
     hue: float = Field(0.02, ge=0, le=0.5, description="hue shift drawn in [-h, h] turns, 0..0.5")
 
 
+class PhotometricDistortParams(Params):
+    p: float = prob(1.0)
+    brightness: tuple[float, float] = Field((0.875, 1.125), description="brightness factor range (SSD's)")
+    contrast: tuple[float, float] = Field((0.5, 1.5), description="contrast factor range")
+    saturation: tuple[float, float] = Field((0.5, 1.5), description="saturation factor range")
+    hue: tuple[float, float] = Field((-0.05, 0.05), description="hue shift range in turns, within -0.5..0.5")
+    each: float = Field(0.5, ge=0, le=1, description="probability of each distortion (and of the channel shuffle)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> PhotometricDistortParams:
+        for key in ("brightness", "contrast", "saturation", "hue"):
+            low, high = getattr(self, key)
+            if low > high or (key != "hue" and low < 0) or (key == "hue" and not -0.5 <= low <= high <= 0.5):
+                raise ValueError(f"{key}: ({low}, {high}) is not a valid range (low <= high"
+                                 + (", within -0.5..0.5)" if key == "hue" else ", both >= 0)"))
+        return self
+
+
 class BlurParams(Params):
     p: float = prob(0.2)
     kernel_size: int = Field(5, ge=1, description="Gaussian kernel side in px, odd, >= 1")

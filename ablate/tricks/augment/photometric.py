@@ -13,6 +13,11 @@ def photometric(p: float, brightness: float, contrast: float, saturation: float,
     return V2Augment(v2.ColorJitter(brightness, contrast, saturation, hue), p)
 
 
+def photometric_distort(p: float, brightness: tuple, contrast: tuple, saturation: tuple, hue: tuple,
+                        each: float) -> Augment:
+    return V2Augment(v2.RandomPhotometricDistort(brightness, contrast, saturation, hue, p=each), p)
+
+
 def blur(p: float, kernel_size: int, sigma_min: float, sigma_max: float) -> Augment:
     return V2Augment(v2.GaussianBlur(kernel_size, sigma=(sigma_min, sigma_max)), p)
 
