@@ -45,8 +45,25 @@ def test_coco_study_mirrors_its_cpu_study(path, coco_root):
     require_env(study)  # the variable is set: training could start
     if study.design != "optuna":
         assert len(variants) > 1
-    for v in variants:  # no factor level undoes the GPU set-up
-        assert (v.config.data.dataset, v.config.model.backbone, v.config.data.image_size) == ("coco", "resnet50", 800)
+    for v in variants:  # no factor level undoes the GPU set-up (the networks table varies the model and its size)
+        kept = (v.config.data.dataset,) if study.name == "networks" else \
+            (v.config.data.dataset, v.config.model.backbone, v.config.data.image_size)
+        assert kept == ("coco", "resnet50", 800)[: len(kept)]
+
+
+def test_the_networks_table_has_the_seeds_rows_in_their_zoo_configurations(coco_root):
+    import json
+
+    from ablate.results.zoo import zoo_fields
+    from ablate.study.expand import config_dict
+
+    rows = [zoo_fields(json.dumps(config_dict(v.config))) for v in check(load_study(STUDIES / "coco" / "networks.yaml"))]
+    seen = {(r["Network"], r["Backbone"], r["style"], r["Lr schd"].split("_", 1)[1]) for r in rows}
+    # shared/seeds/001's table (ATSS R-101/R-50 1x, FCOS caffe 1x, FCOS_mstrain caffe 2x, SSD300/512 VGG16 2x)
+    assert {("ATSS", "R-101", "pytorch", "1x"), ("ATSS", "R-50", "pytorch", "1x"), ("FCOS", "R-50", "caffe", "1x"),
+            ("FCOS_mstrain", "R-50", "caffe", "2x"), ("SSD300", "VGG16", "caffe", "2x"),
+            ("SSD512", "VGG16", "caffe", "2x")} <= seen
+    assert {r["Network"] for r in rows} >= {"RetinaNet", "Faster R-CNN", "DETR"}
 
 
 def test_the_base_is_the_1x_recipe(coco_root):

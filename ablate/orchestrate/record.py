@@ -32,7 +32,7 @@ from ablate.orchestrate.worker import Plan
 from ablate.results.race import Stop, race_stops, save_stops
 from ablate.results.store import ResultsStore
 from ablate.status import COMPLETED, CRASHED, FAILED, PRUNED, label
-from ablate.study.expand import Trial, config_dict, level_of, short
+from ablate.study.expand import Trial, config_dict, is_bundle, level_of, short
 from ablate.study.paths import get
 from ablate.study.schema import CategoricalDist
 
@@ -40,18 +40,23 @@ FLUSH_S = 2.0  # the longest a start or an epoch waits to be written to the Parq
 
 
 def factor_levels(plan: Plan, trial: Trial) -> dict[str, str]:
-    """Each varied path -> this trial's level (the baseline's value where the variant leaves it)."""
+    """Each varied path -> this trial's level as the study writes it (see ``expand.level_of``)."""
     study = plan.study
-    paths = list(study.search.space) if study.design == "optuna" else list(study.factors)
+    if study.design == "optuna":
+        config = config_dict(trial.variant.config)
+        return {path: short(trial.variant.overrides[path]) if path in trial.variant.overrides
+                else _named(get(config, tuple(path.split(".")))) for path in study.search.space}
     levels = {}
-    for path in paths:
-        if path in trial.variant.overrides:
-            levels[path] = short(trial.variant.overrides[path])
-        else:  # the baseline's value, named as a study would write it: `giou`, not `giou(weight=1.0)`
-            value = level_of(study, trial.variant, path) if study.design != "optuna" else \
-                get(config_dict(trial.variant.config), tuple(path.split(".")))
-            levels[path] = str(value["name"]) if isinstance(value, dict) and "name" in value else short(value)
+    for path in study.factors:
+        level = level_of(study, trial.variant, path)
+        written = path in trial.variant.overrides or is_bundle(study, path) or level in study.factors[path]
+        levels[path] = "—" if level is None else short(level) if written else _named(level)  # None: see level_of
     return levels
+
+
+def _named(value) -> str:
+    """A resolved value named as a study would write it: ``giou``, not ``giou(weight=1.0)``."""
+    return str(value["name"]) if isinstance(value, dict) and "name" in value else short(value)
 
 
 HOST_OOM = "out of memory (host)"

@@ -87,15 +87,20 @@ def _dotted(study: Study, combo: dict[str, Any]) -> dict[str, Any]:
 
 
 def level_of(study: Study, variant: Variant, factor: str) -> Any:
-    """``factor``'s level in ``variant``: its override, else the baseline's value there (for a bundle, the
-    label of the level that is the baseline, or None when none is)."""
+    """``factor``'s level in ``variant`` as the study writes it: its override, else the listed level that
+    gives the baseline's value there (``giou``, not the resolved ``{name: giou, weight: 1.0}``), else that
+    value; for a bundle, the label of the level that is the baseline, or None when none is."""
     if factor in variant.overrides:
         return variant.overrides[factor]
     if is_bundle(study, factor):
         base = trial_id(study.baseline(), 0)
         return next((label for label in study.factors[factor]
                      if trial_id(_resolve(study, {factor: label}, factor), 0) == base), None)
-    return paths.get(config_dict(variant.config), tuple(factor.split(".")))
+    parts = tuple(factor.split("."))
+    value = paths.get(config_dict(variant.config), parts)
+    written = (level for level in study.factors.get(factor, [])
+               if paths.get(config_dict(_resolve(study, {factor: level}, factor)), parts) == value)
+    return next(written, value)
 
 
 def _origin(study: Study, parts: tuple) -> str:

@@ -196,3 +196,15 @@ def test_a_bad_bundle_is_an_error_naming_the_key(write, factors, key, fragment):
     with pytest.raises(StudyError) as info:
         check(_study(write, factors=factors))
     assert any(p.key.startswith(key) and fragment in p.message for p in info.value.problems), info.value.problems
+
+
+def test_a_variant_s_level_is_named_as_the_study_writes_it(write):
+    detector = {"name": "retinanet", "head_convs": 2}
+    study = _study(write, design="grid", model={"detector": detector}, loss={"box": {"name": "giou"}},
+                   factors={"model.detector": [detector, "atss"], "loss.box": ["giou", "ciou"]})
+    variants = expand(study)
+    # the baseline's detector is the first listed level, written out: the same label as the variants that list it
+    assert [level_of(study, v, "model.detector") for v in variants] == [detector, detector, "atss", "atss"]
+    assert level_of(study, variants[0], "loss.box") == "giou"  # the level that gives the baseline's value
+    plain = _study(write, factors={"loss.box": ["ciou"]})
+    assert level_of(plain, expand(plain)[0], "loss.box") == {"name": "smooth_l1", "beta": 1 / 9, "weight": 1.0}
