@@ -9,6 +9,7 @@ from __future__ import annotations
 from ablate.models.atss import CatalogueAtss
 from ablate.models.backbones import PIXELS, BackboneWithNeck, build_body, load_weights, weights_file
 from ablate.models.detector import Detector, keep_all
+from ablate.models.faster_rcnn import CatalogueFasterRCNN
 from ablate.models.fcos import CatalogueFCOS
 from ablate.models.retinanet import CatalogueRetinaNet
 from ablate.models.ssd import HIGHRES, CatalogueSSD, SsdExtras, vgg_extractor
@@ -59,9 +60,16 @@ def _ssd(body, channels, n, m, d, **common):
                         max_ratio=d.max_ratio, lite=d.lite, **common)
 
 
+def _faster_rcnn(body, channels, n, m, d, **common):
+    return CatalogueFasterRCNN(_pyramid(body, channels, m), n, anchor_scale=d.anchor_scale, rpn_fg_iou=d.rpn_fg_iou,
+                               rpn_bg_iou=d.rpn_bg_iou, rpn_batch=d.rpn_batch, rpn_proposals=d.rpn_proposals,
+                               roi_batch=d.roi_batch, roi_positive_fraction=d.roi_positive_fraction,
+                               sampler=d.sampler, representation=d.representation, **common)
+
+
 # model.detector.name (tricks/detectors.py DETECTORS) -> its builder, called as
 # (body, body channels, num_classes, model section, detector section, **common)
-BUILDERS = {"retinanet": _retinanet, "fcos": _fcos, "atss": _atss, "ssd": _ssd}
+BUILDERS = {"retinanet": _retinanet, "fcos": _fcos, "atss": _atss, "ssd": _ssd, "faster_rcnn": _faster_rcnn}
 
 
 def build_model(config: TrialConfig, *, num_classes: int) -> Detector:

@@ -62,19 +62,26 @@ class SsdParams(Params):
 
 
 class FasterRcnnParams(Params):
-    anchor_scale: float = Field(8.0, gt=0, le=32, description="RPN anchor size in strides, three ratios per level "
-                                "(8: torchvision's 32..512 px on P2..P6)")
+    """Defaults are torchvision's ``fasterrcnn_resnet50_fpn``.  On a CPU (the tiny body, 192-px shapes) take
+    ``{rpn_proposals: 300, roi_batch: 128, representation: 256}``: 0.60 mAP after the 8 epochs of
+    studies/_base_/tiny_shapes.yaml (focal + giou), an epoch ~1.3x an FCOS one (see ablate/models/faster_rcnn.py)."""
+
+    anchor_scale: float = Field(4.0, gt=0, le=32, description="RPN anchor size in strides, one size per level "
+                                "P3..P7 at ratios 0.5, 1, 2 (4: torchvision's 32..512 px)")
     rpn_fg_iou: float = Field(0.7, gt=0, le=1, description="RPN: IoU from which an anchor is an object")
     rpn_bg_iou: float = Field(0.3, ge=0, le=1, description="RPN: IoU below which an anchor is background")
     rpn_batch: int = Field(256, ge=2, le=4096, description="RPN: anchors sampled per image for its loss, half objects")
-    rpn_proposals: int = Field(2000, ge=10, le=10_000, description="proposals kept after the RPN's NMS while "
-                               "training (1000 at test time, or this if smaller)")
-    roi_batch: int = Field(512, ge=2, le=4096, description="RoIs sampled per image for the box head's loss")
-    roi_positive_fraction: float = Field(0.25, gt=0, le=1, description="share of those RoIs that are objects")
+    rpn_proposals: int = Field(2000, ge=10, le=10_000, description="RPN proposals per image kept after its NMS "
+                               "while training, and per level before it (torchvision's 2000 and 2000); at test time "
+                               "1000, or this if smaller; 300-500 on a CPU")
+    roi_batch: int = Field(512, ge=2, le=4096, description="RoIs sampled per image for the box head's loss (128 on "
+                           "a CPU: the box head costs in proportion)")
+    roi_positive_fraction: float = Field(0.25, gt=0, le=1, description="share of those RoIs that are objects, at most")
     sampler: Literal["random", "ohem", "iou_balanced"] = Field(
         "random", description="how the box head's RoIs are sampled: random (torchvision) | ohem (the highest-loss "
         "RoIs, Shrivastava et al. 2016) | iou_balanced (negatives spread evenly over IoU bins, Libra R-CNN)")
-    representation: int = Field(1024, ge=16, le=4096, description="width of the box head's two FC layers")
+    representation: int = Field(1024, ge=16, le=4096, description="width of the box head's two FC layers (256 on "
+                                "a CPU)")
 
     @model_validator(mode="after")
     def _ordered(self) -> FasterRcnnParams:
@@ -92,7 +99,15 @@ class DetrParams(Params):
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the transformer")
     level: Literal["p3", "p4", "p5"] = Field("p5", description="the pyramid level the encoder reads (DETR: C5, "
                                              "stride 32; p4 helps small objects at 4x the tokens)")
+    pre_norm: bool = Field(False, description="LayerNorm before each attention and FFN, not after (DETR's "
+                           "normalize_before): the queries keep their own content through the layers")
     aux_loss: bool = Field(True, description="the loss after every decoder layer, not just the last (DETR's aux)")
+    anchors: Literal["none", "learned", "refine", "encoder"] = Field(
+        "none", description="none: learned query embeddings, boxes predicted outright (DETR) | learned: a learned "
+        "reference box per query, its sine embedding the positional query and the box an offset to it (DAB-DETR) | "
+        "refine: as learned, each decoder layer starting from the previous layer's box (Deformable DETR) | "
+        "encoder: as refine, the reference boxes being the encoder tokens' best-scoring box predictions, trained "
+        "with the same set loss (Deformable DETR's two-stage, DINO's query selection)")
     cost_class: float = Field(2.0, ge=0, description="matching cost weight of the class score")
     cost_l1: float = Field(5.0, ge=0, description="matching cost and loss weight of L1 on normalised cx, cy, w, h")
     cost_giou: float = Field(2.0, ge=0, description="matching cost weight of -GIoU")
@@ -121,7 +136,8 @@ DETECTORS: dict[str, DetectorEntry] = {
                          "negative mining; VGG16 body as the paper (backbone vgg16) or any other", "SSD",
                          frozenset({"eval.nms", "eval.tta"})),
     "faster_rcnn": DetectorEntry(FasterRcnnParams, "Faster R-CNN with FPN (Ren et al. 2015), torchvision's two "
-                                 "stages: RPN proposals, RoIAlign box head", "Faster R-CNN",
+                                 "stages: RPN proposals, RoIAlign box head; on a CPU take rpn_proposals 300, "
+                                 "roi_batch 128, representation 256", "Faster R-CNN",
                                  frozenset({"model.neck", "eval.nms", "eval.tta"})),
     "detr": DetectorEntry(DetrParams, "DETR-style set prediction (Carion et al. 2020): transformer encoder-decoder, "
                           "Hungarian matching, no NMS; converges slowly (see ablate catalogue detector)", "DETR",

@@ -132,8 +132,8 @@ def test_resize_only_at_evaluation(detector, make_config, make_detector, make_ba
         assert input_sizes(model, lambda: model([torch.rand(3, 32, 320)])) == [(32, 160)]
 
 
-@pytest.mark.parametrize("detector", DETECTORS)
-@pytest.mark.parametrize("tta", ["none", "hflip"])
+@pytest.mark.parametrize(("detector", "tta"), [(d, tta) for d in DETECTORS for tta in ("none", "hflip")
+                                               if tta == "none" or "eval.tta" in study_config.DETECTORS[d].takes])
 def test_images_of_different_sizes_map_back_to_their_own_size(detector, tta, make_config, make_detector):
     config = make_config(model={"detector": detector}, eval={"score_thresh": 0.0, "max_dets": 300, "tta": tta})
     model = make_detector(config).eval()
