@@ -19,6 +19,7 @@ OWN_LOSSES = {"retinanet": {"loss_cls", "loss_box"}, "fcos": {"loss_cls", "loss_
               "faster_rcnn": {"loss_cls", "loss_box", "loss_objectness", "loss_rpn_box"},
               "detr": {"loss_cls", "loss_box", "loss_l1"}}
 LOSSES = {name for names in OWN_LOSSES.values() for name in names} | {"loss"}
+OWN_KEYS = {"faster_rcnn": {"rpn_proposals": 100, "roi_batch": 32, "representation": 64}}  # CPU-sized heads
 
 
 def _learning(history: list[dict]) -> list[dict]:
@@ -27,7 +28,7 @@ def _learning(history: list[dict]) -> list[dict]:
 
 @pytest.mark.parametrize("detector", list(study_config.DETECTORS))
 def test_each_detector_resumes_exactly_and_reports_its_own_losses(detector, tiny, tmp_path):
-    config = tiny(model={"detector": detector}, train={"epochs": 2},
+    config = tiny(model={"detector": {"name": detector, **OWN_KEYS.get(detector, {})}}, train={"epochs": 2},
                   data={"shapes": {"train_images": 32, "val_images": 16, "seed": 0}})
     full = run_trial(config, seed=0, out_dir=tmp_path / "full", log=lambda m: None)
     assert set(full.final) - {"epoch"} == set(METRICS) - (LOSSES - OWN_LOSSES[detector] - {"loss"})

@@ -15,7 +15,8 @@ from ablate.models import build_model
 from ablate.study import config as study_config
 
 DETECTORS = list(study_config.DETECTORS)
-# what each needs to fit 4 images in STEPS steps (the defaults where nothing is said)
+# what each needs to fit 4 images in STEPS steps (the defaults where nothing is said): its own keys, other sections
+OWN = {"faster_rcnn": {"rpn_proposals": 100, "roi_batch": 32, "representation": 64}}  # the CPU-sized heads
 SETTINGS = {"ssd": {"loss": {"cls": "ce"}}}
 STEPS, LR = 60, 2e-3
 
@@ -35,8 +36,8 @@ def fit(model, images, targets, steps: int) -> list[float]:
 
 @pytest.mark.parametrize("detector", DETECTORS)
 def test_each_detector_fits_a_few_images_and_finds_their_boxes(detector, make_config, make_batch):
-    config = make_config(model={"detector": detector}, eval={"score_thresh": 0.05, "max_dets": 20},
-                         **SETTINGS.get(detector, {}))
+    config = make_config(model={"detector": {"name": detector, **OWN.get(detector, {})}},
+                         eval={"score_thresh": 0.05, "max_dets": 20}, **SETTINGS.get(detector, {}))
     torch.manual_seed(0)
     model = build_model(config, num_classes=3)
     images, targets = make_batch(sizes=((96, 96),) * 4, seed=1)
