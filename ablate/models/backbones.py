@@ -62,10 +62,13 @@ class TinyBackbone(nn.Module):
         return out
 
 
-def _torchvision_body(make: Callable[..., nn.Module], nodes: tuple[str, str, str]) -> nn.Module:
+def _torchvision_body(make: Callable[..., nn.Module], nodes: tuple[str, str, str], style: str) -> nn.Module:
     # create_feature_extractor keeps the submodule names of the classification model
     # and drops what comes after the last node (avgpool, fc / classifier).
-    return create_feature_extractor(make(weights=None), return_nodes=dict(zip(nodes, LEVELS)))
+    model = make(weights=None)
+    if style == "caffe":  # before tracing: the traced body has no Bottleneck modules left to find
+        caffe_strides(model)
+    return create_feature_extractor(model, return_nodes=dict(zip(nodes, LEVELS)))
 
 
 # name -> (factory, nodes at strides 8/16/32, their channels).  mobilenet_v3_large's
@@ -161,10 +164,7 @@ def build_body(name: str, *, width: float = 1.0, style: str = "pytorch") -> tupl
     if name not in _TORCHVISION:
         raise ValueError(f"unknown backbone '{name}'; valid: {', '.join(BACKBONES)}")
     make, nodes, channels = _TORCHVISION[name]
-    body = _torchvision_body(make, nodes)
-    if style == "caffe":
-        caffe_strides(body)
-    return body, list(channels)
+    return _torchvision_body(make, nodes, style), list(channels)
 
 
 def _few(keys: list[str], n: int = 5) -> str:

@@ -7,15 +7,9 @@ import torch
 
 from ablate.models import build_model
 from ablate.study.config import TrialConfig
+from ablate.study.paths import merge
 
 NUM_CLASSES = 3
-
-
-def deep_merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 # small and fast: 16-channel heads, half-width tiny backbone, 96 px
@@ -24,7 +18,7 @@ TINY = {"model": {"detector": {"name": "retinanet", "anchor_scale": 2.0}, "backb
 
 
 def _make_config(**sections) -> TrialConfig:
-    return TrialConfig.model_validate(deep_merge(TINY, sections))
+    return TrialConfig.model_validate(merge(TINY, sections))  # a section naming another detector replaces it
 
 
 def _make_detector(config: TrialConfig, seed: int = 0):
@@ -37,10 +31,13 @@ def boxes_like_trained(model):
 
     RetinaNet needs nothing: its zero deltas decode to the anchors themselves.
     """
-    head = getattr(model.model, "head", None)  # DETR has none
+    head = getattr(model.model, "head", None)
     if hasattr(head, "regression_head") and hasattr(head.regression_head, "bbox_ctrness"):
         with torch.no_grad():
             head.regression_head.bbox_reg.bias.fill_(2.0)
+    if hasattr(model.model, "bbox_embed"):  # an untrained DETR gives every query about the same small box
+        with torch.no_grad():
+            model.model.bbox_embed.layers[-1].bias[2:].fill_(3.0)  # w, h: sigmoid(3) = 95% of the image
     return model
 
 

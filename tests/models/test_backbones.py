@@ -119,3 +119,35 @@ def test_imagenet_weights_load_from_torch_home_and_their_absence_says_what_to_fe
 
     with pytest.raises(ConfigError, match="no ImageNet weights for backbone 'tiny'"):
         make_detector(make_config(model={"backbone": "tiny", "pretrained": "imagenet"}))
+
+
+def test_caffe_style_strides_in_the_first_1x1_conv_of_a_bottleneck():
+    pytorch_body, _ = build_body("resnet50")
+    caffe_body, _ = build_body("resnet50", style="caffe")
+    for name in ("layer2.0", "layer3.0", "layer4.0"):
+        p, c = pytorch_body.get_submodule(name), caffe_body.get_submodule(name)
+        assert (p.conv1.stride, p.conv2.stride) == ((1, 1), (2, 2))  # torchvision: the 3x3 strides (pytorch style)
+        assert (c.conv1.stride, c.conv2.stride) == ((2, 2), (1, 1))  # MSRA's caffe models: the 1x1 does
+    assert {k: v.shape for k, v in pytorch_body.state_dict().items()} == \
+        {k: v.shape for k, v in caffe_body.state_dict().items()}  # the same weights load into either
+    x = torch.rand(1, 3, 64, 64)
+    assert [f.shape for f in pytorch_body.eval()(x).values()] == [f.shape for f in caffe_body.eval()(x).values()]
+
+
+def test_caffe_weights_see_bgr_pixels_minus_caffe_means(tmp_path, make_config, make_detector):
+    """A caffe checkpoint expects BGR 0..255 minus the means: flipping its first conv as it loads, and the
+    caffe statistics in RGB order, compute the same as feeding it BGR as caffe does."""
+    torch.manual_seed(0)
+    state = resnet18(weights=None).state_dict()
+    path = tmp_path / "caffe.pth"
+    torch.save(state, path)
+    caffe = make_detector(make_config(model={"backbone": "resnet18", "style": "caffe", "pretrained": str(path)}))
+    transform = caffe.model.transform
+    assert transform.image_mean == pytest.approx([123.675 / 255, 116.28 / 255, 103.53 / 255])
+    assert transform.image_std == pytest.approx([1 / 255] * 3)
+    rgb = torch.rand(1, 3, 32, 32)
+    ours = caffe.model.backbone.body.eval()(transform.normalize(rgb[0])[None])["c5"]
+    reference, _ = build_body("resnet18", style="caffe")
+    reference.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
+    bgr = rgb.flip(1) * 255 - torch.tensor([103.53, 116.28, 123.675])[:, None, None]  # what caffe feeds
+    torch.testing.assert_close(ours, reference.eval()(bgr)["c5"], rtol=1e-4, atol=1e-3)
