@@ -9,6 +9,7 @@ from __future__ import annotations
 from ablate.models.atss import CatalogueAtss
 from ablate.models.backbones import PIXELS, BackboneWithNeck, build_body, load_weights, weights_file
 from ablate.models.detector import Detector, keep_all
+from ablate.models.detr import CatalogueDetr
 from ablate.models.faster_rcnn import CatalogueFasterRCNN
 from ablate.models.fcos import CatalogueFCOS
 from ablate.models.retinanet import CatalogueRetinaNet
@@ -60,6 +61,14 @@ def _ssd(body, channels, n, m, d, **common):
                         max_ratio=d.max_ratio, lite=d.lite, **common)
 
 
+def _detr(body, channels, n, m, d, **common):
+    return CatalogueDetr(_pyramid(body, channels, m), n, d_model=m.channels, level=d.level, queries=d.queries,
+                         encoder_layers=d.encoder_layers, decoder_layers=d.decoder_layers, heads=d.heads, ffn=d.ffn,
+                         dropout=d.dropout, anchors=d.anchors, encoder_repeat=d.encoder_repeat,
+                         refine_logits=d.refine_logits, pre_norm=d.pre_norm, aux_loss=d.aux_loss,
+                         cost_class=d.cost_class, cost_l1=d.cost_l1, cost_giou=d.cost_giou, **common)
+
+
 def _faster_rcnn(body, channels, n, m, d, **common):
     return CatalogueFasterRCNN(_pyramid(body, channels, m), n, anchor_scale=d.anchor_scale, rpn_fg_iou=d.rpn_fg_iou,
                                rpn_bg_iou=d.rpn_bg_iou, rpn_batch=d.rpn_batch, rpn_proposals=d.rpn_proposals,
@@ -69,7 +78,8 @@ def _faster_rcnn(body, channels, n, m, d, **common):
 
 # model.detector.name (tricks/detectors.py DETECTORS) -> its builder, called as
 # (body, body channels, num_classes, model section, detector section, **common)
-BUILDERS = {"retinanet": _retinanet, "fcos": _fcos, "atss": _atss, "ssd": _ssd, "faster_rcnn": _faster_rcnn}
+BUILDERS = {"retinanet": _retinanet, "fcos": _fcos, "atss": _atss, "ssd": _ssd, "faster_rcnn": _faster_rcnn,
+            "detr": _detr}
 
 
 def build_model(config: TrialConfig, *, num_classes: int) -> Detector:

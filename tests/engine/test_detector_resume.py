@@ -19,7 +19,8 @@ OWN_LOSSES = {"retinanet": {"loss_cls", "loss_box"}, "fcos": {"loss_cls", "loss_
               "faster_rcnn": {"loss_cls", "loss_box", "loss_objectness", "loss_rpn_box"},
               "detr": {"loss_cls", "loss_box", "loss_l1"}}
 LOSSES = {name for names in OWN_LOSSES.values() for name in names} | {"loss"}
-OWN_KEYS = {"faster_rcnn": {"rpn_proposals": 100, "roi_batch": 32, "representation": 64}}  # CPU-sized heads
+OWN_KEYS = {"faster_rcnn": {"rpn_proposals": 100, "roi_batch": 32, "representation": 64},  # CPU-sized heads
+            "detr": {"queries": 10, "encoder_layers": 1, "decoder_layers": 2, "heads": 4, "ffn": 64}}
 
 
 def _learning(history: list[dict]) -> list[dict]:

@@ -16,7 +16,10 @@ from ablate.study import config as study_config
 
 DETECTORS = list(study_config.DETECTORS)
 # what each needs to fit 4 images in STEPS steps (the defaults where nothing is said): its own keys, other sections
-OWN = {"faster_rcnn": {"rpn_proposals": 100, "roi_batch": 32, "representation": 64}}  # the CPU-sized heads
+OWN = {"faster_rcnn": {"rpn_proposals": 100, "roi_batch": 32, "representation": 64},  # the CPU-sized heads
+       # DETR's shapes settings (its catalogue doc), ffn 4 x channels; the paper's defaults learn far slower
+       "detr": {"anchors": "encoder", "encoder_repeat": 6, "cost_class": 4.0, "pre_norm": True, "level": "p3",
+                "queries": 30, "encoder_layers": 1, "decoder_layers": 3, "heads": 4, "ffn": 64, "dropout": 0.0}}
 SETTINGS = {"ssd": {"loss": {"cls": "ce"}}}
 STEPS, LR = 60, 2e-3
 
