@@ -251,14 +251,16 @@ def cross_table(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame
 
     The ATSS paper's cross experiment reads so (RetinaNet and FCOS, each with either sample definition):
     the main table lists the variants one per row, this shows each factor's effect and whether they
-    interact.  None unless the study varies exactly two factors, each pair of levels one variant
-    (a one-at-a-time study leaves the other cells ``—``).
+    interact.  None unless the study varies exactly two factors, each pair of levels one variant, and some
+    variant changes both (a one-at-a-time study is an L, not a grid; a grid's missing cells read ``—``).
     """
     factors = factors_of(summary)
     if len(factors) != 2:
         return None
     first, second = (summary[f"factor.{f}"].astype(str) for f in factors)
     if pd.MultiIndex.from_arrays([first, second]).duplicated().any():
+        return None
+    if len(summary) <= first.nunique() + second.nunique() - 1:
         return None
     display = zoo_table(summary, percent=percent)
     metric = summary.attrs.get("metric", "mAP")

@@ -243,3 +243,6 @@ def test_a_two_factor_grid_gets_a_cross_table_in_the_markdown(tmp_path):
     assert md.splitlines()[-4:] == ["| model.detector \\ model.assigner | max_iou | atss |", "|---|---|---|",
                                     "| retinanet | 0.305 | 0.355 |", "| atss | 0.315 | 0.365 |"]
     assert cross_table(STUDY) is None  # one factor: no cross table
+    one_at_a_time = variant_summary(pd.DataFrame([r for r in rows if r["variant"] != 3]),
+                                    factors=["model.detector", "model.assigner"])
+    assert cross_table(one_at_a_time) is None  # no variant moves both: an L, not a grid
