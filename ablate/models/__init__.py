@@ -1,4 +1,5 @@
-"""Detectors: torchvision RetinaNet and FCOS with ablate's backbones, necks, losses and post-processing.
+"""Detectors with ablate's backbones, necks, losses and post-processing: torchvision's RetinaNet, FCOS, SSD and
+Faster R-CNN, an ATSS head and a small DETR-style set predictor (the names: ``ablate.tricks.detectors``).
 
 ``build_model(config, num_classes=...)`` is the entry point; see ``build.py``.
 """
