@@ -94,6 +94,27 @@ def _decision(study: Study) -> dict:
     return {"metric": study.scheduler.metric, **study.decision.model_dump()}
 
 
+def _connect_meanwhile(tracker: Tracker) -> threading.Thread | None:
+    """Open a local sqlite MLflow store while Ray starts: its first opening creates or migrates the tables
+    and the experiment and parent run (3-4 s on 2 cores), which the first trial's start would otherwise wait
+    for.  The caller joins the thread before any trial, so the tracker is never used from two threads; a
+    failure is left to the first write, which meets it again and handles it as an outage.  A server URI
+    is not opened early: an unreachable one would make the study wait for its retries before any trial.
+    """
+    if not tracker.uri.startswith("sqlite:///") or tracker.parent_id is not None:
+        return None
+
+    def connect() -> None:
+        try:
+            tracker.connect()
+        except Exception:  # noqa: BLE001 -- met again, and reported, by the first write
+            tracker.invalidate()
+
+    thread = threading.Thread(target=connect, name="mlflow-connect", daemon=True)
+    thread.start()
+    return thread
+
+
 def _tracker(study: Study) -> Tracker:
     varied = list(study.search.space) if study.design == "optuna" else list(study.factors)
     return Tracker(study.tracking.uri, study.tracking.experiment or study.name, study.name,
@@ -227,7 +248,12 @@ def run_study(
         try:
             while not TERM.requested:
                 if todo or samples_left:
-                    started = tuner.ray_init(address, verbose)
+                    connecting = _connect_meanwhile(tracker)
+                    try:
+                        started = tuner.ray_init(address, verbose)
+                    finally:
+                        if connecting is not None:
+                            connecting.join()
                     if started and (warning := tuner.exposure_note()):
                         console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
                     started_ray = started_ray or started
