@@ -289,8 +289,9 @@ class CatalogueDetr(nn.Module):
                  d_model: int, level: str = "p5", queries: int = 100, encoder_layers: int = 6,
                  decoder_layers: int = 6, heads: int = 8, ffn: int = 2048, dropout: float = 0.1,
                  anchors: str = "none", encoder_repeat: int = 1, refine_logits: bool = False, pre_norm: bool = False,
-                 aux_loss: bool = True, cost_class: float = 2.0, cost_l1: float = 5.0, cost_giou: float = 2.0, min_size: int = 800, max_size: int = 1333, image_mean: list[float],
-                 image_std: list[float], score_thresh: float = 0.05):
+                 aux_loss: bool = True, cost_class: float = 2.0, cost_l1: float = 5.0, cost_giou: float = 2.0,
+                 min_size: int = 800, max_size: int = 1333, image_mean: list[float], image_std: list[float],
+                 score_thresh: float = 0.05):
         super().__init__()
         if level not in LEVELS:
             raise ValueError(f"unknown level '{level}'; valid: {', '.join(LEVELS)}")

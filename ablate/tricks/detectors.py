@@ -158,8 +158,8 @@ DETECTORS: dict[str, DetectorEntry] = {
                                  "roi_batch 128, representation 256", "Faster R-CNN",
                                  frozenset({"model.neck", "eval.nms", "eval.tta"})),
     "detr": DetectorEntry(DetrParams, "DETR-style set prediction (Carion et al. 2020): transformer encoder-decoder, "
-                          "Hungarian matching, no NMS; converges slowly: DETR's own queries (anchors none, refine) "
-                          "stay near 0 mAP after 8 shapes epochs, 0.15-0.18 with anchors encoder, encoder_repeat 6, "
+                          "Hungarian matching, no NMS; converges slowly: with the paper's settings (the defaults) "
+                          "it stays near 0 mAP after 8 shapes epochs, 0.15-0.18 with anchors encoder, encoder_repeat 6, "
                           "cost_class 4, level p3, pre_norm, 1 encoder / 3 decoder layers, heads 4, ffn 256, "
                           "queries 30, dropout 0, loss.cls focal weight 5, lr 0.008", "DETR",
                           frozenset({"model.neck"})),
