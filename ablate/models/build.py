@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ablate.models.atss import CatalogueAtss
 from ablate.models.backbones import PIXELS, BackboneWithNeck, build_body, load_weights, weights_file
+from ablate.models.body import with_options
 from ablate.models.detector import Detector, keep_all
 from ablate.models.detr import CatalogueDetr
 from ablate.models.faster_rcnn import CatalogueFasterRCNN
@@ -104,6 +105,7 @@ def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
     body, channels = build_body(m.backbone, width=m.width, style=m.style)
     if m.pretrained is not None:
         load_weights(body, weights_file(m.backbone, m.pretrained), bgr=m.style == "caffe")
+    body = with_options(body, channels, m)
 
     size = config.data.image_size
     mean, std = PIXELS[m.style]

@@ -26,6 +26,7 @@ from pydantic import (
 from ablate.metrics import DEFAULT_EVAL_BACKEND, EVAL_BACKENDS
 from ablate.tricks.assign import ASSIGNERS
 from ablate.tricks.augment import AUGMENTS
+from ablate.tricks.blocks import ACTIVATIONS, BODY_SURGERY, CONTEXT, NORMS, PLUGINS, RESIDUAL_BACKBONES
 from ablate.tricks.detectors import DETECTORS
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
@@ -80,6 +81,13 @@ class Model(Section):
         "caffe models; ResNet and VGG16: BGR pixels 0-255 minus the means, as caffe weights expect)")
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier of the tiny backbone")
     channels: int = Field(64, ge=8, le=1024, description="width of the neck and heads (DETR: of the transformer)")
+    norm: named(NORMS, "bn") = Field("bn", description="the backbone's normalisation layers: " + choices(NORMS))
+    activation: named(ACTIVATIONS, "relu") = Field(
+        "relu", description="the backbone's ReLUs become: " + choices(ACTIVATIONS))
+    plugins: list[named(PLUGINS, "se")] = Field(
+        [], description="backbone blocks, in order: " + choices(PLUGINS) + "; a bare name or {name: ..., levels: ...}")
+    context: named(CONTEXT, "none") = Field(
+        "none", description="a context block on C5 before the neck: " + choices(CONTEXT))
     neck: named(NECKS, "fpn") = Field("fpn", description="feature fusion: " + choices(NECKS))
     assigner: named(ASSIGNERS, "max_iou") | None = Field(
         None, description="which anchors learn which box (retinanet, fcos, atss): " + choices(ASSIGNERS)
@@ -107,10 +115,29 @@ class Model(Section):
     def _fits_the_backbone(self) -> Model:
         if self.style == "caffe" and self.backbone not in CAFFE_STYLE:
             raise ValueError(f"style: caffe applies to backbones {', '.join(CAFFE_STYLE)}, not {self.backbone}")
+        self._options_fit_the_backbone()
         d = self.detector
         if d.name == "detr" and self.channels % d.heads:
             raise ValueError(f"detector detr: channels ({self.channels}) must be a multiple of heads ({d.heads})")
         return self
+
+
+    def _options_fit_the_backbone(self) -> None:
+        names = [p.name for p in self.plugins]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"plugins: {', '.join(twice)} listed twice; give each plugin once (its levels key says "
+                             "where it runs)")
+        for name in names:
+            if name in BODY_SURGERY and self.backbone not in RESIDUAL_BACKBONES:
+                raise ValueError(f"plugins: {name} changes residual blocks, and backbone {self.backbone} has none; "
+                                 f"{name} applies to backbones {', '.join(RESIDUAL_BACKBONES)}")
+        if self.norm.name != "bn" and self.backbone == "vgg16":
+            raise ValueError(f"norm: {self.norm.name} replaces BatchNorm layers, and backbone vgg16 has none; leave "
+                             "norm at bn or choose another backbone")
+        if self.detector.name == "ssd" and self.backbone == "vgg16" and (names or self.context.name != "none"):
+            raise ValueError("plugins and context run on the body's C3-C5 outputs, which detector ssd with backbone "
+                             "vgg16 does not use (SSD's VGG16 extractor takes the layers); use another backbone")
 
 
 class Shapes(Section):

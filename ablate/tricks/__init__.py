@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ablate.tricks.assign import ASSIGNERS
 from ablate.tricks.augment import AUGMENTS
+from ablate.tricks.blocks import ACTIVATIONS, CONTEXT, NORMS, PLUGINS
 from ablate.tricks.detectors import DETECTORS, DetectorEntry
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
@@ -36,6 +37,10 @@ CATALOGUE: dict[str, Kind] = {
     "cls_loss": Kind("loss.cls", CLS_LOSSES, "classification losses"),
     "box_loss": Kind("loss.box", BOX_LOSSES, "box regression losses"),
     "augment": Kind("augment[]", AUGMENTS, "box-aware train-time augmentations, applied in list order"),
+    "norm": Kind("model.norm", NORMS, "the backbone's normalisation layers"),
+    "activation": Kind("model.activation", ACTIVATIONS, "the backbone's activation function"),
+    "plugin": Kind("model.plugins[]", PLUGINS, "blocks added to the backbone: deformable convs, attention, DropBlock"),
+    "context": Kind("model.context", CONTEXT, "a context block on C5 before the neck"),
     "neck": Kind("model.neck", NECKS, "feature fusion between backbone and heads"),
     "postprocess": Kind("eval.nms", POSTPROCESS, "merging overlapping detections"),
     "tta": Kind("eval.tta", TTA, "test-time augmentation"),

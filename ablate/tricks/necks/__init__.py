@@ -35,6 +35,12 @@ def _pan():  # imported when a trial builds one of its entries
     return pan
 
 
+def _asff():  # imported when a trial builds one of its entries
+    from ablate.tricks.necks import asff
+
+    return asff
+
+
 def _bifpn():  # imported when a trial builds one of its entries
     from ablate.tricks.necks import bifpn
 
@@ -45,5 +51,6 @@ NECKS: dict[str, Trick] = {
     "none": Trick(Lazy(lambda: _common().NoFusion), NoParams, "1x1 projections only, no cross-level fusion (baseline)"),
     "fpn": Trick(Lazy(lambda: _fpn().FPN), NoParams, "Feature Pyramid Network: top-down path with lateral connections (torchvision)"),
     "pan": Trick(Lazy(lambda: _pan().PAN), NoParams, "PANet: FPN plus a bottom-up path augmentation"),
+    "asff": Trick(Lazy(lambda: _asff().ASFF), NoParams, "ASFF: FPN levels fused per position by learned softmax weights (Liu et al. 2019, YOLOv3-ASFF)"),
     "bifpn": Trick(Lazy(lambda: _bifpn().BiFPN), BiFPNParams, "EfficientDet BiFPN: repeated bidirectional fusion with learnable weights"),
 }
