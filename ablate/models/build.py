@@ -17,6 +17,8 @@ from ablate.models.retinanet import CatalogueRetinaNet
 from ablate.models.ssd import HIGHRES, CatalogueSSD, SsdExtras, vgg_extractor
 from ablate.study.config import TrialConfig
 from ablate.tricks.assign import ASSIGNERS
+from ablate.tricks.blocks import HEAD_CONVS
+from ablate.tricks.blocks.convs import replace_head_convs
 from ablate.tricks.detectors import DETECTORS
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
@@ -119,6 +121,8 @@ def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
         raise ValueError(f"unknown detector '{m.detector.name}'; valid: {', '.join(BUILDERS)}")
     model = BUILDERS[m.detector.name](body, channels, num_classes, m, m.detector, **common)
 
+    if m.head_conv.name != "plain":  # validation allows it on retinanet, fcos and atss only
+        replace_head_convs(model.head, lambda conv: build_selected(HEAD_CONVS, m.head_conv, "head conv", conv=conv))
     merges = "eval.nms" in DETECTORS[m.detector.name].takes  # DETR predicts a set: nothing to merge
     return Detector(
         model,

@@ -26,7 +26,15 @@ from pydantic import (
 from ablate.metrics import DEFAULT_EVAL_BACKEND, EVAL_BACKENDS
 from ablate.tricks.assign import ASSIGNERS
 from ablate.tricks.augment import AUGMENTS
-from ablate.tricks.blocks import ACTIVATIONS, BODY_SURGERY, CONTEXT, NORMS, PLUGINS, RESIDUAL_BACKBONES
+from ablate.tricks.blocks import (
+    ACTIVATIONS,
+    BODY_SURGERY,
+    CONTEXT,
+    HEAD_CONVS,
+    NORMS,
+    PLUGINS,
+    RESIDUAL_BACKBONES,
+)
 from ablate.tricks.detectors import DETECTORS
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
@@ -89,6 +97,8 @@ class Model(Section):
     context: named(CONTEXT, "none") = Field(
         "none", description="a context block on C5 before the neck: " + choices(CONTEXT))
     neck: named(NECKS, "fpn") = Field("fpn", description="feature fusion: " + choices(NECKS))
+    head_conv: named(HEAD_CONVS, "plain") = Field(
+        "plain", description="the 3x3 convs of the head's towers (retinanet, fcos, atss): " + choices(HEAD_CONVS))
     assigner: named(ASSIGNERS, "max_iou") | None = Field(
         None, description="which anchors learn which box (retinanet, fcos, atss): " + choices(ASSIGNERS)
         + "; null: the detector's own (max_iou, fcos_ranges, atss)")
@@ -132,6 +142,9 @@ class Model(Section):
             if name in BODY_SURGERY and self.backbone not in RESIDUAL_BACKBONES:
                 raise ValueError(f"plugins: {name} changes residual blocks, and backbone {self.backbone} has none; "
                                  f"{name} applies to backbones {', '.join(RESIDUAL_BACKBONES)}")
+        if self.head_conv.name == "grouped" and self.channels % self.head_conv.groups:
+            raise ValueError(f"head_conv: grouped with groups {self.head_conv.groups} needs model.channels divisible "
+                             f"by it, got channels {self.channels}")
         if self.norm.name != "bn" and self.backbone == "vgg16":
             raise ValueError(f"norm: {self.norm.name} replaces BatchNorm layers, and backbone vgg16 has none; leave "
                              "norm at bn or choose another backbone")
@@ -337,7 +350,7 @@ class TrialConfig(Section):
 
 CONFIG_KEYS = tuple(TrialConfig.model_fields)
 SSD_VGG_MIN_SIZE = 268  # smaller, conv11_2 of torchvision's SSD VGG16 extractor would see a map under 3x3
-CROSS_KEYS = ("model.assigner", "model.neck", "eval.nms", "eval.tta")  # keys some detectors do not read
+CROSS_KEYS = ("model.assigner", "model.neck", "model.head_conv", "eval.nms", "eval.tta")  # keys some detectors do not read
 
 
 @cache

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ablate.tricks.assign import ASSIGNERS
 from ablate.tricks.augment import AUGMENTS
-from ablate.tricks.blocks import ACTIVATIONS, CONTEXT, NORMS, PLUGINS
+from ablate.tricks.blocks import ACTIVATIONS, CONTEXT, HEAD_CONVS, NORMS, PLUGINS
 from ablate.tricks.detectors import DETECTORS, DetectorEntry
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
@@ -41,6 +41,7 @@ CATALOGUE: dict[str, Kind] = {
     "activation": Kind("model.activation", ACTIVATIONS, "the backbone's activation function"),
     "plugin": Kind("model.plugins[]", PLUGINS, "blocks added to the backbone: deformable convs, attention, DropBlock"),
     "context": Kind("model.context", CONTEXT, "a context block on C5 before the neck"),
+    "head_conv": Kind("model.head_conv", HEAD_CONVS, "the 3x3 convs of a dense head's towers"),
     "neck": Kind("model.neck", NECKS, "feature fusion between backbone and heads"),
     "postprocess": Kind("eval.nms", POSTPROCESS, "merging overlapping detections"),
     "tta": Kind("eval.tta", TTA, "test-time augmentation"),

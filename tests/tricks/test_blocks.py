@@ -137,3 +137,37 @@ def test_defaults_leave_the_body_unchanged():
 def test_options_that_cannot_work_are_refused(model, message):
     with pytest.raises(ValidationError, match=message):
         TrialConfig.model_validate({"model": model})
+
+
+@pytest.mark.parametrize("detector", ["retinanet", "fcos", "atss"])
+@pytest.mark.parametrize("head_conv", ["depthwise", "grouped", "repconv"])
+def test_head_conv_replaces_every_tower_conv(detector, head_conv):
+    torch.manual_seed(0)
+    config = TrialConfig.model_validate({"model": {"detector": detector, "head_conv": head_conv}})
+    model = build_model(config, num_classes=2).train()
+    towers = [(n, m) for n, m in model.model.head.named_modules() if n.split(".")[1:2] == ["conv"]]
+    plain = [n for n, m in towers if type(m) is nn.Conv2d and m.kernel_size == (3, 3) and m.groups == 1
+             and not n.endswith(".conv3")]  # RepConv's own 3x3 branch
+    assert not plain, f"tower convs kept as plain 3x3: {plain}"
+    assert sum(type(m).__name__ == "RepConv" for _, m in towers) == (8 if head_conv == "repconv" else 0)
+    sum(model([torch.rand(3, 128, 128)], _targets(1)).values()).backward()
+
+
+def test_repconv_fused_eval_equals_the_branches():
+    # RepVGG's claim: the fused 3x3 computes the sum of the 3x3, 1x1 and identity branches
+    from ablate.tricks.blocks.convs import RepConv
+
+    torch.manual_seed(0)
+    for identity in (True, False):
+        block = RepConv(16, identity)
+        for p in block.parameters():  # weights far from their tiny init, so every branch matters
+            nn.init.normal_(p)
+        x = torch.randn(2, 16, 9, 11)
+        torch.testing.assert_close(block.eval()(x), block.train()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_head_conv_is_refused_where_it_cannot_apply():
+    with pytest.raises(ValidationError, match="model.head_conv: repconv does not apply to detector ssd"):
+        TrialConfig.model_validate({"model": {"detector": "ssd", "head_conv": "repconv"}})
+    with pytest.raises(ValidationError, match="head_conv: grouped with groups 12 needs model.channels divisible"):
+        TrialConfig.model_validate({"model": {"channels": 64, "head_conv": {"name": "grouped", "groups": 12}}})

@@ -41,6 +41,7 @@ SELECTED_BY = {
     "activation": (lambda n: {"model": {"activation": n}}, lambda c: c.model.activation.name),
     "plugin": (lambda n: {"model": {"plugins": [n]}}, lambda c: c.model.plugins[0].name),
     "context": (lambda n: {"model": {"context": n}}, lambda c: c.model.context.name),
+    "head_conv": (lambda n: {"model": {"head_conv": n}}, lambda c: c.model.head_conv.name),
     "neck": (lambda n: {"model": {"neck": n}}, lambda c: c.model.neck.name),
     "postprocess": (lambda n: {"eval": {"nms": n}}, lambda c: c.eval.nms.name),
     "tta": (lambda n: {"eval": {"tta": n}}, lambda c: c.eval.tta.name),

@@ -9,11 +9,13 @@ Four kinds, each a plain dict:
 - ``PLUGINS`` (``model.plugins``, a list): ``build(**params, body=..., channels=...)`` may change the
   body in place (deformable convs, stochastic depth) and returns ``{level: module}``, modules run on
   the body's ``c3``/``c4``/``c5`` outputs (attention blocks, DropBlock).
+- ``HEAD_CONVS`` (``model.head_conv``): ``build(**params, conv=...)`` returns what replaces each 3x3
+  conv of a dense head's towers (depthwise-separable, grouped, RepVGG's re-parameterisable block).
 - ``CONTEXT`` (``model.context``): ``build(**params, channels=C5)`` returns a ``C5 -> C5`` block run
   on the last level before the neck (SPP, SPPF, ASPP, RFB).
 
-``ablate/models/body.py`` applies them.  The modules live in ``surgery.py``, ``attention.py`` and
-``context.py``, imported when a trial builds one.
+``ablate/models/body.py`` applies them.  The modules live in ``surgery.py``, ``attention.py``,
+``convs.py`` and ``context.py``, imported when a trial builds one.
 """
 
 from ablate.tricks.blocks.params import (
@@ -21,9 +23,11 @@ from ablate.tricks.blocks.params import (
     AttentionParams,
     DcnParams,
     DropBlockParams,
+    GroupedParams,
     GroupNormParams,
     LeakyReluParams,
     NonLocalParams,
+    RepConvParams,
     SamParams,
     SppfParams,
     SppParams,
@@ -42,6 +46,12 @@ def _attention():  # imported when a trial builds one of its entries
     from ablate.tricks.blocks import attention
 
     return attention
+
+
+def _convs():  # imported when a trial builds one of its entries
+    from ablate.tricks.blocks import convs
+
+    return convs
 
 
 def _context():  # imported when a trial builds one of its entries
@@ -81,6 +91,13 @@ CONTEXT: dict[str, Trick] = {
     "sppf": Trick(Lazy(lambda: _context().SPPF), SppfParams, "SPP-Fast: the same pools as chained 5x5 max-pools, fewer FLOPs (YOLOv5)"),
     "aspp": Trick(Lazy(lambda: _context().aspp), AsppParams, "atrous spatial pyramid pooling (DeepLabv3, Chen et al. 2017); torchvision ASPP"),
     "rfb": Trick(Lazy(lambda: _context().RFB), NoParams, "receptive field block: branches of growing dilation (RFBNet, Liu et al. 2018)"),
+}
+
+HEAD_CONVS: dict[str, Trick] = {
+    "plain": Trick(Lazy(lambda: _convs().plain), NoParams, "the head's regular 3x3 convs (RetinaNet, FCOS, ATSS)"),
+    "depthwise": Trick(Lazy(lambda: _convs().depthwise), NoParams, "depthwise-separable 3x3 convs in the head (MobileNet, Howard et al. 2017; SSDlite)"),
+    "grouped": Trick(Lazy(lambda: _convs().grouped), GroupedParams, "grouped 3x3 convs in the head (ResNeXt, Xie et al. 2017)"),
+    "repconv": Trick(Lazy(lambda: _convs().repconv), RepConvParams, "RepVGG re-parameterisation (Ding et al. 2021): 3x3 + 1x1 + identity while training, fused into one 3x3 for eval"),
 }
 
 RESIDUAL_BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101")  # dcn, stochastic_depth need blocks

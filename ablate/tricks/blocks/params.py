@@ -71,3 +71,11 @@ class SppfParams(Params):
 class AsppParams(Params):
     rates: list[int] = Field([6, 12, 18], min_length=1, description="dilation rates of the 3x3 branches "
                              "(DeepLabv3: 6, 12, 18 at output stride 16)")
+
+
+class GroupedParams(Params):
+    groups: int = Field(8, ge=2, le=256, description="conv groups; model.channels must divide by it (ResNeXt: 32)")
+
+
+class RepConvParams(Params):
+    identity: bool = Field(True, description="add the identity branch (RepVGG: when input and output match)")
