@@ -3,7 +3,7 @@
 Train mode is the torchvision model unchanged.  Eval mode runs the test-time
 augmentation over the model's raw candidates (already in original image
 coordinates, not yet merged), then the catalogue post-processing once per image,
-so NMS, Soft-NMS, DIoU-NMS or WBF sees the candidates of every view together.
+so NMS, Soft-NMS, DIoU-NMS, Matrix NMS or WBF sees the candidates of every view together.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ class Detector(nn.Module):
 
     Args:
         model: a ``Catalogue*`` detector of this package (eval output: raw candidates).
-        method: a built ``POSTPROCESS`` function (nms, soft_nms, diou_nms, wbf), or ``keep_all``.
-        tta: a built ``TTA`` function, called as ``tta(model, images)``.
+        method: a built ``POSTPROCESS`` function (nms, soft_nms, diou_nms, matrix_nms, wbf), or ``keep_all``.
+        tta: a built ``TTA`` function, called as ``tta(model, images)``; ``multiscale_flip`` rescales
+            ``model.transform``'s eval resize for each of its views.
         score_thresh: detections scoring at or below this are dropped.
         max_dets: detections kept per image.
     """

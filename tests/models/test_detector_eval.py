@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ablate.models import Detector
+from ablate.tricks.detectors import DETECTORS
 from ablate.tricks.postprocess import POSTPROCESS, TTA
 from ablate.tricks.registry import build
 
@@ -125,3 +126,52 @@ def test_built_detector_passes_score_thresh_and_max_dets(make_config, make_detec
     model = make_detector(make_config(eval={"score_thresh": 0.5})).eval()
     with torch.no_grad():
         assert len(model(images)[0]["scores"]) == 0
+
+
+def test_multiscale_flip_runs_a_built_detector_at_each_scale(make_config, make_detector):
+    # TINY: image_size 96, so the eval resize is shorter side 96, longer side capped at 96 * 1333 // 800 = 159
+    config = make_config(eval={"tta": {"name": "multiscale_flip", "scales": [0.5, 1.0, 1.5]}, "score_thresh": 0.0})
+    model = make_detector(config).eval()
+    transform = model.model.transform
+    resized, network = [], []
+    transform.register_forward_hook(lambda module, args, out: resized.append(out[0].image_sizes[0]))
+    model.model.backbone.register_forward_pre_hook(lambda module, args: network.append(tuple(args[0].shape[-2:])))
+    with torch.no_grad():
+        (out,) = model([torch.rand(3, 96, 128)])
+    # per scale, plain then mirrored; the network gets them padded to a multiple of 32
+    assert resized == [(48, 64), (48, 64), (96, 128), (96, 128), (144, 192), (144, 192)]
+    assert network == [(64, 64), (64, 64), (96, 128), (96, 128), (160, 192), (160, 192)]
+    assert transform.min_size == (96,) and transform.max_size == 159  # restored after the views
+    # merged in the original image's coordinates, not the 1.5x view's
+    assert len(out["boxes"]) > 0
+    assert out["boxes"][:, [0, 2]].max() <= 128 + 1e-3 and out["boxes"][:, [1, 3]].max() <= 96 + 1e-3
+
+
+def test_multiscale_flip_views_are_merged_by_the_catalogue_method(make_config, make_detector):
+    image = [torch.rand(3, 96, 96)]
+    methods = {"nms": "nms", "matrix_nms": {"name": "matrix_nms", "min_score": 0.0, "pre_top_k": 100_000}}  # drops none
+    ttas = {"none": "none", "multiscale": {"name": "multiscale_flip", "scales": [0.75, 1.0]}}
+    counts = {}
+    for m, nms in methods.items():
+        for t, tta in ttas.items():
+            model = make_detector(make_config(eval={"nms": nms, "tta": tta, "score_thresh": 0.0, "max_dets": 10_000}))
+            with torch.no_grad():
+                counts[m, t] = len(model.eval()(image)[0]["scores"])
+    assert counts["matrix_nms", "multiscale"] > counts["matrix_nms", "none"]  # four views pool more candidates than one
+    assert counts["nms", "multiscale"] < counts["matrix_nms", "multiscale"]  # and hard NMS merges them
+
+
+@pytest.mark.parametrize("det", [d for d in DETECTORS if "eval.tta" in DETECTORS[d].takes])
+def test_multiscale_flip_maps_every_detector_back_to_each_image(det, make_config, make_detector):
+    tta = {"name": "multiscale_flip", "scales": [0.75, 1.25]}
+    model = make_detector(make_config(model={"detector": det}, eval={"score_thresh": 0.0, "max_dets": 300, "tta": tta}))
+    images = [torch.rand(3, 40, 150), torch.rand(3, 120, 60)]
+    with torch.no_grad():
+        detections = model.eval()(images)
+    for out, image in zip(detections, images):
+        h, w = image.shape[-2:]
+        boxes = out["boxes"]
+        assert len(boxes) > 0 and torch.isfinite(boxes).all()
+        # within this image (not the 1.25x view's), and reaching its far borders
+        assert boxes[:, 2].max() <= w + 1e-3 and boxes[:, 3].max() <= h + 1e-3
+        assert boxes[:, 2].max() > 0.9 * w and boxes[:, 3].max() > 0.9 * h
