@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import clip_boxes_to_image
 
-from ablate.models.common import box_loss, group_count, top_candidates
-from ablate.models.retinanet import CatalogueRetinaNet, ClassificationHead, Head, RegressionHead
+from ablate.models.common import box_loss, group_count, top_candidates, wants_quality
+from ablate.models.retinanet import CatalogueRetinaNet, ClassificationHead, Head, RegressionHead, anchor_quality
 
 
 def centerness(points: Tensor, boxes: Tensor) -> Tensor:
@@ -66,8 +66,11 @@ class AtssHead(Head):
         return {"cls_logits": self.classification_head(x), "bbox_regression": deltas, "bbox_ctrness": ctrness}
 
     def compute_loss(self, targets, head_outputs, anchors, matched_idxs) -> dict[str, Tensor]:
-        loss_cls = self.classification_head.compute_loss(targets, head_outputs, matched_idxs)
         coder, loss = self.regression_head.box_coder, self.regression_head.loss
+        quality = None
+        if wants_quality(self.classification_head.loss):  # QFL, VFL: positives learn their IoU
+            quality = anchor_quality(coder, targets, head_outputs["bbox_regression"], anchors, matched_idxs)
+        loss_cls = self.classification_head.compute_loss(targets, head_outputs, matched_idxs, quality)
         box_sum, ctr_sum, weight, positives = [], [], 0.0, 0
         for target, deltas, ctr_logits, image_anchors, matched in zip(
             targets, head_outputs["bbox_regression"], head_outputs["bbox_ctrness"], anchors, matched_idxs

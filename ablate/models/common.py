@@ -8,6 +8,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
+from ablate.tricks.losses.box import paired_iou
+
 
 def box_loss(
     loss: nn.Module, deltas: Tensor, gt_boxes: Tensor, *,
@@ -25,6 +27,20 @@ def box_loss(
     if space == "box":
         return loss(decode(deltas), gt_boxes)
     raise ValueError(f"box loss {type(loss).__name__} has space {space!r}; valid: 'delta', 'box'")
+
+
+def wants_quality(cls_loss: nn.Module) -> bool:
+    """Whether a catalogue classification loss learns IoU targets at positives (QFL, VFL: losses.QUALITY_LOSSES)."""
+    return bool(getattr(cls_loss, "wants_quality", False))
+
+
+def positive_quality(pred_boxes: Tensor, gt_boxes: Tensor) -> Tensor:
+    """The soft class target ``[F]`` of each positive: the IoU of its decoded predicted box with its GT box.
+
+    Detached, as GFL's and VarifocalNet's code: the target is not pulled towards the score.  Computed
+    in float32: under AMP a float16 box area overflows past 256 x 256 px.
+    """
+    return paired_iou(pred_boxes.detach().float(), gt_boxes.float())
 
 
 def top_candidates(scores: Tensor, score_thresh: float, topk: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -5,7 +5,8 @@ with its BCE loss (``loss_ctr``).  Which points are positive is the catalogue
 assigner's call (``model.assigner``): its default ``fcos_ranges`` is torchvision's
 centre sampling (radius 1.5 strides, one scale range per level), to the same result;
 the IoU-based ones see a square of 8 strides on each point, as the ATSS paper tiles FCOS.  Changed, as for RetinaNet: the classification
-loss and inference scores come from the catalogue module, and the box loss is the
+loss and inference scores come from the catalogue module (QFL and VFL learn each positive's
+IoU with its box instead of 1), and the box loss is the
 catalogue module on decoded boxes (torchvision uses GIoU there) or, for a
 ``"delta"`` loss, on FCOS's encoded ltrb distances (normalised by the stride).
 No NMS runs here: ``Detector`` applies the catalogue's method after TTA.
@@ -21,7 +22,17 @@ from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.models.detection.fcos import FCOS, FCOSClassificationHead, FCOSHead, FCOSRegressionHead
 from torchvision.ops import clip_boxes_to_image
 
-from ablate.models.common import STRIDES, LevelAnchors, assign_all, box_loss, group_count, rename, top_candidates
+from ablate.models.common import (
+    STRIDES,
+    LevelAnchors,
+    assign_all,
+    box_loss,
+    group_count,
+    positive_quality,
+    rename,
+    top_candidates,
+    wants_quality,
+)
 
 LOSS_NAMES = {"classification": "loss_cls", "bbox_regression": "loss_box", "bbox_ctrness": "loss_ctr"}
 ASSIGN_SCALE = 8  # the box an IoU-based assigner sees on each point, in strides (the ATSS paper's 8S)
@@ -67,11 +78,14 @@ class Head(FCOSHead):
         foreground = gt_classes >= 0  # [B, HWA]
         num_foreground = max(1, int(foreground.sum()))
 
+        fg_anchors = anchors[foreground]  # [F, 4]
         onehot = torch.zeros_like(cls_logits)  # [B, HWA, C]
         onehot[foreground, gt_classes[foreground]] = 1.0
+        if wants_quality(self.cls_loss):  # QFL, VFL: each positive learns its predicted box's IoU instead of 1
+            pred = self.box_coder.decode(bbox_regression[foreground].detach(), boxes=fg_anchors)  # [F, 4]
+            onehot[foreground, gt_classes[foreground]] = positive_quality(pred, gt_boxes[foreground]).to(onehot)
         loss_cls = self.cls_loss(cls_logits.flatten(0, 1), onehot.flatten(0, 1)).sum()  # over B * HWA anchors
 
-        fg_anchors = anchors[foreground]  # [F, 4]
         loss_box = box_loss(
             self.box_loss, bbox_regression[foreground], gt_boxes[foreground],  # [F, 4], [F, 4]
             encode=partial(self.box_coder.encode, fg_anchors),

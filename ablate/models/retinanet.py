@@ -6,7 +6,8 @@ anchors in between ignored), the heads' convolutions and initialisation, the box
 coder and the per-level top-k candidate selection.  What changes:
 
 - the classification loss is a catalogue module fed the same one-hot targets
-  torchvision builds for ``sigmoid_focal_loss``;
+  torchvision builds for ``sigmoid_focal_loss`` (for QFL and VFL, each positive's 1 is
+  the IoU of its decoded predicted box with its GT box);
 - the box loss is a catalogue module fed encoded deltas or decoded boxes,
   whichever its ``space`` says;
 - inference scores come from the classification loss's ``scores`` (a softmax for
@@ -21,6 +22,7 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.retinanet import (
     RetinaNet,
     RetinaNetClassificationHead,
@@ -35,8 +37,10 @@ from ablate.models.common import (
     assign_all,
     box_loss,
     group_count,
+    positive_quality,
     rename,
     top_candidates,
+    wants_quality,
 )
 
 LOSS_NAMES = {"classification": "loss_cls", "bbox_regression": "loss_box", "bbox_ctrness": "loss_ctr"}  # ctr: ATSS
@@ -62,13 +66,16 @@ class ClassificationHead(RetinaNetClassificationHead):
         self.loss = loss
 
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
-                     matched_idxs: list[Tensor]) -> Tensor:
+                     matched_idxs: list[Tensor], quality: list[Tensor] | None = None) -> Tensor:
+        """torchvision's loss with the catalogue's; ``quality``: per image ``[F]``, the targets of the
+        positives (in anchor order) for a loss that ``wants_quality``, else they learn 1."""
         losses = []
-        for target, logits, matched in zip(targets, head_outputs["cls_logits"], matched_idxs):
+        for index, (target, logits, matched) in enumerate(zip(targets, head_outputs["cls_logits"], matched_idxs)):
             # logits [HWA, C]; matched [HWA]: gt index, -1 background, -2 between thresholds
             foreground = matched >= 0
             onehot = torch.zeros_like(logits)  # [HWA, C], all-zero rows are background
-            onehot[foreground, target["labels"][matched[foreground]]] = 1.0
+            learned = 1.0 if quality is None else quality[index].to(onehot)  # [F] IoUs for QFL, VFL
+            onehot[foreground, target["labels"][matched[foreground]]] = learned
             valid = matched != self.BETWEEN_THRESHOLDS  # ambiguous anchors train nothing, as torchvision
             per_anchor = self.loss(logits[valid], onehot[valid])  # [V]
             losses.append(per_anchor.sum() / foreground.sum().clamp(min=1))
@@ -100,6 +107,22 @@ class RegressionHead(RetinaNetRegressionHead):
         return torch.stack(losses).mean()
 
 
+def anchor_quality(coder: BoxCoder, targets: list[dict[str, Tensor]], deltas: Tensor, anchors: list[Tensor],
+                   matched_idxs: list[Tensor]) -> list[Tensor]:
+    """Per image, the IoU ``[F]`` of each positive anchor's decoded box with its GT box (``positive_quality``).
+
+    Args:
+        coder: the box coder whose ``decode_single`` the box losses use.
+        deltas: ``[B, HWA, 4]``; anchors: per image ``[HWA, 4]``; matched_idxs: per image ``[HWA]``.
+    """
+    quality = []
+    for target, image_deltas, image_anchors, matched in zip(targets, deltas, anchors, matched_idxs):
+        fg = torch.where(matched >= 0)[0]  # [F], the order of the boolean mask the targets are built with
+        pred = coder.decode_single(image_deltas[fg].detach(), image_anchors[fg])  # [F, 4]
+        quality.append(positive_quality(pred, target["boxes"][matched[fg]]))
+    return quality
+
+
 class Head(RetinaNetHead):
     """torchvision's RetinaNet head made of the two catalogue-loss heads above."""
 
@@ -113,6 +136,14 @@ class Head(RetinaNetHead):
                                                       norm_layer=norm, num_convs=head_convs)
         self.regression_head = RegressionHead(in_channels, num_anchors, loss=box_loss, norm_layer=norm,
                                               num_convs=head_convs)
+
+    def compute_loss(self, targets, head_outputs, anchors, matched_idxs) -> dict[str, Tensor]:
+        quality = None
+        if wants_quality(self.classification_head.loss):
+            quality = anchor_quality(self.regression_head.box_coder, targets, head_outputs["bbox_regression"],
+                                     anchors, matched_idxs)
+        return {"classification": self.classification_head.compute_loss(targets, head_outputs, matched_idxs, quality),
+                "bbox_regression": self.regression_head.compute_loss(targets, head_outputs, anchors, matched_idxs)}
 
 
 class CatalogueRetinaNet(RetinaNet):

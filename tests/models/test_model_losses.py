@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetRegressionHead
+from torchvision.ops import box_iou
 
 
 def twin(make_config, make_detector, reference, **sections):
@@ -192,3 +193,57 @@ def test_fcos_scores_are_cls_scores_times_centerness(make_config, make_detector)
     (raw,) = model.eval().model.postprocess_detections(outputs, anchors, [(64, 64)])
     softmax = torch.cat([torch.zeros(2, 1), LOGITS], dim=1).softmax(dim=1)[:, 1:]
     torch.testing.assert_close(scores_by_anchor(raw, 2), torch.sqrt(softmax * ctrness.sigmoid()))
+
+
+# ---- losses that reweight by gradient density or learn the IoU (GHM, QFL, VFL) -------------
+
+
+@pytest.mark.parametrize("detector", ["retinanet", "fcos", "atss"])
+@pytest.mark.parametrize(("cls", "box"), [("ghm_c", "ghm_r"), ("quality_focal", "giou"), ("varifocal", "giou")])
+def test_new_losses_train_every_dense_detector(cls, box, detector, make_config, make_detector, make_batch):
+    model = make_detector(make_config(model={"detector": detector}, loss={"cls": cls, "box": box})).train()
+    images, targets = make_batch(seed=8, empty=(1,))
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values()), losses
+    for weight in (cls_weight(model), box_weight(model)):
+        assert torch.isfinite(weight.grad).all() and weight.grad.abs().sum() > 0
+
+
+def spy_on_cls_targets(model):
+    """Keep the ``targets [N, C]`` of every call of the classification loss."""
+    head = model.model.head
+    loss = head.cls_loss if hasattr(head, "cls_loss") else head.classification_head.loss
+    seen, original = [], loss.forward
+
+    def spy(logits, targets):
+        seen.append(targets.detach().clone())
+        return original(logits, targets)
+
+    loss.forward = spy
+    return seen
+
+
+@pytest.mark.parametrize("detector", ["retinanet", "fcos", "atss"])
+def test_quality_losses_learn_the_iou_of_each_positive(detector, make_config, make_detector, make_batch, spy_on_head):
+    model = make_detector(make_config(model={"detector": detector}, loss={"cls": "varifocal"})).train()
+    images, targets = make_batch(seed=9)
+    seen, calls = spy_on_head(model), spy_on_cls_targets(model)
+    model(images, targets)
+    tv_targets, head_outputs, anchors, matched = seen["args"]
+    head = model.model.head
+    coder = head.box_coder if detector == "fcos" else head.regression_head.box_coder
+    expected = []
+    for target, deltas, a, m in zip(tv_targets, head_outputs["bbox_regression"], anchors, matched):
+        fg = torch.where(m >= 0)[0]
+        pred = coder.decode(deltas[fg], a[fg]) if detector == "fcos" else coder.decode_single(deltas[fg], a[fg])
+        iou = box_iou(pred, target["boxes"][m[fg]]).diagonal()  # [F]
+        soft = torch.zeros(len(m), head_outputs["cls_logits"].shape[-1])
+        soft[fg, target["labels"][m[fg]]] = iou
+        expected.append(soft[m != -2] if detector != "fcos" else soft)  # RetinaNet, ATSS drop ignored anchors
+    got = calls if detector != "fcos" else list(torch.cat(calls).split([len(m) for m in matched]))
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e.detach())
+    positives = torch.cat([e[e > 0] for e in expected])
+    assert len(positives) > 0 and bool((positives < 1).all())  # soft: a decoded box is never exactly its GT

@@ -11,7 +11,8 @@ import torchvision.ops as tvo
 from pydantic import ValidationError
 
 from ablate.tricks import registry
-from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
+from ablate.tricks.detectors import DETECTORS
+from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES, QUALITY_DETECTORS, QUALITY_LOSSES, quality_problem
 
 N, C = 5, 3
 ALL = [("cls", name) for name in CLS_LOSSES] + [("box", name) for name in BOX_LOSSES]
@@ -63,13 +64,15 @@ def test_builds_with_defaults_runs_backward_and_is_documented(kind, name):
 def test_weight_scales_the_loss(kind, name):
     base, heavy = make(kind, name), make(kind, name, weight=2.5)
     pred, target = inputs(kind, base)
-    assert base(pred, target).abs().sum() > 0
-    torch.testing.assert_close(heavy(pred, target), 2.5 * base(pred, target))
+    plain = base(pred, target)  # once: GHM's momentum makes a second call differ
+    assert plain.abs().sum() > 0
+    torch.testing.assert_close(heavy(pred, target), 2.5 * plain)
 
 
 def test_space_says_what_each_box_loss_compares():
     spaces = {name: type(make("box", name)).space for name in BOX_LOSSES}
-    assert spaces == {"l1": "delta", "smooth_l1": "delta", "balanced_l1": "delta"} | dict.fromkeys(IOU_FAMILY, "box")
+    deltas = dict.fromkeys(["l1", "smooth_l1", "balanced_l1", "ghm_r"], "delta")
+    assert spaces == deltas | dict.fromkeys(IOU_FAMILY, "box")
 
 
 # ---- classification: exact values -------------------------------------------------
@@ -118,10 +121,87 @@ def test_ce_scores_plus_background_sum_to_one():
     torch.testing.assert_close(scores.sum(dim=1) + background, torch.ones(N, dtype=D))
 
 
-@pytest.mark.parametrize("name", ["focal", "bce"])
+@pytest.mark.parametrize("name", ["focal", "bce", "ghm_c", "quality_focal", "varifocal"])
 def test_sigmoid_losses_score_with_sigmoid(name):
     logits = torch.tensor([[0.0, math.log(3)]], dtype=D)
     torch.testing.assert_close(make("cls", name).scores(logits), torch.tensor([[0.5, 0.75]], dtype=D))
+
+
+# 4 anchors, 1 class: logits +-ln 3 give p = 3/4 or 1/4, so |p - y| is 1/4 (bin 0 of 2) or 3/4 (bin 1)
+GHM_LOGITS = torch.tensor([[math.log(3)], [-math.log(3)], [-math.log(3)], [-math.log(3)]], dtype=D)
+GHM_TARGETS = torch.tensor([[1.0], [1.0], [0.0], [0.0]], dtype=D)  # two positives
+
+
+def test_ghm_c_hand_computed():
+    # |p - y| = 1/4, 3/4, 1/4, 1/4: bin 0 holds 3, bin 1 holds 1, 2 bins filled
+    # BCE = ln 4/3, ln 4, ln 4/3, ln 4/3; weights 1 / (count x 2) = 1/6, 1/2, 1/6, 1/6
+    # mmdetection's GHMC = sum = ln(4/3) / 2 + ln(4) / 2; rows x P = 2 positives
+    out = make("cls", "ghm_c", bins=2, momentum=0.0)(GHM_LOGITS, GHM_TARGETS)
+    third = math.log(4 / 3) / 3
+    torch.testing.assert_close(out, torch.tensor([third, math.log(4), third, third], dtype=D))
+    assert out.sum().item() / 2 == pytest.approx((math.log(4 / 3) + math.log(4)) / 2)  # the detector's / P
+
+
+def test_ghm_c_momentum_moves_the_bin_density():
+    ghm, plain = make("cls", "ghm_c", bins=2, momentum=0.75), make("cls", "ghm_c", bins=2, momentum=0.0)
+    reference = plain(GHM_LOGITS, GHM_TARGETS)  # divided by the counts 3, 1
+    # from 0: 0.25 x (3, 1) = (0.75, 0.25); then 0.75 x (0.75, 0.25) + 0.25 x (3, 1) = (1.3125, 0.4375)
+    torch.testing.assert_close(ghm(GHM_LOGITS, GHM_TARGETS), reference * torch.tensor([4.0, 4, 4, 4], dtype=D))
+    second = ghm(GHM_LOGITS, GHM_TARGETS)
+    torch.testing.assert_close(second, reference * torch.tensor([3 / 1.3125, 1 / 0.4375, 3 / 1.3125, 3 / 1.3125],
+                                                                dtype=D))
+    ghm(GHM_LOGITS[2:], GHM_TARGETS[2:])  # bin 0 only: bin 1 keeps its density
+    torch.testing.assert_close(ghm.density, torch.tensor([0.75 * 1.3125 + 0.25 * 2, 0.4375]))
+
+
+def test_quality_focal_with_hard_targets_is_the_focal_loss_without_alpha():
+    # (1/4)^2 ln(4/3) for the positive at p = 3/4, (1/2)^2 ln 2 for the negative at p = 1/2
+    logits, targets = torch.tensor([[math.log(3), 0.0]], dtype=D), torch.tensor([[1.0, 0.0]], dtype=D)
+    out = make("cls", "quality_focal")(logits, targets)
+    assert out.item() == pytest.approx(math.log(4 / 3) / 16 + math.log(2) / 4)
+    logits, targets = inputs("cls", None)
+    expected = tvo.sigmoid_focal_loss(logits, targets, alpha=-1, gamma=1.5, reduction="none").sum(dim=1)
+    torch.testing.assert_close(make("cls", "quality_focal", beta=1.5)(logits, targets), expected)
+
+
+@pytest.mark.parametrize("y", [0.3, 0.6, 0.9])
+def test_quality_focal_is_least_where_the_score_equals_the_soft_target(y):
+    qfl, targets = make("cls", "quality_focal"), torch.tensor([[y]], dtype=D)
+    at = torch.tensor([[math.log(y / (1 - y))]], dtype=D, requires_grad=True)  # sigmoid = y
+    (grad,) = torch.autograd.grad(qfl(at, targets).sum(), at)
+    assert grad.item() == pytest.approx(0.0, abs=1e-12)
+    assert qfl(at, targets).item() == pytest.approx(0.0, abs=1e-12)  # |y - p|^beta = 0
+    for step in (-0.1, 0.1):
+        assert qfl(at.detach() + step, targets).item() > 0
+
+
+def test_varifocal_hand_computed():
+    # positive q = 0.6 at p = 3/4: q x BCE = 0.6 x -(0.6 ln 3/4 + 0.4 ln 1/4)
+    # negatives: alpha p^2 (-ln(1 - p)) = 0.75 x 1/4 x ln 2 (p = 1/2, twice) and 0.75 x 1/16 x ln 4/3 (p = 1/4)
+    logits = torch.tensor([[math.log(3), 0.0], [0.0, -math.log(3)]], dtype=D)
+    targets = torch.tensor([[0.6, 0.0], [0.0, 0.0]], dtype=D)
+    positive = 0.6 * -(0.6 * math.log(0.75) + 0.4 * math.log(0.25))
+    first, second = 0.75 * 0.25 * math.log(2), 0.75 / 16 * math.log(4 / 3)
+    out = make("cls", "varifocal")(logits, targets)
+    torch.testing.assert_close(out, torch.tensor([positive + first, first + second], dtype=D))
+
+
+def test_quality_losses_are_exactly_those_that_want_quality():
+    wanting = {name for name in CLS_LOSSES if getattr(make("cls", name), "wants_quality", False)}
+    assert wanting == QUALITY_LOSSES
+
+
+@pytest.mark.parametrize("detector", list(DETECTORS))
+@pytest.mark.parametrize("loss", sorted(QUALITY_LOSSES))
+def test_quality_losses_name_the_detectors_that_give_the_iou(loss, detector):
+    assert set(QUALITY_DETECTORS) <= set(DETECTORS)
+    problem = quality_problem(loss, detector)
+    if detector in QUALITY_DETECTORS:
+        assert problem is None
+    else:
+        assert f"loss.cls: {loss}" in problem and f"model.detector: {detector}" in problem
+        assert "retinanet, fcos, atss" in problem and "focal" in problem
+    assert quality_problem("focal", detector) is None
 
 
 # ---- box: exact values ------------------------------------------------------------
@@ -187,6 +267,22 @@ def test_balanced_l1_is_continuous_at_beta():
     assert below == pytest.approx(at, abs=1e-7)
 
 
+def test_ghm_r_hand_computed():
+    # mu 0.75: d = +-1 gives ASL1 sqrt(1 + 0.5625) - 0.75 = 0.5 and gradient norm 1 / 1.25 = 0.8 (bin 1 of 2);
+    # d = 0.4 gives sqrt(0.7225) - 0.75 = 0.1 and 0.4 / 0.85 (bin 0); d = 0 gives 0 (bin 0).
+    # bin 0 holds 5 of the 8 coordinates, bin 1 holds 3: weights 8 / (count x 2) = 0.8 and 4/3
+    pred, target = torch.zeros(2, 4, dtype=D), torch.tensor([[1.0, 0.0, 0.4, 0.0], [-1.0, 1.0, 0.0, 0.0]], dtype=D)
+    out = make("box", "ghm_r", mu=0.75, bins=2, momentum=0.0)(pred, target)
+    torch.testing.assert_close(out, torch.tensor([0.5 * 4 / 3 + 0.1 * 0.8, 2 * 0.5 * 4 / 3], dtype=D))
+
+
+def test_ghm_r_with_one_bin_is_the_authentic_smooth_l1():
+    pred, target = inputs("box", make("box", "l1"))
+    diff = pred - target
+    expected = ((diff**2 + 0.02**2).sqrt() - 0.02).sum(dim=1)
+    torch.testing.assert_close(make("box", "ghm_r", bins=1, momentum=0.0)(pred, target), expected)
+
+
 def test_smooth_l1_uses_retinanet_beta_by_default():
     # beta 1/9: |d| = 0.05 < beta is quadratic, 0.5 * 0.05^2 * 9 = 0.01125; |d| = 1 is 1 - 0.5/9
     pred, target = torch.zeros(1, 4, dtype=D), torch.tensor([[0.05, 0.0, 0.0, -1.0]], dtype=D)
@@ -208,6 +304,10 @@ def test_smooth_l1_uses_retinanet_beta_by_default():
         ("box", "smooth_l1", {"beta": 0.0}),
         ("box", "balanced_l1", {"alpha": 0.0}),
         ("box", "focal_eiou", {"gamma": -0.5}),
+        ("box", "ghm_r", {"momentum": 1.0}),
+        ("cls", "ghm_c", {"bins": 0}),
+        ("cls", "quality_focal", {"gamma": 2.0}),  # its exponent is beta
+        ("cls", "varifocal", {"alpha": -0.1}),
         ("box", "iou", {"eps": 1e-6}),  # eps is not user-facing
     ],
 )

@@ -6,6 +6,11 @@ per-anchor loss ``[N]`` and have ``scores(logits) -> [N, C]`` for inference.
 class attribute ``space`` ("delta" or "box") says whether they take encoded
 deltas or decoded xyxy boxes.  No loss reduces over N: the detector normalises.
 The modules live in ``cls.py`` and ``box.py``, imported when a trial builds one.
+
+The ``QUALITY_LOSSES`` (their modules say ``wants_quality = True``) learn soft
+targets: one-hot with each positive's 1 replaced by the IoU of its decoded
+predicted box with its GT box, which only ``QUALITY_DETECTORS`` give
+(``models/common.py``); ``quality_problem`` says why a pair does not fit.
 """
 
 from ablate.tricks.losses.params import (
@@ -14,7 +19,11 @@ from ablate.tricks.losses.params import (
     ClsParams,
     FocalEIoUParams,
     FocalParams,
+    GHMCParams,
+    GHMRParams,
+    QualityFocalParams,
     SmoothL1Params,
+    VarifocalParams,
 )
 from ablate.tricks.registry import Lazy, Trick
 
@@ -35,6 +44,9 @@ CLS_LOSSES: dict[str, Trick] = {
     "focal": Trick(Lazy(lambda: _cls().FocalLoss), FocalParams, "sigmoid focal loss (RetinaNet): down-weights easy negatives"),
     "bce": Trick(Lazy(lambda: _cls().BCELoss), ClsParams, "per-class sigmoid binary cross-entropy, no focusing"),
     "ce": Trick(Lazy(lambda: _cls().CELoss), ClsParams, "softmax cross-entropy over C classes plus an implicit background logit 0"),
+    "ghm_c": Trick(Lazy(lambda: _cls().GHMCLoss), GHMCParams, "GHM-C (Li et al. 2019, Gradient Harmonized Single-stage Detector): BCE over gradient density"),
+    "quality_focal": Trick(Lazy(lambda: _cls().QualityFocalLoss), QualityFocalParams, "quality focal loss (Li et al. 2020, Generalized Focal Loss): learns the IoU as score"),
+    "varifocal": Trick(Lazy(lambda: _cls().VarifocalLoss), VarifocalParams, "varifocal loss (Zhang et al. 2021, VarifocalNet): IoU targets, IoU-weighted positives"),
 }
 
 BOX_LOSSES: dict[str, Trick] = {
@@ -47,4 +59,22 @@ BOX_LOSSES: dict[str, Trick] = {
     "ciou": Trick(Lazy(lambda: _box().CIoULoss), BoxParams, "complete IoU loss: DIoU plus an aspect-ratio term"),
     "eiou": Trick(Lazy(lambda: _box().EIoULoss), BoxParams, "efficient IoU loss: DIoU plus width and height gaps"),
     "focal_eiou": Trick(Lazy(lambda: _box().FocalEIoULoss), FocalEIoUParams, "focal-EIoU: EIoU weighted by IoU^gamma, favours good boxes"),
+    "ghm_r": Trick(Lazy(lambda: _box().GHMRLoss), GHMRParams, "GHM-R (Li et al. 2019, Gradient Harmonized Single-stage Detector): ASL1 on deltas over gradient density"),
 }
+
+QUALITY_LOSSES = frozenset({"quality_focal", "varifocal"})  # CLS_LOSSES whose targets are IoUs at positives
+QUALITY_DETECTORS = ("retinanet", "fcos", "atss")  # the detectors that give those IoUs
+
+
+def quality_problem(cls_loss: str, detector: str) -> str | None:
+    """Why ``loss.cls: cls_loss`` cannot train with ``model.detector: detector``, or None when it can.
+
+    Example:
+        >>> quality_problem("varifocal", "ssd")[:31]
+        'loss.cls: varifocal learns each'
+    """
+    if cls_loss not in QUALITY_LOSSES or detector in QUALITY_DETECTORS:
+        return None
+    others = ", ".join(name for name in CLS_LOSSES if name not in QUALITY_LOSSES)
+    return (f"loss.cls: {cls_loss} learns each positive's IoU with its box, which model.detector: {detector} does "
+            f"not give; choose model.detector {', '.join(QUALITY_DETECTORS)} or another loss.cls ({others})")

@@ -5,7 +5,7 @@ loss ``[N]`` scaled by ``weight``, without reducing over boxes.  Its class
 attribute ``space`` tells the detector what to feed it: ``"delta"`` losses
 compare encoded regression deltas (and sum over the 4 coordinates), ``"box"``
 losses compare decoded absolute ``(x1, y1, x2, y2)`` boxes.  torchvision.ops
-provides GIoU, DIoU and CIoU; IoU, EIoU and Focal-EIoU are written here.
+provides GIoU, DIoU and CIoU; IoU, EIoU, Focal-EIoU and GHM-R are written here.
 """
 
 from __future__ import annotations
@@ -18,15 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_area, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
+from ablate.tricks.losses.cls import ghm_bins, ghm_edges, ghm_moved, ghm_weights
+
 EPS = 1e-7  # same guard against 0/0 as torchvision's box losses
-
-
-
-
-
-
-
-
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -68,9 +62,14 @@ def _iou_and_enclosure(pred: torch.Tensor, target: torch.Tensor, eps: float) -> 
     return iou, enclosure
 
 
+def paired_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """IoU ``[N]`` of matched xyxy pairs ``[N, 4]``: the diagonal of ``box_iou`` without its ``[N, N]`` matrix."""
+    return _iou_and_enclosure(pred, target, eps)[0]
+
+
 def iou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """``1 - IoU`` of matched xyxy pairs ``[N, 4]`` -> ``[N]``; no gradient once boxes stop overlapping."""
-    return 1.0 - _iou_and_enclosure(pred, target, eps)[0]
+    return 1.0 - paired_iou(pred, target, eps)
 
 
 def eiou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -97,6 +96,37 @@ def focal_eiou_loss(pred: torch.Tensor, target: torch.Tensor, gamma: float = 0.5
     """
     iou, _ = _iou_and_enclosure(pred, target, eps)
     return iou.detach().pow(gamma) * eiou_loss(pred, target, eps)
+
+
+def ghm_r_bins(diff: torch.Tensor, mu: float, bins: int) -> torch.Tensor:
+    """GHM-R's bin ``[N, 4]`` of each coordinate's ASL1 gradient norm ``|d| / sqrt(d^2 + mu^2)``, the last bin open."""
+    diff = diff.detach()
+    return ghm_bins(diff.abs() / torch.sqrt(diff * diff + mu * mu), ghm_edges(bins, 1e3))
+
+
+def ghm_r_loss(
+    pred: torch.Tensor, target: torch.Tensor, mu: float = 0.02, bins: int = 10, density: torch.Tensor | None = None
+) -> torch.Tensor:
+    """GHM-R (Li et al. 2019, Gradient Harmonized Single-stage Detector) on deltas ``[N, 4]`` -> ``[N]``.
+
+    Authentic smooth L1 ``sqrt(d^2 + mu^2) - mu`` per coordinate, whose gradient norm
+    ``|d| / sqrt(d^2 + mu^2)`` in [0, 1) is binned as GHM-C's (the last bin open-ended, as
+    mmdetection's); each coordinate is weighted by ``4N / (elements in its bin x non-empty
+    bins)`` (weights of mean 1 over the call's ``4N`` coordinates without momentum), summed over the 4 as
+    the other delta losses.  The density is counted over the pairs of one call (one image's
+    positives for RetinaNet, the batch's for FCOS).  mmdetection's ``GHMR`` averages over
+    the ``4N`` coordinates instead: its value is this one's mean over pairs divided by 4, so its
+    config's ``loss_weight=10`` is ``weight: 2.5`` here.
+
+    Args:
+        mu: ASL1 smoothness in delta units; bins: number of gradient-norm bins.
+        density: ``[bins]`` counts to divide by instead of this call's (the moving average).
+    """
+    diff = pred - target  # [N, 4]
+    asl1 = torch.sqrt(diff * diff + mu * mu) - mu
+    index = ghm_r_bins(diff, mu, bins)  # [N, 4]
+    weights = diff.numel() * ghm_weights(index, bins, density, torch.promote_types(pred.dtype, torch.float32))
+    return (weights * asl1).sum(dim=-1)
 
 
 class _BoxLoss(nn.Module):
@@ -186,3 +216,21 @@ class FocalEIoULoss(_BoxLoss):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.weight * focal_eiou_loss(pred, target, self.gamma)  # [N]
+
+
+class GHMRLoss(_BoxLoss):
+    """Module wrapper of :func:`ghm_r_loss` keeping the bins' moving-average density, as ``GHMCLoss``."""
+
+    space = "delta"
+
+    def __init__(self, mu: float = 0.02, bins: int = 10, momentum: float = 0.7, weight: float = 1.0):
+        super().__init__(weight)
+        self.mu, self.bins, self.momentum = mu, bins, momentum
+        self.register_buffer("density", torch.zeros(bins), persistent=False)  # [bins], as GHMCLoss's
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        density = None
+        if self.momentum > 0:
+            index = ghm_r_bins(pred - target, self.mu, self.bins)  # [N, 4]
+            density = self.density = ghm_moved(self.density, index, self.momentum)
+        return self.weight * ghm_r_loss(pred, target, self.mu, self.bins, density)  # [N]
