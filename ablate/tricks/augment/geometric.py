@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 Sample = tuple[tv_tensors.Image, dict[str, Any]]
 
@@ -80,6 +81,29 @@ class V2Augment(Augment):
         return f"V2Augment({self.transform!r}, p={self.p})"
 
 
+def warp(sample: Sample, kernel: Any, fill: int, **params: Any) -> Sample:
+    """Move the image and its boxes alike with a v2 geometric kernel (``F.rotate``, ``F.affine``).
+
+    Each box becomes the axis-aligned box enclosing its moved corners, clamped to the
+    canvas (v2's box kernels); pixels moved in from outside take the grey level ``fill``.
+    """
+    image, target = sample
+    return kernel(image, **params, fill=[float(fill)] * 3), {**target, "boxes": kernel(target["boxes"], **params)}
+
+
+class Rotate(Augment):
+    """Rotate about the image centre by an angle drawn uniformly in [-degrees, degrees] (counter-clockwise > 0).
+
+    The canvas keeps its size, so corners leave it and boxes are clipped by ``tidy``.
+    """
+
+    def __init__(self, p: float, degrees: float, fill: int):
+        super().__init__(p)
+        self.degrees, self.fill = degrees, fill
+
+    def apply(self, sample: Sample, extras: tuple[Sample, ...]) -> Sample:
+        angle = float((2 * torch.rand(()) - 1) * self.degrees)
+        return warp(sample, F.rotate, self.fill, angle=angle)
 
 
 # ---- builders ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Augmentations that mix samples, which torchvision v2 lacks: mixup, mosaic, copy-paste.
+"""Augmentations that mix samples, which torchvision v2 lacks: mixup, cutmix, mosaic, copy-paste.
 
 Geometry goes through ``v2.functional`` so image and boxes always move together.
 """
@@ -64,6 +64,72 @@ class Mixup(Augment):
         mixed = (lam * image.float() + (1 - lam) * other.float()).round().clamp(0, 255).to(torch.uint8)
         target = _merge(target, [target["boxes"], other_boxes], [target["labels"], other_target["labels"]], (h, w))
         return tv_tensors.Image(mixed), target
+
+
+# ---- cutmix -----------------------------------------------------------------
+
+
+def _area(boxes: torch.Tensor) -> torch.Tensor:
+    return (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(1)  # [N], 0 for an empty box
+
+
+class CutMix(Augment):
+    """CutMix for detection (Yun et al. 2019, in YOLOv4's bag of freebies): paste a rectangle of another sample.
+
+    The extra is resized to the sample's size (aspect ratio not kept) and the rectangle
+    is cut from the same place in both: area (1 - lam) * H * W, lam ~ Beta(alpha, alpha),
+    the image's aspect ratio, a uniform centre, clipped to the image (CutMix's sampling).
+    Each box of either image stays while at least ``min_visible`` of its area shows: the
+    extra's boxes are clipped to the rectangle; a sample box the rectangle crosses from
+    one side over its whole height (width) shrinks to its visible part, other partly
+    covered ones are kept whole, since their visible part is no rectangle.
+    """
+
+    n_extra = 1
+
+    def __init__(self, p: float, alpha: float, min_visible: float):
+        super().__init__(p)
+        self.beta = torch.distributions.Beta(torch.tensor(alpha), torch.tensor(alpha))
+        self.min_visible = min_visible
+
+    def _rect(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """The pasted rectangle x0, y0, x1, y1 in whole pixels, CutMix's sampling."""
+        side = math.sqrt(1 - float(self.beta.sample()))  # rectangle side / image side
+        cx, cy = (torch.rand(2) * torch.tensor([w, h])).tolist()
+        return (round(max(0.0, cx - side * w / 2)), round(max(0.0, cy - side * h / 2)),
+                round(min(float(w), cx + side * w / 2)), round(min(float(h), cy + side * h / 2)))
+
+    def apply(self, sample: Sample, extras: tuple[Sample, ...]) -> Sample:
+        (image, target), (other, other_target) = sample, extras[0]
+        h, w = image.shape[-2:]
+        other, pasted = _resize(other, other_target["boxes"], h, w)
+        x0, y0, x1, y1 = self._rect(h, w)
+        image = image.clone()
+        image[:, y0:y1, x0:x1] = other[:, y0:y1, x0:x1]
+        rx0, ry0, rx1, ry1 = (torch.tensor(v, dtype=torch.float32) for v in (x0, y0, x1, y1))
+
+        boxes = target["boxes"].as_subclass(torch.Tensor)  # [N, 4]
+        hidden = torch.cat([boxes[:, :2].maximum(torch.stack([rx0, ry0])),
+                            boxes[:, 2:].minimum(torch.stack([rx1, ry1]))], 1)  # [N, 4] part under the rectangle
+        keep = _area(boxes) - _area(hidden) >= self.min_visible * _area(boxes)
+        bx0, by0, bx1, by1 = boxes.unbind(1)
+        across = (ry0 <= by0) & (by1 <= ry1)  # the rectangle spans the box's height
+        down = (rx0 <= bx0) & (bx1 <= rx1)  # ... or its width
+        shrunk = torch.stack([
+            torch.where(across & (rx0 <= bx0) & (bx0 < rx1), rx1, bx0),
+            torch.where(down & (ry0 <= by0) & (by0 < ry1), ry1, by0),
+            torch.where(across & (rx0 < bx1) & (bx1 <= rx1), rx0, bx1),
+            torch.where(down & (ry0 < by1) & (by1 <= ry1), ry0, by1),
+        ], 1)  # [N, 4]
+
+        pasted = pasted.as_subclass(torch.Tensor)  # [M, 4]
+        clipped = torch.cat([pasted[:, :2].maximum(torch.stack([rx0, ry0])),
+                             pasted[:, 2:].minimum(torch.stack([rx1, ry1]))], 1)  # [M, 4]
+        keep_pasted = (_area(clipped) >= self.min_visible * _area(pasted)) & (
+            (clipped[:, 2:] - clipped[:, :2]) >= 1).all(1)
+        return tv_tensors.Image(image), _merge(
+            target, [shrunk[keep], clipped[keep_pasted]],
+            [target["labels"][keep], other_target["labels"][keep_pasted]], (h, w))
 
 
 # ---- mosaic -----------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from ablate.tricks.registry import Params
 
@@ -119,9 +119,52 @@ class CutoutParams(Params):
         return self
 
 
+class RandomErasingParams(Params):
+    p: float = prob(0.5)
+    mode: Literal["image", "object", "both"] = Field(
+        "both", description="image: one rectangle anywhere (IRE, as cutout) | object: one inside each box (ORE) "
+        "| both: I+ORE, the paper's best for detection")
+    box_p: float = Field(0.5, ge=0, le=1, description="probability of erasing inside each box (object, both), 0..1")
+    scale_min: float = Field(0.02, gt=0, le=1, description="smallest erased area as a fraction of its region "
+                             "(the image, or the box), (0, 1]")
+    scale_max: float = Field(0.4, gt=0, le=1, description="largest erased area as a fraction of its region, "
+                             "[scale_min, 1]")
+    ratio_min: float = Field(0.3, gt=0, description="smallest erased width/height ratio, > 0")
+    ratio_max: float = Field(3.3, gt=0, description="largest erased width/height ratio, >= ratio_min")
+    value: Annotated[int, Field(ge=0, le=255)] | Literal["random"] = Field(
+        "random", description="grey level written into the rectangle, 0..255 | random: uniform random pixels "
+        "(the paper's)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RandomErasingParams:
+        if self.scale_min > self.scale_max or self.ratio_min > self.ratio_max:
+            raise ValueError("need scale_min <= scale_max and ratio_min <= ratio_max")
+        return self
+
+
+class RotateParams(Params):
+    p: float = prob(0.5)
+    degrees: float = Field(10.0, ge=0, le=180, description="angle drawn uniformly in [-degrees, degrees], 0..180")
+    fill: int = Field(114, ge=0, le=255, description="grey level of the corners rotated in, 0..255")
+
+
+class AutoAugmentParams(Params):
+    p: float = prob(1.0)
+    policy: Literal["v0"] = Field(
+        "v0", description="v0: the paper's policy, 5 sub-policies of 2 ops (the only one implemented)")
+
+
 class MixupParams(Params):
     p: float = prob(0.5)
     alpha: float = Field(1.5, gt=0, description="blend weight lam ~ Beta(alpha, alpha), alpha > 0")
+
+
+class CutMixParams(Params):
+    p: float = prob(0.5)
+    alpha: float = Field(1.0, gt=0, description="pasted area fraction 1 - lam, lam ~ Beta(alpha, alpha), alpha > 0")
+    min_visible: float = Field(
+        0.3, ge=0, le=1, description="a box stays while this fraction of its area shows (the sample's outside the "
+        "pasted rectangle, the extra's inside it), 0..1")
 
 
 class MosaicParams(Params):
@@ -139,3 +182,26 @@ class CopyPasteParams(Params):
     max_objects: int = Field(3, ge=1, description="most objects pasted per sample, >= 1")
     max_iou: float = Field(0.1, ge=0, le=1, description="largest IoU of a pasted box with any box already there, 0..1")
     trials: int = Field(10, ge=1, description="random places tried per object before giving it up, >= 1")
+
+
+class AlbumentationsParams(Params):
+    p: float = prob(1.0)
+    transforms: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.2}],
+        min_length=1, description="applied in order, each {name: <an albumentations transform that supports "
+        "bounding boxes>, <its keyword>: <value>, ...}; its own p (default 0.5) is the chance it applies")
+    min_visibility: float = Field(
+        0.0, ge=0, le=1, description="albumentations drops a box with less than this fraction of its area left, 0..1")
+
+    @field_validator("transforms")
+    @classmethod
+    def _albumentations_knows_them(cls, transforms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # imports albumentations (OpenCV, torch): only a study that names this entry pays for it
+        from ablate.tricks.augment.albu import check_transform
+
+        for i, t in enumerate(transforms):
+            if not isinstance(t.get("name"), str):
+                raise ValueError(f"augment[].transforms[{i}] needs a name: an albumentations transform, "
+                                 "e.g. {name: HorizontalFlip, p: 0.5}")
+            check_transform(i, t["name"], {k: v for k, v in t.items() if k != "name"})
+        return transforms
