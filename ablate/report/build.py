@@ -19,8 +19,8 @@ from ablate.errors import DataError
 from ablate.report.figures import curves, forest, pareto, size_bars, timeline
 from ablate.report.html import table_to_html, write_html
 from ablate.report.mlflow_summary import log_variant_summaries
-from ablate.report.table import best_cells, cross_table, notes, write_tables, zoo_table
-from ablate.results.aggregate import factor_paths, load_frames, variant_summary
+from ablate.report.table import best_cells, cross_table, notes, step_table, write_tables, zoo_table
+from ablate.results.aggregate import factor_paths, load_frames, step_summary, variant_summary
 from ablate.results.early import early_stopping_note, rung_agreement
 from ablate.results.race import race_stops
 from ablate.results.store import read_data_summary, read_decision
@@ -115,7 +115,8 @@ def build_report(source: Source, *, out_dir: Path | None = None, from_mlflow: bo
     summary = variant_summary(trials, factors=factor_paths(trials), baseline=baseline_index(trials, baseline),
                               epochs=epochs, **decision)
     metric = summary.attrs["metric"]
-    paths = write_tables(summary, out_dir, percent=percent)
+    steps = step_summary(trials, **{k: v for k, v in decision.items() if k != "stops"})
+    paths = write_tables(summary, out_dir, percent=percent, steps=steps)
 
     tracking = _mlflow(source)
     links = run_links(summary, tracking[0].tracking_uri, tracking[1]) if tracking else None
@@ -132,6 +133,9 @@ def build_report(source: Source, *, out_dir: Path | None = None, from_mlflow: bo
     if cross is not None:  # a two-factor grid, e.g. the ATSS cross experiment (detector x assigner)
         rows, columns = factor_paths(trials)
         table_html += f"\n<h2>{escape(metric)}: {escape(rows)} by {escape(columns)}</h2>\n{table_to_html(cross)}"
+    if steps is not None and not steps.empty:  # a cumulative study: what each added trick changed
+        table_html += (f"\n<h2>Each step against the row above (paired by seed, {steps.attrs['correction']} across "
+                       f"the steps)</h2>\n{table_to_html(step_table(steps, percent=percent))}")
     paths["html"] = write_html(out_dir / "index.html", title=f"ablate: {source.study}", description=description,
                                table_html=table_html, notes=_notes(summary, trials, epochs),
                                figures=figures, data=data)

@@ -272,13 +272,28 @@ def cross_table(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame
     return table.reset_index(names=f"{factors[0]} \\ {factors[1]}")
 
 
-def write_tables(summary: pd.DataFrame, out_dir: Path, *, percent: bool = False) -> dict[str, Path]:
-    """Write ``table.md`` (with the cross table of a two-factor grid), ``table.csv`` and ``table.tex``, atomically.
+def step_table(steps: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
+    """A cumulative study's steps for display: each row's trick, its metric, its Δ against the row above, verdict."""
+    metric = steps.attrs.get("metric", "mAP")
+    rows = steps.to_dict("records")
+    return pd.DataFrame({
+        "step": [f"{r['previous']} → {r['variant_name']}" for r in rows],
+        metric: [format_number(r[metric], metric if metric in AP_COLUMNS else "mAP", percent) for r in rows],
+        f"Δ{metric} (step)": [format_delta(r, percent=percent) for r in rows],
+        "verdict": [format_verdict(r) for r in rows],
+    })
+
+
+def write_tables(summary: pd.DataFrame, out_dir: Path, *, percent: bool = False,
+                 steps: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write ``table.md`` (with the cross table of a two-factor grid, or a cumulative study's steps),
+    ``table.csv`` and ``table.tex``, atomically.
 
     Args:
         summary: ``variant_summary`` output.
         out_dir: created when missing (e.g. ``reports/<study>``).
         percent: AP in percent in the Markdown and LaTeX tables (the CSV keeps fractions).
+        steps: ``step_summary`` output (a cumulative study), shown under the main table.
 
     Returns:
         ``{"md": path, "csv": path, "tex": path}``.
@@ -290,6 +305,9 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, *, percent: bool = False)
     cross = cross_table(summary, percent=percent)
     extra = "" if cross is None else "\n" + markdown(cross, pd.DataFrame(False, index=cross.index,
                                                                        columns=cross.columns))
+    if steps is not None and not steps.empty:
+        shown = step_table(steps, percent=percent)
+        extra += "\n" + markdown(shown, pd.DataFrame(False, index=shown.index, columns=shown.columns))
     _write_text(paths["md"], markdown(table, best) + extra)
     _write_text(paths["csv"], csv_frame(summary).to_csv(index=False))
     _write_text(paths["tex"], latex(table, best))

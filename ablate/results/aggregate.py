@@ -129,15 +129,10 @@ def variant_summary(
         raise DataError(f"baseline variant {baseline} has no trials; variants present: {found or 'none'}")
     trials = trials.sort_values(["variant", "seed"], kind="stable")
     by = trials["variant"]
-    completed = (_column(trials, "status", "") == COMPLETED).to_numpy()
-
-    # Per seed first (a seed run twice counts once), then over seeds; completed trials only.
     columns = list(dict.fromkeys((*AP_COLUMNS, metric)))
-    finals = pd.DataFrame({c: _column(trials, f"final_{c}") for c in columns})[completed]
-    per_seed = finals.groupby([by[completed], trials["seed"][completed]]).mean()
-    values: dict[int, dict[int, float]] = {}
-    for (v, seed), x in per_seed[metric].dropna().items():
-        values.setdefault(int(v), {})[int(seed)] = float(x)
+
+    per_seed = _per_seed(trials, metric)
+    values = _values(per_seed, metric)
     at_epoch = _stopped_values(trials, epochs, columns, metric, set(per_seed.index.get_level_values(0)))
     grouped = pd.DataFrame({
         "variant_name": _column(trials, "variant_name", ""), "config": _column(trials, "config", None),
@@ -213,6 +208,57 @@ def variant_summary(
                          correction=correction, family=sum(c is not None and c.testable for c in family.values()),
                          spread=spread)
     return summary
+
+
+def _per_seed(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """(variant, seed) -> final AP columns and ``metric``: completed trials only, a seed run twice counted once."""
+    completed = (_column(trials, "status", "") == COMPLETED).to_numpy()
+    columns = list(dict.fromkeys((*AP_COLUMNS, metric)))
+    finals = pd.DataFrame({c: _column(trials, f"final_{c}") for c in columns})[completed]
+    return finals.groupby([trials["variant"][completed], trials["seed"][completed]]).mean()
+
+
+def _values(per_seed: pd.DataFrame, metric: str) -> dict[int, dict[int, float]]:
+    """variant -> seed -> final ``metric``."""
+    values: dict[int, dict[int, float]] = {}
+    for (v, seed), x in per_seed[metric].dropna().items():
+        values.setdefault(int(v), {})[int(seed)] = float(x)
+    return values
+
+
+def step_summary(trials: pd.DataFrame, *, metric: str = "mAP", confidence: float = 0.95, margin: float = 0.01,
+                 correction: str = "holm", **_: object) -> pd.DataFrame | None:
+    """A cumulative study's steps: each variant against the one before it, paired by seed.
+
+    A cumulative design adds one trick per row (the Bag of Freebies and PP-YOLO tables), so what a
+    reader asks of row k is what its trick added to row k-1, not to the baseline.  The steps are one
+    family, corrected together as ``variant_summary``'s comparisons are.  None for other designs.
+
+    Returns:
+        One row per step (variants 1..n in order): ``variant, variant_name, previous, <metric>, dmAP,
+        dmAP_lo, dmAP_hi, n_seeds, n_pairs, paired, p, p_equiv, verdict, seeds_needed``.
+    """
+    designs = set(_column(trials, "design", "").dropna())
+    if designs != {"cumulative"}:
+        return None
+    values = _values(_per_seed(trials, metric), metric)
+    order = sorted(int(v) for v in trials["variant"].unique())
+    family = {v: compare(values[v], values[prev]) if v in values and prev in values else None
+              for prev, v in zip(order, order[1:])}
+    verdicts = judge(family, margin=margin, confidence=confidence, correction=correction,
+                     higher_is_better=metric in HIGHER_IS_BETTER)
+    needed = seeds_to_settle(family, verdicts, margin=margin, confidence=confidence, correction=correction)
+    names = trials.drop_duplicates("variant").set_index("variant")["variant_name"]
+    rows = []
+    for prev, v in zip(order, order[1:]):
+        c, mine = family[v], values.get(v, {})
+        rows.append({**_no_delta(), **verdicts[v], "variant": v, "variant_name": names[v], "previous": names[prev],
+                     metric: float(np.mean(list(mine.values()))) if mine else math.nan, "n_seeds": len(mine),
+                     "dmAP": c.mean if c is not None else math.nan, "paired": bool(c is not None and c.paired),
+                     "n_pairs": c.n if c is not None and c.paired else 0, "seeds_needed": needed[v]})
+    steps = pd.DataFrame(rows)
+    steps.attrs.update(metric=metric, confidence=confidence, margin=margin, correction=correction)
+    return steps
 
 
 def _no_delta() -> dict:

@@ -246,3 +246,18 @@ def test_a_two_factor_grid_gets_a_cross_table_in_the_markdown(tmp_path):
     one_at_a_time = variant_summary(pd.DataFrame([r for r in rows if r["variant"] != 3]),
                                     factors=["model.detector", "model.assigner"])
     assert cross_table(one_at_a_time) is None  # no variant moves both: an L, not a grid
+
+
+def test_a_cumulative_study_lists_each_step_against_the_row_above(tmp_path):
+    from ablate.results.aggregate import step_summary
+
+    rows = [dict(_trial(v, s, x), design="cumulative") for v, xs in
+            {0: [0.40, 0.41, 0.42], 1: [0.43, 0.45, 0.46], 2: [0.431, 0.452, 0.459]}.items() for s, x in enumerate(xs)]
+    trials = pd.DataFrame(rows)
+    steps = step_summary(trials)
+    text = write_tables(variant_summary(trials, factors=["loss.box"]), tmp_path, steps=steps)["md"].read_text()
+    step_lines = [line for line in text.splitlines() if "→" in line]
+    assert [line.split("|")[1].strip() for line in step_lines] == ["baseline → loss.box=giou",
+                                                                 "loss.box=giou → loss.box=diou"]
+    assert step_lines[0].split("|")[3].strip().startswith("+0.037 [")  # the step's own delta, not the baseline's
+    assert step_lines[1].split("|")[3].strip().startswith("+0.001 [")

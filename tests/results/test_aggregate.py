@@ -359,3 +359,35 @@ def test_a_report_while_the_baseline_has_no_completed_seed_yet_shows_no_delta():
     trials = _frame([_trial(0, 0, None, status="running", epochs=1), _trial(1, 0, 0.41), _trial(1, 1, 0.42)])
     row = variant_summary(trials, factors=["loss.box"]).set_index("variant").loc[1]
     assert math.isnan(row["dmAP"]) and row["verdict"] is None and row["mAP"] == pytest.approx(0.415)
+
+
+def _cumulative(values: dict[int, list[float]]) -> pd.DataFrame:
+    return _frame([_trial(v, s, x, design="cumulative") for v, xs in values.items() for s, x in enumerate(xs)])
+
+
+def test_cumulative_steps_are_paired_against_the_row_above_and_corrected_together():
+    from ablate.results.aggregate import step_summary
+
+    values = {0: [0.40, 0.41, 0.42], 1: [0.43, 0.45, 0.46], 2: [0.431, 0.452, 0.459]}
+    steps = step_summary(_cumulative(values), confidence=0.95, margin=0.01, correction="holm")
+    assert list(steps["variant"]) == [1, 2] and list(steps["previous"]) == ["baseline", "loss.box=giou"]
+    raw = []
+    for prev, v in ((0, 1), (1, 2)):
+        diffs = np.subtract(values[v], values[prev])
+        row = steps[steps["variant"] == v].iloc[0]
+        assert row["dmAP"] == pytest.approx(diffs.mean())
+        lo, hi = stats.t.interval(0.95, len(diffs) - 1, loc=diffs.mean(), scale=stats.sem(diffs))
+        assert (row["dmAP_lo"], row["dmAP_hi"]) == pytest.approx((lo, hi))
+        raw.append(stats.ttest_1samp(diffs, 0.0).pvalue)
+    # Holm over the two steps: the smaller p doubled, the larger kept (and never below the first)
+    first, second = sorted(raw)
+    holm = {raw.index(first): min(1, 2 * first), raw.index(second): min(1, max(2 * first, second))}
+    assert list(steps["p"]) == pytest.approx([holm[0], holm[1]])
+    assert steps.iloc[0]["verdict"] == "better"  # +0.037 mean, tight: a real step
+    assert steps.iloc[1]["verdict"] != "better"  # +0.001: the second trick added nothing measurable
+
+
+def test_step_summary_is_only_for_cumulative_studies():
+    from ablate.results.aggregate import step_summary
+
+    assert step_summary(PAIRED) is None
