@@ -36,7 +36,7 @@ from ablate.tricks.blocks import (
     RESIDUAL_BACKBONES,
 )
 from ablate.tricks.detectors import DETECTORS
-from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
+from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES, quality_problem
 from ablate.tricks.necks import NECKS
 from ablate.tricks.optim import OPTIMIZERS, AmpParams, ClipParams, EmaParams, SwaParams
 from ablate.tricks.postprocess import POSTPROCESS, TTA
@@ -331,6 +331,9 @@ class TrialConfig(Section):
                 raise ValueError(f"{key}: {getattr(value, 'name', value)} does not apply to detector {name}; "
                                  f"{key} applies to {', '.join(readers)}: leave it at its default ({shown}) or "
                                  "choose one of those detectors")
+        problem = quality_problem(self.loss.cls.name, name)
+        if problem:
+            raise ValueError(problem)
         if name == "ssd" and self.model.backbone == "vgg16" and self.data.image_size < SSD_VGG_MIN_SIZE:
             raise ValueError(f"detector ssd with backbone vgg16 needs data.image_size >= {SSD_VGG_MIN_SIZE} (the "
                              f"paper's last convs are unpadded), got {self.data.image_size}: use 300 (SSD300) or "

@@ -186,6 +186,8 @@ def test_wrong_number_of_extras_is_an_error():
     ("multiscale", {"sizes": []}),
     ("multiscale", {"sizes": [160, 0]}),
     ("multiscale", {"max_size": 0}),
+    ("multiscale", {"mode": "range", "sizes": [160, 192, 224]}),
+    ("multiscale", {"mode": "range", "sizes": [224, 160]}),
     ("random_crop", {"min_scale": 0.8, "max_scale": 0.5}),
     ("zoom_out", {"max_ratio": 0.5}),
     ("zoom_out", {"fill": [0, 0, 256]}),
@@ -206,3 +208,14 @@ def test_invalid_params_are_rejected(name, params):
 def test_misspelt_name_suggests_the_closest():
     with pytest.raises(UnknownTrick, match="did you mean 'mosaic'"):
         lookup(AUGMENTS, "mosiac", "augmentation")
+
+
+def test_multiscale_range_draws_every_size_between_its_ends():
+    # mmdetection's multiscale_mode='range': the shorter side is any integer in [low, high]
+    torch.manual_seed(0)
+    aug = build(AUGMENTS, "multiscale", "augment", {"mode": "range", "sizes": [100, 103]})
+    seen = set()
+    for _ in range(200):
+        image, _ = aug(make_sample(torch.zeros(3, 50, 80, dtype=torch.uint8), [[0, 0, 10, 10]], [0]), [])
+        seen.add(min(image.shape[-2:]))
+    assert seen == {100, 101, 102, 103}

@@ -329,3 +329,13 @@ def test_degenerate_predicted_boxes_give_finite_loss_and_gradient(name):
     loss = make("box", name)(pred, target)
     loss.sum().backward()
     assert torch.isfinite(loss).all() and torch.isfinite(pred.grad).all()
+
+
+def test_a_quality_loss_with_a_detector_that_gives_no_iou_is_refused_naming_both_keys():
+    from pydantic import ValidationError
+
+    from ablate.study.config import TrialConfig
+
+    with pytest.raises(ValidationError, match="loss.cls: varifocal .* model.detector: faster_rcnn does not give"):
+        TrialConfig.model_validate({"model": {"detector": "faster_rcnn"}, "loss": {"cls": "varifocal"}})
+    assert TrialConfig.model_validate({"model": {"detector": "atss"}, "loss": {"cls": "quality_focal"}})

@@ -117,7 +117,9 @@ def vflip(p: float) -> Augment:
     return V2Augment(v2.RandomVerticalFlip(p=1.0), p)
 
 
-def multiscale(p: float, sizes: list[int], max_size: int | None) -> Augment:
+def multiscale(p: float, sizes: list[int], max_size: int | None, mode: str = "value") -> Augment:
+    if mode == "range":  # every integer size equally likely: RandomShortestSize draws uniformly from its list
+        sizes = list(range(sizes[0], sizes[1] + 1))
     return V2Augment(v2.RandomShortestSize(min_size=list(sizes), max_size=max_size), p)
 
 

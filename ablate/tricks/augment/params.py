@@ -26,6 +26,15 @@ class MultiscaleParams(Params):
     max_size: PositiveInt | None = Field(
         None, description="cap on the longer side in px (> 0); null: no cap"
     )
+    mode: Literal["value", "range"] = Field(
+        "value", description="value: one of sizes | range: any integer from sizes[0] to sizes[1] (mmdetection's "
+        "multiscale_mode='range', e.g. FCOS_mstrain's img_scale [(1333, 640), (1333, 800)]: sizes [640, 800])")
+
+    @model_validator(mode="after")
+    def _range_has_two_ends(self) -> MultiscaleParams:
+        if self.mode == "range" and (len(self.sizes) != 2 or self.sizes[0] >= self.sizes[1]):
+            raise ValueError(f"mode range takes sizes [low, high] with low < high, got {self.sizes}")
+        return self
 
 
 class RandomCropParams(Params):
