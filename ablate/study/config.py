@@ -331,6 +331,9 @@ class TrialConfig(Section):
                 raise ValueError(f"{key}: {getattr(value, 'name', value)} does not apply to detector {name}; "
                                  f"{key} applies to {', '.join(readers)}: leave it at its default ({shown}) or "
                                  "choose one of those detectors")
+        if name == "ssd" and self.loss.cls.name == "hard_negative":
+            raise ValueError("loss.cls: hard_negative mines negatives, which model.detector: ssd already does (its "
+                             "neg_pos_ratio key); choose another loss.cls, or set the ratio there")
         problem = quality_problem(self.loss.cls.name, name)
         if problem:
             raise ValueError(problem)

@@ -199,7 +199,8 @@ def test_fcos_scores_are_cls_scores_times_centerness(make_config, make_detector)
 
 
 @pytest.mark.parametrize("detector", ["retinanet", "fcos", "atss"])
-@pytest.mark.parametrize(("cls", "box"), [("ghm_c", "ghm_r"), ("quality_focal", "giou"), ("varifocal", "giou")])
+@pytest.mark.parametrize(("cls", "box"), [("ghm_c", "ghm_r"), ("quality_focal", "giou"), ("varifocal", "giou"),
+                                          ("hard_negative", "giou")])
 def test_new_losses_train_every_dense_detector(cls, box, detector, make_config, make_detector, make_batch):
     model = make_detector(make_config(model={"detector": detector}, loss={"cls": cls, "box": box})).train()
     images, targets = make_batch(seed=8, empty=(1,))

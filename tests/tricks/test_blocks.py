@@ -171,3 +171,17 @@ def test_head_conv_is_refused_where_it_cannot_apply():
         TrialConfig.model_validate({"model": {"detector": "ssd", "head_conv": "repconv"}})
     with pytest.raises(ValidationError, match="head_conv: grouped with groups 12 needs model.channels divisible"):
         TrialConfig.model_validate({"model": {"channels": 64, "head_conv": {"name": "grouped", "groups": 12}}})
+
+
+def test_dilation_widens_the_last_stage_and_keeps_its_stride():
+    body, channels = _body("resnet18")
+    x = torch.rand(1, 3, 96, 96)
+    before = body.eval()(x)
+    with_options(body, channels, Model(backbone="resnet18", plugins=[{"name": "dilation", "rate": 2}]))
+    convs = [m.conv2 for _, m in residual_blocks(body, ("c5",))]
+    assert [(c.dilation, c.padding) for c in convs] == [((2, 2), (2, 2))] * 2
+    assert all(m.conv2.dilation == (1, 1) for _, m in residual_blocks(body, ("c3", "c4")))
+    after = body(x)
+    assert after["c5"].shape == before["c5"].shape  # stride 32 kept
+    torch.testing.assert_close(after["c4"], before["c4"])  # earlier stages untouched
+    assert not torch.allclose(after["c5"], before["c5"])

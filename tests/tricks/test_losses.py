@@ -339,3 +339,28 @@ def test_a_quality_loss_with_a_detector_that_gives_no_iou_is_refused_naming_both
     with pytest.raises(ValidationError, match="loss.cls: varifocal .* model.detector: faster_rcnn does not give"):
         TrialConfig.model_validate({"model": {"detector": "faster_rcnn"}, "loss": {"cls": "varifocal"}})
     assert TrialConfig.model_validate({"model": {"detector": "atss"}, "loss": {"cls": "quality_focal"}})
+
+
+def test_hard_negative_keeps_positives_and_the_hardest_negatives_only():
+    from ablate.tricks.losses.cls import bce_loss
+
+    logits = torch.tensor([[2.0], [0.5], [3.0], [-1.0], [1.0], [-2.0]])  # row 0 positive, rows 1-5 negatives
+    targets = torch.tensor([[1.0], [0.0], [0.0], [0.0], [0.0], [0.0]])
+    loss = registry.build(CLS_LOSSES, "hard_negative", "cls", {"neg_pos_ratio": 2.0})(logits, targets)
+    full = bce_loss(logits, targets)
+    # negatives' BCE grows with their logit: the two hardest are rows 2 (3.0) and 4 (1.0)
+    expected = torch.where(torch.tensor([True, False, True, False, True, False]), full, torch.zeros(()))
+    torch.testing.assert_close(loss, expected)
+    logits.requires_grad_(True)
+    registry.build(CLS_LOSSES, "hard_negative", "cls", {})(logits, targets).sum().backward()
+    grad = logits.grad[:, 0]  # default ratio 3: the 3 hardest of 5 negatives train (rows 2, 4, 1)
+    assert (grad[[0, 1, 2, 4]] != 0).all() and (grad[[3, 5]] == 0).all()
+
+
+def test_hard_negative_is_refused_with_ssd_which_mines_already():
+    from pydantic import ValidationError
+
+    from ablate.study.config import TrialConfig
+
+    with pytest.raises(ValidationError, match="loss.cls: hard_negative mines negatives, which model.detector: ssd"):
+        TrialConfig.model_validate({"model": {"detector": "ssd"}, "loss": {"cls": "hard_negative"}})

@@ -22,6 +22,7 @@ from ablate.tricks.blocks.params import (
     AsppParams,
     AttentionParams,
     DcnParams,
+    DilationParams,
     DropBlockParams,
     GroupedParams,
     GroupNormParams,
@@ -76,6 +77,7 @@ ACTIVATIONS: dict[str, Trick] = {
 
 PLUGINS: dict[str, Trick] = {
     "dcn": Trick(Lazy(lambda: _surgery().dcn), DcnParams, "deformable 3x3 convs in the residual blocks of the chosen stages (Dai et al. 2017; v2: Zhu et al. 2019); torchvision DeformConv2d"),
+    "dilation": Trick(Lazy(lambda: _surgery().dilation), DilationParams, "dilated 3x3 convs in the last stage's residual blocks (DetNet, Li et al. 2018): a wider view at the same stride (DC5's halved stride would break the fixed P3-P7 strides)"),
     "stochastic_depth": Trick(Lazy(lambda: _surgery().stochastic_depth), StochasticDepthParams, "drop each residual branch per sample, rate rising linearly with depth (Huang et al. 2016); torchvision StochasticDepth"),
     "dropblock": Trick(Lazy(lambda: _attention().dropblock), DropBlockParams, "drop contiguous square regions of the chosen stages' outputs (Ghiasi et al. 2018); torchvision DropBlock2d"),
     "se": Trick(Lazy(lambda: _attention().se), AttentionParams, "squeeze-and-excitation channel attention on the stage outputs (Hu et al. 2018); torchvision SqueezeExcitation"),
@@ -101,4 +103,4 @@ HEAD_CONVS: dict[str, Trick] = {
 }
 
 RESIDUAL_BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101")  # dcn, stochastic_depth need blocks
-BODY_SURGERY = ("dcn", "stochastic_depth")  # plugins that change the body's blocks, not its outputs
+BODY_SURGERY = ("dcn", "dilation", "stochastic_depth")  # plugins that change the body's blocks, not its outputs

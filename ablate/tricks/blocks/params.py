@@ -26,6 +26,13 @@ class DcnParams(Params):
     modulated: bool = Field(False, description="DCNv2: a learned mask modulates each sampling point")
 
 
+class DilationParams(Params):
+    stages: list[Level] = Field(["c5"], min_length=1, description="stages whose residual blocks' 3x3 convs dilate "
+                                "(the last stage, as DetNet / TridentNet)")
+    rate: int = Field(2, ge=2, le=8, description="dilation of those convs; their receptive field grows, their stride "
+                      "stays")
+
+
 class StochasticDepthParams(Params):
     p: float = Field(0.1, ge=0, lt=1, description="drop rate of the last residual block; block l of L drops with "
                      "p * l / L (the paper's linear rule)")

@@ -134,6 +134,16 @@ def dcn(*, stages: list[str], modulated: bool, body: nn.Module, channels: list[i
     return {}
 
 
+def dilation(*, stages: list[str], rate: int, body: nn.Module, channels: list[int]) -> dict[str, nn.Module]:
+    """Dilate the 3x3 ``conv2`` of each residual block in ``stages`` (padding follows): same weights, same stride."""
+    blocks = list(residual_blocks(body, tuple(stages)))
+    if not blocks:
+        raise ValueError("model.plugins: dilation found no residual block in this backbone")
+    for _, block in blocks:
+        block.conv2.dilation, block.conv2.padding = (rate, rate), (rate, rate)
+    return {}
+
+
 def _drop_branch(module: nn.Module, args: tuple, out: Tensor) -> Tensor:
     return module.drop_path(out)  # a forward hook: module-level so a model deep-copies (EMA) and pickles
 

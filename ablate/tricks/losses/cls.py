@@ -11,6 +11,7 @@ learn soft targets: the detector puts each positive's IoU in place of its 1.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -227,6 +228,37 @@ class BCELoss(nn.Module):
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.sigmoid()  # [N, C]
+
+
+def hard_negative_mask(per_anchor: torch.Tensor, positive: torch.Tensor, neg_pos_ratio: float) -> torch.Tensor:
+    """Hard negative mining (SSD, Liu et al. 2016): keep the positives and the ``neg_pos_ratio`` x as many
+    negatives with the highest loss (at least ``neg_pos_ratio`` when there is no positive).
+
+    Args:
+        per_anchor: ``[N]`` loss of each anchor; positive: ``[N]`` bool.
+
+    Returns:
+        ``[N]`` bool, the anchors that train.
+    """
+    keep = int(neg_pos_ratio * max(int(positive.sum()), 1))
+    negative_loss = per_anchor.detach().masked_fill(positive, -math.inf)  # positives never count as negatives
+    hardest = negative_loss.topk(min(keep, int((~positive).sum()))).indices
+    mask = positive.clone()
+    mask[hardest] = True
+    return mask
+
+
+class HardNegativeBCELoss(BCELoss):
+    """BCE on the positives and the hardest negatives only, ``neg_pos_ratio`` per positive (SSD's 3:1)."""
+
+    def __init__(self, neg_pos_ratio: float = 3.0, label_smoothing: float = 0.0, weight: float = 1.0):
+        super().__init__(label_smoothing, weight)
+        self.neg_pos_ratio = neg_pos_ratio
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        per_anchor = super().forward(logits, targets)  # [N]
+        keep = hard_negative_mask(per_anchor, targets.sum(dim=1) > 0, self.neg_pos_ratio)
+        return per_anchor * keep
 
 
 class CELoss(nn.Module):

@@ -54,6 +54,11 @@ class ClsParams(Params):
     weight: float = Field(1.0, ge=0.0, description="multiplier of this loss in the total, >= 0")
 
 
+class HardNegativeParams(ClsParams):
+    neg_pos_ratio: float = Field(3.0, gt=0, le=100, description="negatives kept per positive, the highest-loss ones "
+                                 "(3 as SSD); per image (RetinaNet, ATSS) or per batch (FCOS)")
+
+
 class FocalParams(ClsParams):
     """Focal loss parameters; defaults are RetinaNet's."""
 
