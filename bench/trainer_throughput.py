@@ -1,6 +1,7 @@
 """Trainer throughput: ablate's ``train_one_epoch`` against a torchvision-style loop, and each speed trick.
 
     uv run python bench/trainer_throughput.py [--device cpu|cuda] [--threads 1,2] [--iters 24] [--repeat 7]
+    uv run python bench/trainer_throughput.py --catalogue [--iters 8] [--repeat 5]   # the cost of each trick
 
 Every contender trains the baseline of ``studies/loss_ablation.yaml`` (the tiny FCOS of
 ``studies/_base_/tiny_shapes.yaml``: batch 4, 192 px, AdamW, warmup + cosine) with the
@@ -22,6 +23,11 @@ epoch of each contender, in alternating order so machine noise hits all alike.
   rounds of (trick on / trick off), paired within a round (pin_memory, on by default on
   CUDA, is timed off).  The ``all`` row turns on every trick that applies to the device:
   on CUDA the goal is a gain >= 1.2 over the default.
+- ``--catalogue``: instead, the cost of each catalogue trick that changes training (backbone
+  options, plugins, context blocks, head convs, necks, losses, augmentations), alone against the
+  ablate default, on the first ``--threads`` value: img/s and its paired ratio, and the peak memory of
+  a training step (CUDA's max allocated, or on CPU the tensors counted) against the default's.
+  Evaluation-only entries (matrix_nms, class_agnostic, multiscale_flip) cost nothing here.
 - loop overhead: both loops around ``NullDetector`` (three weights) on ready-made batches,
   in microseconds per iteration: what each loop itself costs, free of the detector's noise.
 """
@@ -57,6 +63,23 @@ TRICKS = [
      "n/a on CPU (pinning only speeds host-to-GPU copies)"),
     ("amp fp16", ["train.amp.enabled=true"], ("cuda",), "n/a on CPU (the engine's AMP is CUDA-only: fp32 + a notice)"),
     ("cudnn.benchmark", ["train.cudnn_benchmark=true"], ("cuda",), "n/a on CPU (no cuDNN)"),
+]
+
+# (row, overrides): the catalogue's training tricks, each alone on the baseline (--catalogue)
+CATALOGUE_TRICKS = [
+    ("norm frozen_bn", ["model.norm=frozen_bn"]), ("norm gn", ["model.norm=gn"]),
+    *((f"activation {a}", [f"model.activation={a}"]) for a in ("leaky_relu", "silu", "hardswish", "mish")),
+    *((f"plugin {p}", [f"model.plugins=[{p}]"]) for p in ("dcn", "dilation", "stochastic_depth", "dropblock", "se",
+                                                           "gc", "non_local", "sam", "cbam")),
+    *((f"context {c}", [f"model.context={c}"]) for c in ("spp", "sppf", "aspp", "rfb")),
+    *((f"head_conv {h}", [f"model.head_conv={h}"]) for h in ("depthwise", "grouped", "repconv")),
+    ("neck asff", ["model.neck=asff"]),
+    *((f"loss.cls {c}", [f"loss.cls={c}"]) for c in ("ghm_c", "quality_focal", "varifocal", "hard_negative")),
+    ("loss.box ghm_r", ["loss.box=ghm_r"]),
+    *((f"augment {a}", [f"augment=[hflip, {a}]"]) for a in ("cutmix", "random_erasing", "rotate", "autoaugment")),
+    ("augment albumentations (3 transforms)", ["augment=[hflip, {name: albumentations, transforms: [{name: "
+                                               "RandomBrightnessContrast}, {name: HueSaturationValue}, "
+                                               "{name: Affine, rotate: [-10, 10]}]}]"]),
 ]
 
 
@@ -221,12 +244,52 @@ def one_thread_count(threads: int, args, device: torch.device) -> list[str]:
     return lines
 
 
+def catalogue_costs(threads: int, args, device: torch.device) -> list[str]:
+    """Each catalogue trick alone against the default (two copies, first and last): img/s, ratio, peak MiB."""
+    torch.set_num_threads(threads)
+    epochs = args.repeat + 1
+    peaks: dict[str, Callable[[], float]] = {}
+
+    def contender(name: str, overrides: list[str]) -> Contender:
+        p = build_pieces(trial_config(overrides, args.iters, epochs), seed=0, device=device)
+        if device.type == "cuda":
+            peaks[name] = lambda: torch.cuda.max_memory_allocated(device) / 2**20  # process-wide: see the note
+        else:
+            peaks[name] = lambda: p.tools.memory.peak_mb
+        return Contender(name, ablate_epoch(p.model, p.optimizer, p.data.train, p.tools, device))
+
+    contenders = [contender("ablate", []), *(contender(n, o) for n, o in CATALOGUE_TRICKS), contender("ablate again", [])]
+    measure(contenders, args.repeat, device)
+    images = args.iters * args.batch
+    by_name = {c.name: c for c in contenders}
+    default = pooled(by_name["ablate"], by_name["ablate again"])
+    base_mem = max(peaks["ablate"](), peaks["ablate again"]())
+
+    def row(c: Contender, name: str) -> str:
+        rates = sorted(images / s for s in c.seconds)
+        mem = peaks[name]()
+        return (f"  {name:<40} {statistics.median(rates):7.1f}  {rates[0]:6.1f}-{rates[-1]:<6.1f} "
+                f"{paired_gain(c, default):6.3f} {mem:8.0f} {mem / base_mem:6.2f}")
+
+    lines = [f"catalogue tricks, {threads} thread{'s' if threads > 1 else ''} (each alone; ratio: trick / default "
+             "img/s, paired per round; Mem: peak MiB of a step, and / default):",
+             f"  {'contender':<40} {'img/s':>7}  {'min-max':<13} {'ratio':>6} {'Mem':>8} {'/ def':>6}",
+             row(default, "ablate"),
+             f"  {'A/A, the noise floor: ablate again':<40} {'':>7}  {'':<13} "
+             f"{paired_gain(by_name['ablate again'], by_name['ablate']):6.3f}"]
+    lines += [row(by_name[n], n) for n, _ in CATALOGUE_TRICKS]
+    if device.type == "cuda":
+        lines.append("  (CUDA Mem is the process's max allocated so far: a row's figure is >= every row before it)")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", default="1,2", help="torch.set_num_threads values, comma-separated")
     parser.add_argument("--iters", type=int, default=24, help="iterations per timed epoch")
     parser.add_argument("--repeat", type=int, default=7, help="timed rounds (the median is reported)")
+    parser.add_argument("--catalogue", action="store_true", help="the cost of each catalogue trick instead")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -236,6 +299,10 @@ def main() -> None:
     print(f"trainer throughput on {device.type} (torch {torch.__version__}): baseline of {STUDY.name}, "
           f"batch {args.batch}, {args.iters} iterations per epoch, median of {args.repeat} epochs after "
           "1 warm-up epoch, contenders alternated", flush=True)
+    if args.catalogue:
+        print("\n".join(catalogue_costs(int(args.threads.split(",")[0]), args, device)))
+        print(f"total {time.perf_counter() - started:.0f} s")
+        return
     for threads in (int(n) for n in args.threads.split(",")):
         print("\n".join(one_thread_count(threads, args, device)), flush=True)
         gc.collect()  # the contenders' loaders, and so their persistent workers, go now
