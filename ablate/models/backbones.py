@@ -1,7 +1,9 @@
-"""Backbones: image -> C3, C4, C5 (strides 8, 16, 32), and the backbone+neck module.
+"""Backbones: image -> C3, C4, C5 (strides 8, 16, 32), and C2 (stride 4) when asked, and the backbone+neck module.
 
-Every body returns ``OrderedDict(c3=..., c4=..., c5=...)`` and is described by
-its three channel counts, which is all a neck needs.  The torchvision bodies keep
+Every body returns ``OrderedDict(c3=..., c4=..., c5=...)`` (``c2`` first when built with
+``levels=ALL_LEVELS``, for a P2 pyramid: ``model.pyramid``) and is described by its channel
+counts, which is all a neck needs.  Asking for C2 adds an output, never a parameter: the state
+dict is the same either way.  The torchvision bodies keep
 torchvision's parameter names (``conv1.weight``, ``layer1.0...``, ``features.0...``)
 so torchvision's own classification checkpoints load with ``pretrained`` as they are.
 Nothing is ever downloaded: weights are ``None``, a local file, or ``imagenet``: torchvision's own
@@ -27,7 +29,8 @@ from torchvision.ops.misc import Conv2dNormActivation
 from ablate.errors import ConfigError
 
 LEVELS = ("c3", "c4", "c5")
-PYRAMID = ("p3", "p4", "p5", "p6", "p7")  # what RetinaNet/FCOS heads see, strides 8..128
+ALL_LEVELS = ("c2", *LEVELS)  # C2 (stride 4) only for a pyramid with P2 (tricks/pyramids.py)
+PYRAMID = ("p3", "p4", "p5", "p6", "p7")  # what RetinaNet/FCOS heads see by default, strides 8..128
 
 
 class TinyBackbone(nn.Module):
@@ -41,46 +44,58 @@ class TinyBackbone(nn.Module):
 
     Args:
         width: channel multiplier (the study's ``model.width``).
+        levels: the outputs, ``LEVELS`` or ``ALL_LEVELS`` (C2: the stem's output).
     """
 
-    def __init__(self, width: float = 1.0):
+    def __init__(self, width: float = 1.0, levels: tuple[str, ...] = LEVELS):
         super().__init__()
+        _check_levels(levels)
         c = [max(8, round(base * width)) for base in (8, 16, 32, 64, 128)]
         self.stem = nn.Sequential(Conv2dNormActivation(3, c[0], 3, stride=2), Conv2dNormActivation(c[0], c[1], 3, stride=2))
         self.stages = nn.ModuleList(
             nn.Sequential(Conv2dNormActivation(cin, cout, 3, stride=2), BasicBlock(cout, cout))
             for cin, cout in zip(c[1:4], c[2:5])
         )
-        self.channels = c[2:5]
+        self.levels = tuple(levels)
+        self.channels = c[1:5] if "c2" in levels else c[2:5]
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         x = self.stem(x)  # [B, c1, H/4, W/4]
-        out = OrderedDict()
+        out = OrderedDict(c2=x) if "c2" in self.levels else OrderedDict()
         for name, stage in zip(LEVELS, self.stages):
             x = stage(x)  # [B, c_i, H/s, W/s], s = 8, 16, 32
             out[name] = x
         return out
 
 
-def _torchvision_body(make: Callable[..., nn.Module], nodes: tuple[str, str, str], style: str) -> nn.Module:
+def _check_levels(levels: tuple[str, ...]) -> None:
+    if tuple(levels) not in (LEVELS, ALL_LEVELS):
+        raise ValueError(f"body levels must be {LEVELS} or {ALL_LEVELS}, got {tuple(levels)}")
+
+
+def _torchvision_body(make: Callable[..., nn.Module], nodes: dict[str, str], style: str,
+                      levels: tuple[str, ...]) -> nn.Module:
     # create_feature_extractor keeps the submodule names of the classification model
-    # and drops what comes after the last node (avgpool, fc / classifier).
+    # and drops what comes after the last node (avgpool, fc / classifier); C2's node comes
+    # before C3's, so returning it keeps the same modules and the same state dict keys.
     model = make(weights=None)
     if style == "caffe":  # before tracing: the traced body has no Bottleneck modules left to find
         caffe_strides(model)
-    return create_feature_extractor(model, return_nodes=dict(zip(nodes, LEVELS)))
+    return create_feature_extractor(model, return_nodes={nodes[level]: level for level in levels})
 
 
-# name -> (factory, nodes at strides 8/16/32, their channels).  mobilenet_v3_large's
-# features[6], [12], [16] are the last blocks before each stride-2 block, and the final 1x1 conv;
-# vgg16's features[22] and [29] are conv4_3 and conv5_3 (after ReLU), [30] the last max-pool.
+# name -> (factory, nodes at strides 4/8/16/32 (C2..C5), their channels).  ResNets' layer1 is C2.
+# mobilenet_v3_large's features[3], [6], [12] are the last blocks before each stride-2 block, [16]
+# the final 1x1 conv; vgg16's features[15], [22] and [29] are conv3_3, conv4_3 and conv5_3 (after
+# ReLU), [30] the last max-pool.
 _TORCHVISION = {
-    "resnet18": (resnet18, ("layer2", "layer3", "layer4"), [128, 256, 512]),
-    "resnet34": (resnet34, ("layer2", "layer3", "layer4"), [128, 256, 512]),
-    "resnet50": (resnet50, ("layer2", "layer3", "layer4"), [512, 1024, 2048]),
-    "resnet101": (resnet101, ("layer2", "layer3", "layer4"), [512, 1024, 2048]),
-    "mobilenet_v3": (mobilenet_v3_large, ("features.6", "features.12", "features.16"), [40, 112, 960]),
-    "vgg16": (vgg16, ("features.22", "features.29", "features.30"), [512, 512, 512]),
+    "resnet18": (resnet18, ("layer1", "layer2", "layer3", "layer4"), [64, 128, 256, 512]),
+    "resnet34": (resnet34, ("layer1", "layer2", "layer3", "layer4"), [64, 128, 256, 512]),
+    "resnet50": (resnet50, ("layer1", "layer2", "layer3", "layer4"), [256, 512, 1024, 2048]),
+    "resnet101": (resnet101, ("layer1", "layer2", "layer3", "layer4"), [256, 512, 1024, 2048]),
+    "mobilenet_v3": (mobilenet_v3_large, ("features.3", "features.6", "features.12", "features.16"),
+                     [24, 40, 112, 960]),
+    "vgg16": (vgg16, ("features.15", "features.22", "features.29", "features.30"), [256, 512, 512, 512]),
 }
 BACKBONES = ("tiny", *_TORCHVISION)
 
@@ -147,24 +162,29 @@ def weights_file(backbone: str, pretrained: str | None) -> str | None:
     return str(Path(pretrained).expanduser())
 
 
-def build_body(name: str, *, width: float = 1.0, style: str = "pytorch") -> tuple[nn.Module, list[int]]:
-    """The backbone body and its ``[C3, C4, C5]`` channel counts.
+def build_body(name: str, *, width: float = 1.0, style: str = "pytorch",
+               levels: tuple[str, ...] = LEVELS) -> tuple[nn.Module, list[int]]:
+    """The backbone body and the channel counts of its outputs, ``[C3, C4, C5]`` (``[C2, ..., C5]``).
 
     Args:
         name: one of ``BACKBONES``.
         width: channel multiplier of ``tiny`` (the torchvision bodies ignore it).
         style: ``caffe`` moves ResNet bottlenecks' stride to their 1x1 conv (see ``caffe_strides``).
+        levels: ``LEVELS``, or ``ALL_LEVELS`` to return C2 (stride 4) as well; same parameters either way.
 
     Example:
         >>> body, channels = build_body("resnet18")  # channels == [128, 256, 512]
+        >>> body, channels = build_body("resnet18", levels=ALL_LEVELS)  # [64, 128, 256, 512]
     """
     if name == "tiny":
-        body = TinyBackbone(width)
+        body = TinyBackbone(width, levels)
         return body, list(body.channels)
     if name not in _TORCHVISION:
         raise ValueError(f"unknown backbone '{name}'; valid: {', '.join(BACKBONES)}")
+    _check_levels(levels)
     make, nodes, channels = _TORCHVISION[name]
-    return _torchvision_body(make, nodes, style), list(channels)
+    by_level = dict(zip(ALL_LEVELS, channels))
+    return _torchvision_body(make, dict(zip(ALL_LEVELS, nodes)), style, levels), [by_level[k] for k in levels]
 
 
 def _few(keys: list[str], n: int = 5) -> str:
@@ -215,20 +235,22 @@ def load_weights(body: nn.Module, path: str, *, bgr: bool = False) -> None:
 
 
 class BackboneWithNeck(nn.Module):
-    """``body`` then ``neck``: image batch -> the five levels P3..P7 torchvision's heads want.
+    """``body`` then ``neck``: image batch -> the pyramid levels torchvision's heads want (P3..P7 by default).
 
     Args:
-        body: returns ``OrderedDict(c3, c4, c5)``.
-        neck: a catalogue neck built with ``extra_levels=2``.
+        body: returns ``OrderedDict(c3, c4, c5)`` (``c2`` first for a P2 pyramid).
+        neck: a catalogue neck built with the pyramid's ``extra_levels`` (2 for P6, P7).
         out_channels: channels of every output level (read by RetinaNet/FCOS).
+        names: the output levels, fine -> coarse (``tricks.pyramids.Pyramid.names``).
     """
 
-    def __init__(self, body: nn.Module, neck: nn.Module, out_channels: int):
+    def __init__(self, body: nn.Module, neck: nn.Module, out_channels: int, names: tuple[str, ...] = PYRAMID):
         super().__init__()
-        self.body, self.neck, self.out_channels = body, neck, out_channels
+        self.body, self.neck, self.out_channels, self.names = body, neck, out_channels, tuple(names)
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
-        levels = self.neck(self.body(x))  # c3, c4, c5, extra0, extra1; each [B, C, H/s, W/s]
-        if len(levels) != len(PYRAMID):
-            raise ValueError(f"the neck returned {len(levels)} levels, the heads need {len(PYRAMID)} (P3-P7)")
-        return OrderedDict(zip(PYRAMID, levels.values()))
+        levels = self.neck(self.body(x))  # [c2,] c3, c4, c5, extra0, ...; each [B, C, H/s, W/s]
+        if len(levels) != len(self.names):
+            raise ValueError(f"the neck returned {len(levels)} levels, the heads need {len(self.names)} "
+                             f"({', '.join(self.names)})")
+        return OrderedDict(zip(self.names, levels.values()))

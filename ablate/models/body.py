@@ -18,7 +18,10 @@ from ablate.tricks.registry import build_selected
 
 
 class PluggedBody(nn.Module):
-    """``body`` then, on each of its levels, the plugins' modules in list order; ``context`` on C5 first."""
+    """``body`` then, on each of its levels, the plugins' modules in list order; ``context`` on C5 first.
+
+    Plugins run on C3-C5 only; a ``c2`` output (a P2 pyramid) passes through as the body gave it.
+    """
 
     def __init__(self, body: nn.Module, after: dict[str, list[nn.Module]], context: nn.Module):
         super().__init__()
@@ -26,7 +29,7 @@ class PluggedBody(nn.Module):
         self.after = nn.ModuleDict({level: nn.Sequential(*mods) for level, mods in after.items() if mods})
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
-        levels = OrderedDict(self.body(x))  # c3, c4, c5
+        levels = OrderedDict(self.body(x))  # [c2,] c3, c4, c5
         levels["c5"] = self.context(levels["c5"])
         for level, blocks in self.after.items():
             levels[level] = blocks(levels[level])
@@ -34,7 +37,10 @@ class PluggedBody(nn.Module):
 
 
 def with_options(body: nn.Module, channels: list[int], m) -> nn.Module:
-    """Apply ``m.norm``, ``m.activation``, ``m.plugins`` and ``m.context`` (the model section) to ``body``."""
+    """Apply ``m.norm``, ``m.activation``, ``m.plugins`` and ``m.context`` (the model section) to ``body``.
+
+    ``channels``: of C3, C4, C5 (a body that also returns C2 passes its last three).
+    """
     if m.norm.name != "bn":
         replace_modules(body, nn.BatchNorm2d, build_selected(NORMS, m.norm, "norm"))
     if m.activation.name != "relu":

@@ -23,15 +23,21 @@ from ablate.tricks.detectors import DETECTORS
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
 from ablate.tricks.postprocess import POSTPROCESS, TTA
+from ablate.tricks.pyramids import PYRAMIDS, Pyramid
 from ablate.tricks.registry import build, build_selected
 
-PYRAMID_EXTRA_LEVELS = 2  # C3-C5 -> P3-P7: the dense detectors predict on five levels
+
+def _levels(m) -> Pyramid:
+    """``model.pyramid``: the levels the dense heads predict on (P3-P7 unless a P2 pyramid is chosen)."""
+    return build_selected(PYRAMIDS, m.pyramid, "pyramid")
 
 
 def _pyramid(body, channels: list[int], m) -> BackboneWithNeck:
+    """Body and neck: ``channels`` are the body's outputs' (C2 first for a P2 pyramid)."""
+    levels = _levels(m)
     neck = build_selected(NECKS, m.neck, "neck", in_channels=channels, out_channels=m.channels,
-                          extra_levels=PYRAMID_EXTRA_LEVELS)
-    return BackboneWithNeck(body, neck, m.channels)
+                          extra_levels=levels.extra_levels)
+    return BackboneWithNeck(body, neck, m.channels, levels.names)
 
 
 def _assigner(m):
@@ -44,16 +50,17 @@ def _assigner(m):
 def _retinanet(body, channels, n, m, d, **common):
     return CatalogueRetinaNet(_pyramid(body, channels, m), n, assigner=_assigner(m), head_convs=d.head_convs,
                               head_norm=d.head_norm, anchor_scale=d.anchor_scale, anchor_octaves=d.anchor_octaves,
-                              anchor_ratios=tuple(d.anchor_ratios), **common)
+                              anchor_ratios=tuple(d.anchor_ratios), strides=_levels(m).strides, **common)
 
 
 def _fcos(body, channels, n, m, d, **common):
-    return CatalogueFCOS(_pyramid(body, channels, m), n, assigner=_assigner(m), head_convs=d.head_convs, **common)
+    return CatalogueFCOS(_pyramid(body, channels, m), n, assigner=_assigner(m), head_convs=d.head_convs,
+                         strides=_levels(m).strides, **common)
 
 
 def _atss(body, channels, n, m, d, **common):
     return CatalogueAtss(_pyramid(body, channels, m), n, assigner=_assigner(m), head_convs=d.head_convs,
-                         anchor_scale=d.anchor_scale, **common)
+                         anchor_scale=d.anchor_scale, strides=_levels(m).strides, **common)
 
 
 def _ssd(body, channels, n, m, d, **common):
@@ -104,10 +111,10 @@ def build_model(config: TrialConfig, *, num_classes: int) -> Detector:
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     m = config.model
-    body, channels = build_body(m.backbone, width=m.width, style=m.style)
-    if m.pretrained is not None:
+    body, channels = build_body(m.backbone, width=m.width, style=m.style, levels=_levels(m).body_levels)
+    if m.pretrained is not None:  # C2 or not, the body's parameters (and so the file's keys) are the same
         load_weights(body, weights_file(m.backbone, m.pretrained), bgr=m.style == "caffe")
-    body = with_options(body, channels, m)
+    body = with_options(body, channels[-3:], m)  # plugins and context run on C3-C5
 
     size = config.data.image_size
     mean, std = PIXELS[m.style]

@@ -68,7 +68,7 @@ def rename(losses: dict[str, Tensor], names: dict[str, str]) -> dict[str, Tensor
     return {names[k]: v for k, v in losses.items()}
 
 
-STRIDES = (8, 16, 32, 64, 128)  # P3..P7
+STRIDES = (8, 16, 32, 64, 128)  # P3..P7, the default pyramid (model.pyramid: tricks/pyramids.py)
 
 
 class LevelAnchors(AnchorGenerator):
@@ -87,9 +87,14 @@ class LevelAnchors(AnchorGenerator):
 
 
 def assign_all(assigner: Callable, boxes: list[Tensor], level_counts: list[int],
-               targets: list[dict[str, Tensor]]) -> list[Tensor]:
-    """Each image's ``matched [A]`` from a catalogue assigner (tricks/assign), given its anchors as boxes ``[A, 4]``."""
-    strides = torch.cat([torch.full((n,), float(s), device=boxes[0].device) for n, s in zip(level_counts, STRIDES)])
+               targets: list[dict[str, Tensor]], strides: tuple[int, ...] = STRIDES) -> list[Tensor]:
+    """Each image's ``matched [A]`` from a catalogue assigner (tricks/assign), given its anchors as boxes ``[A, 4]``.
+
+    ``strides``: each pyramid level's, in the order of ``level_counts``.
+    """
+    if len(strides) != len(level_counts):
+        raise ValueError(f"{len(level_counts)} pyramid levels but {len(strides)} strides {strides}")
+    strides = torch.cat([torch.full((n,), float(s), device=boxes[0].device) for n, s in zip(level_counts, strides)])
     return [assigner(image_boxes, strides, level_counts, target["boxes"])
             for image_boxes, target in zip(boxes, targets)]
 

@@ -38,9 +38,9 @@ LOSS_NAMES = {"classification": "loss_cls", "bbox_regression": "loss_box", "bbox
 ASSIGN_SCALE = 8  # the box an IoU-based assigner sees on each point, in strides (the ATSS paper's 8S)
 
 
-def fcos_anchors() -> LevelAnchors:
+def fcos_anchors(strides: tuple[int, ...] = STRIDES) -> LevelAnchors:
     """One square anchor per location, its side the level's stride: FCOS's points (torchvision's default)."""
-    return LevelAnchors(tuple((stride,) for stride in STRIDES), ((1.0,),) * len(STRIDES))
+    return LevelAnchors(tuple((stride,) for stride in strides), ((1.0,),) * len(strides))
 
 
 class Head(FCOSHead):
@@ -119,10 +119,11 @@ class CatalogueFCOS(FCOS):
     from the classification loss's ``scores``.
 
     Args:
-        backbone: returns P3..P7 and has ``out_channels``.
+        backbone: returns one map per level of ``strides`` (P3..P7) and has ``out_channels``.
         num_classes: foreground classes; labels are ``0..num_classes-1``.
         cls_loss, box_loss: catalogue modules (``CLS_LOSSES``, ``BOX_LOSSES``).
         assigner: a catalogue assigner (tricks/assign): which points learn which box.
+        strides: the backbone's levels' strides (``model.pyramid``; P2-P7: 4..128).
         min_size, max_size: evaluation resize (training images are used as given).
         image_mean, image_std: the pixel statistics of ``model.style`` (backbones.PIXELS).
         score_thresh: candidate threshold at inference.
@@ -132,23 +133,23 @@ class CatalogueFCOS(FCOS):
     def __init__(self, backbone: nn.Module, num_classes: int, *, cls_loss: nn.Module, box_loss: nn.Module,
                  assigner, min_size: int = 800, max_size: int = 1333, image_mean: list[float],
                  image_std: list[float], score_thresh: float = 0.05, topk_candidates: int = 1000,
-                 head_convs: int = 4):
+                 head_convs: int = 4, strides: tuple[int, ...] = STRIDES):
         head = Head(backbone.out_channels, num_classes, cls_loss=cls_loss, box_loss=box_loss, num_convs=head_convs)
         super().__init__(
             backbone, num_classes, min_size=min_size, max_size=max_size,
-            image_mean=image_mean, image_std=image_std, anchor_generator=fcos_anchors(), head=head,
+            image_mean=image_mean, image_std=image_std, anchor_generator=fcos_anchors(tuple(strides)), head=head,
             score_thresh=score_thresh, topk_candidates=topk_candidates,
             _skip_resize=True,  # the data pipeline already sized the training images
         )
-        self.assigner = assigner
+        self.assigner, self.strides = assigner, tuple(strides)
 
     def compute_loss(self, targets, head_outputs, anchors, num_anchors_per_level):
         # the points' squares of 8 strides (same centres): what IoU-based assigners compare with the boxes
         scale = torch.cat([torch.full((n,), ASSIGN_SCALE / 2.0 * s, device=anchors[0].device)
-                           for n, s in zip(num_anchors_per_level, STRIDES)])[:, None]  # [A, 1]
+                           for n, s in zip(num_anchors_per_level, self.strides)])[:, None]  # [A, 1]
         boxes = [torch.cat([(a[:, :2] + a[:, 2:]) / 2 - scale, (a[:, :2] + a[:, 2:]) / 2 + scale], dim=1)
                  for a in anchors]
-        matched_idxs = assign_all(self.assigner, boxes, num_anchors_per_level, targets)
+        matched_idxs = assign_all(self.assigner, boxes, num_anchors_per_level, targets, self.strides)
         return rename(self.head.compute_loss(targets, head_outputs, anchors, matched_idxs), LOSS_NAMES)
 
     def postprocess_detections(self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]],

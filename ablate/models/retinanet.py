@@ -46,14 +46,16 @@ from ablate.models.common import (
 LOSS_NAMES = {"classification": "loss_cls", "bbox_regression": "loss_box", "bbox_ctrness": "loss_ctr"}  # ctr: ATSS
 
 
-def retinanet_anchors(anchor_scale: float, octaves: int = 3, ratios: tuple[float, ...] = (0.5, 1.0, 2.0)) -> LevelAnchors:
+def retinanet_anchors(anchor_scale: float, octaves: int = 3, ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+                      strides: tuple[int, ...] = STRIDES) -> LevelAnchors:
     """``octaves x len(ratios)`` anchors per location: ``anchor_scale x stride x 2^(i / octaves)`` at each ratio.
 
     The defaults are the paper's 9 (torchvision's 32..512 px with ``anchor_scale`` 4); a smaller
     scale suits small images, and one octave at ratio 1 is the ATSS paper's #A=1 RetinaNet.
+    ``strides``: one per pyramid level (a P2 level at stride 4 gets 16..25 px with ``anchor_scale`` 4).
     """
-    sizes = tuple(tuple(anchor_scale * stride * 2 ** (i / octaves) for i in range(octaves)) for stride in STRIDES)
-    return LevelAnchors(sizes, (tuple(ratios),) * len(STRIDES))
+    sizes = tuple(tuple(anchor_scale * stride * 2 ** (i / octaves) for i in range(octaves)) for stride in strides)
+    return LevelAnchors(sizes, (tuple(ratios),) * len(strides))
 
 
 class ClassificationHead(RetinaNetClassificationHead):
@@ -154,10 +156,10 @@ class CatalogueRetinaNet(RetinaNet):
     original image coordinates, *without* NMS: the caller merges them.
 
     Args:
-        backbone: returns P3..P7 and has ``out_channels``.
+        backbone: returns one map per level of ``strides`` (P3..P7) and has ``out_channels``.
         num_classes: foreground classes; labels are ``0..num_classes-1``.
         cls_loss, box_loss: catalogue modules (``CLS_LOSSES``, ``BOX_LOSSES``).
-        anchor_scale: anchor base size in strides.
+        strides: the backbone's levels' strides (``model.pyramid``; P2-P7: 4..128).
         assigner: a catalogue assigner (tricks/assign): which anchors learn which box.
         anchor_scale, anchor_octaves, anchor_ratios: the anchors (``retinanet_anchors``).
         head_norm: "group" (GroupNorm in the head convs, torchvision's v2) or "none" (the paper's).
@@ -172,8 +174,9 @@ class CatalogueRetinaNet(RetinaNet):
                  assigner, anchor_scale: float = 4.0, anchor_octaves: int = 3,
                  anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0), head_norm: str = "group", head_convs: int = 4,
                  min_size: int = 800, max_size: int = 1333, image_mean: list[float], image_std: list[float],
-                 score_thresh: float = 0.05, topk_candidates: int = 1000, head: nn.Module | None = None):
-        anchors = retinanet_anchors(anchor_scale, anchor_octaves, tuple(anchor_ratios))
+                 score_thresh: float = 0.05, topk_candidates: int = 1000, head: nn.Module | None = None,
+                 strides: tuple[int, ...] = STRIDES):
+        anchors = retinanet_anchors(anchor_scale, anchor_octaves, tuple(anchor_ratios), tuple(strides))
         if head is None:
             head = Head(backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes,
                         cls_loss=cls_loss, box_loss=box_loss, head_norm=head_norm, head_convs=head_convs)
@@ -183,10 +186,10 @@ class CatalogueRetinaNet(RetinaNet):
             score_thresh=score_thresh, topk_candidates=topk_candidates,
             _skip_resize=True,  # the data pipeline already sized the training images
         )
-        self.assigner = assigner
+        self.assigner, self.strides = assigner, tuple(strides)
 
     def compute_loss(self, targets, head_outputs, anchors):
-        matched_idxs = assign_all(self.assigner, anchors, self.anchor_generator.level_counts, targets)
+        matched_idxs = assign_all(self.assigner, anchors, self.anchor_generator.level_counts, targets, self.strides)
         return rename(self.head.compute_loss(targets, head_outputs, anchors, matched_idxs), LOSS_NAMES)
 
     def postprocess_detections(self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]],

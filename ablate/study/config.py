@@ -37,10 +37,11 @@ from ablate.tricks.blocks import (
 )
 from ablate.tricks.detectors import DETECTORS
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES, quality_problem
-from ablate.tricks.necks import NECKS
+from ablate.tricks.necks import ANY_LEVELS, NECKS
 from ablate.tricks.optim import OPTIMIZERS, AmpParams, ClipParams, EmaParams, SwaParams
 from ablate.tricks.postprocess import POSTPROCESS, TTA
-from ablate.tricks.registry import Trick
+from ablate.tricks.pyramids import DEFAULT_PYRAMID, PYRAMIDS
+from ablate.tricks.registry import Trick, build_selected
 from ablate.tricks.scaling import LR_SCALING
 from ablate.tricks.schedules import SCHEDULES, STEP_PRESETS, WARMUPS, step_milestones
 
@@ -97,6 +98,9 @@ class Model(Section):
     context: named(CONTEXT, "none") = Field(
         "none", description="a context block on C5 before the neck: " + choices(CONTEXT))
     neck: named(NECKS, "fpn") = Field("fpn", description="feature fusion: " + choices(NECKS))
+    pyramid: named(PYRAMIDS, DEFAULT_PYRAMID) = Field(
+        DEFAULT_PYRAMID, description="the levels the heads predict on (retinanet, fcos, atss): " + choices(PYRAMIDS)
+        + "; p2_*: a P2 level (stride 4, from the body's C2) for small objects, p2_p5 the YOLO four heads")
     head_conv: named(HEAD_CONVS, "plain") = Field(
         "plain", description="the 3x3 convs of the head's towers (retinanet, fcos, atss): " + choices(HEAD_CONVS))
     assigner: named(ASSIGNERS, "max_iou") | None = Field(
@@ -126,11 +130,19 @@ class Model(Section):
         if self.style == "caffe" and self.backbone not in CAFFE_STYLE:
             raise ValueError(f"style: caffe applies to backbones {', '.join(CAFFE_STYLE)}, not {self.backbone}")
         self._options_fit_the_backbone()
+        self._neck_fuses_the_pyramid()
         d = self.detector
         if d.name == "detr" and self.channels % d.heads:
             raise ValueError(f"detector detr: channels ({self.channels}) must be a multiple of heads ({d.heads})")
         return self
 
+
+    def _neck_fuses_the_pyramid(self) -> None:
+        levels = build_selected(PYRAMIDS, self.pyramid, "pyramid").body_levels  # a Pyramid: no torch
+        if len(levels) > 3 and self.neck.name not in ANY_LEVELS:
+            raise ValueError(f"model.pyramid: {self.pyramid.name} adds a P2 level from the body's C2, and model.neck: "
+                             f"{self.neck.name} fuses C3-C5 only; choose a neck that takes C2 too "
+                             f"({', '.join(n for n in NECKS if n in ANY_LEVELS)}) or model.pyramid: {DEFAULT_PYRAMID}")
 
     def _options_fit_the_backbone(self) -> None:
         names = [p.name for p in self.plugins]
@@ -356,7 +368,8 @@ class TrialConfig(Section):
 
 CONFIG_KEYS = tuple(TrialConfig.model_fields)
 SSD_VGG_MIN_SIZE = 268  # smaller, conv11_2 of torchvision's SSD VGG16 extractor would see a map under 3x3
-CROSS_KEYS = ("model.assigner", "model.neck", "model.head_conv", "eval.nms", "eval.tta")  # keys some detectors do not read
+CROSS_KEYS = ("model.assigner", "model.neck", "model.pyramid", "model.head_conv", "eval.nms",
+              "eval.tta")  # keys some detectors do not read
 
 
 @cache

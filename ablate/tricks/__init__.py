@@ -14,6 +14,7 @@ from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
 from ablate.tricks.optim import OPTIMIZERS, REGULARISERS
 from ablate.tricks.postprocess import POSTPROCESS, TTA
+from ablate.tricks.pyramids import PYRAMIDS
 from ablate.tricks.registry import Trick
 from ablate.tricks.scaling import LR_SCALING
 from ablate.tricks.schedules import SCHEDULES, WARMUPS
@@ -43,6 +44,8 @@ CATALOGUE: dict[str, Kind] = {
     "context": Kind("model.context", CONTEXT, "a context block on C5 before the neck"),
     "head_conv": Kind("model.head_conv", HEAD_CONVS, "the 3x3 convs of a dense head's towers"),
     "neck": Kind("model.neck", NECKS, "feature fusion between backbone and heads"),
+    "pyramid": Kind("model.pyramid", PYRAMIDS, "the levels dense heads predict on: P3-P7, or a P2 level (four heads) "
+                    "for small objects"),
     "postprocess": Kind("eval.nms", POSTPROCESS, "merging overlapping detections"),
     "tta": Kind("eval.tta", TTA, "test-time augmentation"),
 }

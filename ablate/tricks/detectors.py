@@ -142,7 +142,7 @@ class DetectorEntry:
     assigner: str | None = None  # its own assigner (model.assigner: null), for those that take one
 
 
-DENSE = frozenset({"model.assigner", "model.neck", "model.head_conv", "eval.nms", "eval.tta"})
+DENSE = frozenset({"model.assigner", "model.neck", "model.pyramid", "model.head_conv", "eval.nms", "eval.tta"})
 DETECTORS: dict[str, DetectorEntry] = {
     "retinanet": DetectorEntry(RetinaNetParams, "RetinaNet (Lin et al. 2017), torchvision's: anchors, focal-loss "
                                "head", "RetinaNet", DENSE, "max_iou"),

@@ -43,6 +43,7 @@ SELECTED_BY = {
     "context": (lambda n: {"model": {"context": n}}, lambda c: c.model.context.name),
     "head_conv": (lambda n: {"model": {"head_conv": n}}, lambda c: c.model.head_conv.name),
     "neck": (lambda n: {"model": {"neck": n}}, lambda c: c.model.neck.name),
+    "pyramid": (lambda n: {"model": {"pyramid": n}}, lambda c: c.model.pyramid.name),
     "postprocess": (lambda n: {"eval": {"nms": n}}, lambda c: c.eval.nms.name),
     "tta": (lambda n: {"eval": {"tta": n}}, lambda c: c.eval.tta.name),
 }

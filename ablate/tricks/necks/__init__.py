@@ -54,3 +54,8 @@ NECKS: dict[str, Trick] = {
     "asff": Trick(Lazy(lambda: _asff().ASFF), NoParams, "ASFF: FPN levels fused per position by learned softmax weights (Liu et al. 2019, YOLOv3-ASFF)"),
     "bifpn": Trick(Lazy(lambda: _bifpn().BiFPN), BiFPNParams, "EfficientDet BiFPN: repeated bidirectional fusion with learnable weights"),
 }
+
+# The necks that fuse any number of body levels (2 or more), so C2-C5 for a pyramid with P2 as well as
+# C3-C5 (model.pyramid, tricks/pyramids.py); a neck built for exactly C3-C5 stays out of this set,
+# and the study refuses it with a P2 pyramid, naming model.pyramid and model.neck.
+ANY_LEVELS = frozenset({"none", "fpn", "pan", "asff", "bifpn"})
