@@ -13,8 +13,10 @@ COCO_METRICS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR10
 
 # Training losses (mean over the epoch), each detector's under its own names: loss_cls and loss_box
 # (the catalogue's losses) for all; FCOS and ATSS add centerness, Faster R-CNN its RPN's objectness and
-# box terms, DETR its L1 on normalised boxes (beside loss_box, the catalogue's GIoU-like loss).
-LOSS_METRICS = ("loss", "loss_cls", "loss_box", "loss_ctr", "loss_objectness", "loss_rpn_box", "loss_l1")
+# box terms, DETR its L1 on normalised boxes (beside loss_box, the catalogue's GIoU-like loss); a
+# student of train.distill adds loss_distill (the weighted distillation loss).
+LOSS_METRICS = ("loss", "loss_cls", "loss_box", "loss_ctr", "loss_objectness", "loss_rpn_box", "loss_l1",
+                "loss_distill")
 
 # Cost and bookkeeping: seconds of the epoch's training, evaluation and checkpoint, and the whole epoch.
 COST_METRICS = ("lr", "imgs_per_s", "peak_mem_mb", "epoch_time_s", "train_time_s", "eval_time_s", "checkpoint_s")

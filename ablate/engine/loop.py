@@ -36,6 +36,7 @@ class StepTools:
     accumulate: int = 1
     ema: AveragedModel | None = None
     memory: TensorPeak | None = None  # CPU: counts each step's tensors (memory.py); CUDA has its own counter
+    distill: Callable[[], dict[str, torch.Tensor]] | None = None  # train.distill: {"loss_distill": ...} (distill.py)
 
 
 def _to(device: torch.device, images: list[torch.Tensor], targets: list[dict]) -> tuple[list, list]:
@@ -54,6 +55,8 @@ def _forward_backward(model: nn.Module, images: list, targets: list, *, tools: S
     """One forward and backward pass; returns each loss as a float, or raises TrialFailed on a non-finite one."""
     with tools.amp.autocast():
         losses = model(images, targets)  # {"loss_cls": ..., "loss_box": ...}
+        if tools.distill is not None:  # the teacher on the batch the student's forward just saw
+            losses = {**losses, **tools.distill()}
     total = sum(losses.values())
     named = {**losses, "loss": total}
     if device.type == "cuda":  # one device sync for all of them

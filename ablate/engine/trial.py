@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 from ablate.engine import checkpoint
 from ablate.engine.coco_eval import coco_index
 from ablate.engine.compile import compile_model
+from ablate.engine.distill import build_distiller
 from ablate.engine.loop import LoopState, StepTools, evaluate, train_one_epoch
 from ablate.engine.memory import TensorPeak
 from ablate.errors import ConfigError, TrialFailed
@@ -149,6 +150,7 @@ def run_trial(
     progress: Callable[[dict], None] | None = None,
     log: Callable[[str], None] = print,
     where: dict | None = None,
+    teacher: Path | None = None,
 ) -> TrialResult:
     """Train and evaluate one (config, seed), resuming from ``out_dir`` if it holds a checkpoint.
 
@@ -157,6 +159,7 @@ def run_trial(
         on_epoch: called with each epoch's metrics row and ``out_dir`` after its checkpoint is written.
         progress: called after every iteration with epoch, iteration, loss, lr.
         where: what to record about the process running it (e.g. the Ray node), per start.
+        teacher: ``train.distill``: the teacher's completed trial folder (orchestrate/teachers.py finds it).
     """
     device = torch.device(device) if device is not None else default_device()
     if threads:
@@ -168,6 +171,7 @@ def run_trial(
     pieces = build_pieces(config, seed=seed, device=device)
     data, model, optimizer, schedule, tools = pieces.data, pieces.model, pieces.optimizer, pieces.schedule, pieces.tools
     ema, swa, amp, swa_from, notices, t = tools.ema, pieces.swa, tools.amp, pieces.swa_from, pieces.notices, config.train
+    tools.distill = build_distiller(config, model, teacher, num_classes=len(data.classes), device=device)
     state = LoopState()
     start = 1
     saved = checkpoint.load(out_dir / checkpoint.CHECKPOINT)

@@ -8,6 +8,9 @@ with its checkpoint and ``status.json``.
 Running the same study again runs only what has not ended, resuming unfinished
 trials from their last epoch; a trial id is a hash of its config and seed, so an
 added level is a new id and runs, and nothing recorded is ever recorded twice.
+A study with ``train.distill`` students runs in two passes: first every trial that is not a
+student (the teachers among them) and every student whose teacher has completed, then the
+students whose teachers completed in the first pass (teachers.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import random
 import shutil
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -26,7 +29,7 @@ from rich.markup import escape
 from ablate.data.check import check_data
 from ablate.errors import AblateError
 from ablate.mlflow_tags import DECISION
-from ablate.orchestrate import preflight, tuner
+from ablate.orchestrate import preflight, teachers, tuner
 from ablate.orchestrate.lock import LOCK, study_lock
 from ablate.orchestrate.mlflow_mirror import outage_errors
 from ablate.orchestrate.mlflow_runs import Tracker
@@ -156,6 +159,20 @@ def _reconcile(recorder: Recorder, planned: list[Trial]) -> int:
     return fixed
 
 
+def _pass(todo: list[Trial], plan: Plan, store: ResultsStore, recorder: Recorder) -> tuple[list[Trial], list[Trial]]:
+    """(trials to start now, students whose teacher has still to run); a student whose teacher ended
+    pruned or failed is recorded failed here, with the reason (teachers.split)."""
+    from ablate.engine.trial import STATUS
+
+    ready, waiting, orphans = teachers.split(todo, plan.teachers, store.trials)
+    for trial, reason in orphans:
+        path = f"{recorder.storage.trial_path(trial.trial_id)}/{STATUS}"
+        recorder.storage.write_text(path, json.dumps(teachers.orphan_status(trial.trial_id, reason)))
+        recorder.start(trial)
+        recorder.finish(trial)
+    return ready, waiting
+
+
 def _check_weights(configs) -> None:
     from ablate.models.backbones import weights_file
 
@@ -201,6 +218,7 @@ def run_study(
 
     require_env(study)  # a $VAR in data.root must be set before any trial starts
     recorded = ResultsStore(folder).trials if not restart and (folder / "trials.parquet").exists() else {}
+    plan = replace(plan, teachers=teachers.resolve(study, variants, planned, recorded))  # train.distill
     left = [t for t in planned if not ended(recorded.get(t.trial_id, {}))]
     # the datasets of the trials still to run (an Optuna study: its baseline's), loaded and their images
     # decoded now: a bad record fails here, not inside a trial, and before anything is written (the
@@ -247,6 +265,8 @@ def run_study(
         started_ray, stopped = False, False
         try:
             while not TERM.requested:
+                # train.distill: students wait for their teachers' trials (teachers.py: one more pass)
+                todo, waiting = _pass(todo, plan, store, recorder)
                 if todo or samples_left:
                     connecting = _connect_meanwhile(tracker)
                     try:
@@ -264,15 +284,23 @@ def run_study(
                         study, plan, order, samples_left, store, recorder, max_concurrent, verbose, console,
                         started_ray=started_ray, trainable=trainable or train)
                     samples_left = 0
-                    if stopped or TERM.requested or any(not ended(store.trials.get(t.trial_id, {})) for t in planned):
+                    if stopped or TERM.requested or any(not ended(store.trials.get(t.trial_id, {})) for t in todo):
                         break
+                if waiting:  # their teachers ran in this pass (a teacher is never a student: two passes at most)
+                    if not todo:
+                        break
+                    todo = waiting
+                    continue
+                if any(not ended(store.trials.get(t.trial_id, {})) for t in planned):
+                    break
                 more = add_seeds(study, variants, folder)  # written to seeds.json before any of them starts
                 if not more:
                     break
                 console.print(f"decision.max_seeds {study.decision.max_seeds}: still unresolved, one more seed: "
                               + ", ".join(f"{_name(variants, v)} seed {seed}" for v, seed in more))
                 planned = planned_trials(study, variants, folder)
-                plan = recorder.plan = Plan(study, {t.trial_id: t for t in planned}, planned[0].trial_id)
+                plan = recorder.plan = Plan(study, {t.trial_id: t for t in planned}, planned[0].trial_id,
+                                            teachers.resolve(study, variants, planned, store.trials))
                 todo = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
                 outcome.planned += len(more)
         finally:

@@ -1,8 +1,8 @@
 """Adaptive seeds (``decision.max_seeds``): one more seed at a time for the variants still unresolved.
 
 When every planned trial has ended, each variant whose verdict is ``unresolved`` (and that the
-race did not stop) gets the next seed, the baseline too where it lacks that seed, until the
-variant is resolved or has ``max_seeds`` seeds.  Added seeds continue the listed ones (seeds
+race did not stop) gets the next seed, the baseline (and a ``train.distill`` student's teacher) too
+where it lacks that seed, until the variant is resolved or has ``max_seeds`` seeds.  Added seeds continue the listed ones (seeds
 ``[0, 1, 2]`` go on with 3, 4, ...), the same for every variant, so they pair with the
 baseline's.  ``seeds.json`` in the results folder records them *before* their trials start:
 a rerun (or a resume after kill -9) plans exactly the trials already added, and adds only what
@@ -60,10 +60,16 @@ def add_seeds(study: Study, variants: list[Variant], folder: Path) -> list[tuple
         return []
     out = []
     for v, seed in sorted(new.items()):
-        extra.setdefault(v, []).append(seed)
-        out.append((v, seed))
-        if seed not in extra.get(0, []):
-            extra.setdefault(0, []).append(seed)
-            out.append((0, seed))
+        for w in dict.fromkeys((v, 0, _teacher(variants, v))):  # a student's teacher (train.distill) needs it too
+            if w is not None and seed not in extra.get(w, []):
+                extra.setdefault(w, []).append(seed)
+                out.append((w, seed))
     write_state(folder, SEEDS, {"added": {str(v): sorted(s) for v, s in sorted(extra.items())}})
     return sorted(out)
+
+
+def _teacher(variants: list[Variant], index: int) -> int | None:
+    """The variant a ``train.distill`` student names as its teacher, or None (none, or a trial id)."""
+    variant = next(v for v in variants if v.index == index)
+    name = variant.config.train.distill.teacher if variant.config.train.distill.name != "none" else None
+    return next((v.index for v in variants if v.name == name), None)

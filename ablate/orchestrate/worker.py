@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ablate.errors import AblateError
@@ -29,6 +29,7 @@ class Plan:
     study: Study
     lookup: dict[str, Trial]  # trial id -> Trial (grid, one_at_a_time, cumulative)
     baseline_id: str
+    teachers: dict[str, str] = field(default_factory=dict)  # student trial id -> teacher's (train.distill)
 
     def resolve(self, tune_config: dict, index: int = -1) -> Trial:
         """The ablate trial behind a Ray Tune config: ``{"trial_id": ...}`` or Optuna's sampled values."""
@@ -82,8 +83,10 @@ def train(tune_config: dict, *, plan: Plan, storage: Storage, threads: int, use_
     timeout = plan.study.hang_timeout_s
     watchdog = Watchdog(timeout, on_hung) if timeout is not None else None
     try:
+        teacher = plan.teachers.get(trial.trial_id)  # completed before this trial was started (teachers.py)
         run_trial(trial.variant.config, seed=trial.seed, out_dir=out, device=device, threads=threads,
-                  on_epoch=report, log=lambda line: print(f"[{trial.trial_id}] {line}", flush=True), where=where,
+                  teacher=storage.pull(teacher) if teacher is not None else None, on_epoch=report,
+                  log=lambda line: print(f"[{trial.trial_id}] {line}", flush=True), where=where,
                   progress=hang_for_tests(trial.trial_id))
     except TrialFailed:
         pass  # run_trial wrote status.json with the reason

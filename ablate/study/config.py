@@ -36,6 +36,7 @@ from ablate.tricks.blocks import (
     RESIDUAL_BACKBONES,
 )
 from ablate.tricks.detectors import DETECTORS
+from ablate.tricks.distill import DISTILL, distill_problem
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES, quality_problem
 from ablate.tricks.necks import ANY_LEVELS, NECKS
 from ablate.tricks.optim import OPTIMIZERS, AmpParams, ClipParams, EmaParams, SwaParams
@@ -270,6 +271,10 @@ class Train(Section):
         False, description="torch.compile the backbone, neck and head (losses and post-processing stay eager); "
         "needs a C++ compiler on CPU and Triton on CUDA, else a notice and eager (bench/trainer_throughput.py)"
     )
+    distill: named(DISTILL, "logits") = Field(
+        "none", description="knowledge distillation from a finished trial of this study (ablate catalogue "
+        "distill): " + choices(DISTILL) + "; {name: logits, teacher: baseline} (teacher: a variant name or a "
+        "trial id; its trials run first, each student starts once its teacher's same-seed trial completed)")
 
     @model_validator(mode="before")
     @classmethod
@@ -347,6 +352,9 @@ class TrialConfig(Section):
             raise ValueError("loss.cls: hard_negative mines negatives, which model.detector: ssd already does (its "
                              "neg_pos_ratio key); choose another loss.cls, or set the ratio there")
         problem = quality_problem(self.loss.cls.name, name)
+        if problem:
+            raise ValueError(problem)
+        problem = distill_problem(self.train.distill.name, name)
         if problem:
             raise ValueError(problem)
         if name == "ssd" and self.model.backbone == "vgg16" and self.data.image_size < SSD_VGG_MIN_SIZE:

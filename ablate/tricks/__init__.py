@@ -10,6 +10,7 @@ from ablate.tricks.assign import ASSIGNERS
 from ablate.tricks.augment import AUGMENTS
 from ablate.tricks.blocks import ACTIVATIONS, CONTEXT, HEAD_CONVS, NORMS, PLUGINS
 from ablate.tricks.detectors import DETECTORS, DetectorEntry
+from ablate.tricks.distill import DISTILL
 from ablate.tricks.losses import BOX_LOSSES, CLS_LOSSES
 from ablate.tricks.necks import NECKS
 from ablate.tricks.optim import OPTIMIZERS, REGULARISERS
@@ -35,6 +36,7 @@ CATALOGUE: dict[str, Kind] = {
     "lr_scaling": Kind("train.lr_scaling.rule", LR_SCALING, "learning rate vs total batch size"),
     "optimizer": Kind("train.optimizer", OPTIMIZERS, "optimisers and weight decay"),
     "regulariser": Kind("train.<name>", REGULARISERS, "training-loop options: EMA, SWA, clipping, AMP"),
+    "distill": Kind("train.distill", DISTILL, "knowledge distillation from a finished trial of the study"),
     "cls_loss": Kind("loss.cls", CLS_LOSSES, "classification losses"),
     "box_loss": Kind("loss.box", BOX_LOSSES, "box regression losses"),
     "augment": Kind("augment[]", AUGMENTS, "box-aware train-time augmentations, applied in list order"),

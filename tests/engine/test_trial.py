@@ -25,7 +25,8 @@ def test_trial_learns_reports_every_metric_and_resumes_exactly(tiny, tmp_path):
     full = run_trial(config, seed=0, out_dir=tmp_path / "full", log=lambda m: None)
     assert full.status == "completed" and len(full.history) == 5
     # every metric, each known to the records: FCOS's losses are loss_cls, loss_box and loss_ctr, not the others'
-    assert set(full.final) - {"epoch"} == set(METRICS) - {"loss_objectness", "loss_rpn_box", "loss_l1"}
+    assert set(full.final) - {"epoch"} == set(METRICS) - {"loss_objectness", "loss_rpn_box", "loss_l1",
+                                                                     "loss_distill"}
     assert full.history[-1]["mAP"] > full.history[0]["mAP"]
     maps = [row["mAP"] for row in full.history]
     assert maps[-1] > 0.01 and maps[-1] > 2 * maps[0], maps  # an untrained detector scores ~0

@@ -34,6 +34,7 @@ SELECTED_BY = {
     "warmup": (lambda n: {"train": {"warmup": n}}, lambda c: c.train.warmup.name),
     "lr_scaling": (lambda n: {"train": {"lr_scaling": {"rule": n}}}, lambda c: c.train.lr_scaling.rule),
     "optimizer": (lambda n: {"train": {"optimizer": n}}, lambda c: c.train.optimizer.name),
+    "distill": (lambda n: {"train": {"distill": n}}, lambda c: c.train.distill.name),
     "cls_loss": (lambda n: {"loss": {"cls": n}}, lambda c: c.loss.cls.name),
     "box_loss": (lambda n: {"loss": {"box": n}}, lambda c: c.loss.box.name),
     "augment": (lambda n: {"augment": ["hflip", n]}, lambda c: c.augment[1].name),
