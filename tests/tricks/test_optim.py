@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -168,7 +170,7 @@ def set_to(model: One, value: float) -> None:
 
 def test_ema_is_the_hand_computed_average():
     model = One(10.0)
-    ema = regulariser("ema", enabled=True, decay=0.75, model=model)
+    ema = regulariser("ema", enabled=True, decay=0.75, warmup=0, model=model)
     set_to(model, 2.0)
     ema.update_parameters(model)  # the first update copies the model
     assert ema.module.w.item() == 2.0
@@ -179,6 +181,25 @@ def test_ema_is_the_hand_computed_average():
     ema.update_parameters(model)
     assert ema.module.w.item() == pytest.approx(0.75 * 3.0 + 0.25 * 10.0)  # 4.75
     assert model.w.item() == 10.0  # the model itself is untouched
+
+
+def test_ema_decay_ramps_up_as_yolov5():
+    # update t (the first average after the copy is t = 1) decays with 0.75 * (1 - exp(-t / 2))
+    model = One(0.0)
+    ema = regulariser("ema", enabled=True, decay=0.75, warmup=2, model=model)
+    ema.update_parameters(model)  # copies 0.0
+    expected = 0.0
+    for t, value in enumerate((4.0, 8.0, 2.0), start=1):
+        set_to(model, value)
+        ema.update_parameters(model)
+        d = 0.75 * (1 - math.exp(-t / 2))
+        expected = d * expected + (1 - d) * value
+        assert ema.module.w.item() == pytest.approx(expected)
+    # the constant decay of a long run is reached: after 40,000 updates the ramp is 0.9998 to 1e-6
+    from ablate.tricks.optim.regularisers import ema_decay
+
+    assert ema_decay(0.9998, 2000, 40_000) == pytest.approx(0.9998, abs=1e-6)
+    assert ema_decay(0.9998, 2000, 1000) == pytest.approx(0.9998 * (1 - math.exp(-0.5)))
 
 
 def test_swa_is_the_equal_average_of_snapshots():
@@ -211,7 +232,8 @@ def test_averages_include_batchnorm_statistics(name):
     if name == "swa":
         assert torch.allclose(got, (means[0] + means[1]) / 2)
     else:
-        assert torch.allclose(got, 0.9998 * means[0] + 0.0002 * means[1])
+        d = 0.9998 * (1 - math.exp(-1 / 2000))  # the first average, at the start of the ramp
+        assert torch.allclose(got, d * means[0] + (1 - d) * means[1])
     avg.module.eval()
     assert avg(torch.randn(1, 3, 8, 8)).shape == (1, 2)
 

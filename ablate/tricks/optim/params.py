@@ -47,7 +47,9 @@ class AdamWParams(AdamParams):
 
 class EmaParams(Params):
     enabled: bool = Field(False, description="keep an exponential moving average of the weights and evaluate it")
-    decay: float = Field(0.9998, gt=0, lt=1, description="per-iteration decay of the average")
+    decay: float = Field(0.9998, gt=0, lt=1, description="per-iteration decay of the average, once ramped up")
+    warmup: int = Field(2000, ge=0, description="iterations over which the decay ramps up: decay x (1 - exp(-t / "
+                        "warmup)) at update t (YOLOv5, mmdetection's ExpMomentumEMA: 2000); 0: constant decay")
 
 
 class SwaParams(Params):

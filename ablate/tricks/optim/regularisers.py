@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -11,11 +12,27 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
-def ema(*, enabled: bool, decay: float, model: nn.Module) -> AveragedModel | None:
-    """An EMA copy of ``model`` (buffers averaged too), or None when off."""
+def ema_decay(decay: float, warmup: int, updates: float) -> float:
+    """The decay of update number ``updates`` (1, 2, ...): ``decay * (1 - exp(-updates / warmup))``, or ``decay``.
+
+    The ramp is YOLOv5's ``ModelEMA`` and mmdetection's ``ExpMomentumEMA`` (gamma 2000): early
+    averages follow the model instead of holding on to its random initial weights, which a constant
+    0.9998 keeps at 80% weight after 1,000 iterations (a short study evaluates little else).
+    """
+    return decay * (1 - math.exp(-updates / warmup)) if warmup else decay
+
+
+def ema(*, enabled: bool, decay: float, warmup: int, model: nn.Module) -> AveragedModel | None:
+    """An EMA copy of ``model`` (buffers averaged too), its decay ramped up over ``warmup`` updates; None when off."""
     if not enabled:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        d = ema_decay(decay, warmup, float(n_averaged))  # n_averaged: updates before this one (the first copies)
+        get_ema_multi_avg_fn(d)(averaged, current, n_averaged)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def swa(*, enabled: bool, epochs: int, lr: float | None, model: nn.Module) -> AveragedModel | None:
