@@ -74,6 +74,7 @@ CATALOGUE_TRICKS = [
     *((f"context {c}", [f"model.context={c}"]) for c in ("spp", "sppf", "aspp", "rfb")),
     *((f"head_conv {h}", [f"model.head_conv={h}"]) for h in ("depthwise", "grouped", "repconv")),
     ("neck asff", ["model.neck=asff"]),
+    *((f"pyramid {p}", [f"model.pyramid={p}"]) for p in ("p2_p7", "p2_p5")),
     *((f"loss.cls {c}", [f"loss.cls={c}"]) for c in ("ghm_c", "quality_focal", "varifocal", "hard_negative")),
     ("loss.box ghm_r", ["loss.box=ghm_r"]),
     *((f"augment {a}", [f"augment=[hflip, {a}]"]) for a in ("cutmix", "random_erasing", "rotate", "autoaugment")),
