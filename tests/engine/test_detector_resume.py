@@ -18,7 +18,7 @@ OWN_LOSSES = {"retinanet": {"loss_cls", "loss_box"}, "fcos": {"loss_cls", "loss_
               "atss": {"loss_cls", "loss_box", "loss_ctr"}, "ssd": {"loss_cls", "loss_box"},
               "faster_rcnn": {"loss_cls", "loss_box", "loss_objectness", "loss_rpn_box"},
               "detr": {"loss_cls", "loss_box", "loss_l1"}}
-LOSSES = {name for names in OWN_LOSSES.values() for name in names} | {"loss"}
+LOSSES = {name for names in OWN_LOSSES.values() for name in names} | {"loss", "loss_distill"}  # distill: students
 OWN_KEYS = {"faster_rcnn": {"rpn_proposals": 100, "roi_batch": 32, "representation": 64},  # CPU-sized heads
             "detr": {"queries": 10, "encoder_layers": 1, "decoder_layers": 2, "heads": 4, "ffn": 64}}
 
