@@ -1,5 +1,6 @@
 import pytest
 import torch
+from augment_samples import BOXES, make, sample  # tests/ is on sys.path (pyproject)
 from pydantic import ValidationError
 from torchvision import tv_tensors
 from torchvision.ops import box_iou
@@ -7,19 +8,6 @@ from torchvision.ops import box_iou
 from ablate.tricks.augment import AUGMENTS
 from ablate.tricks.augment.geometric import make_sample, tidy
 from ablate.tricks.registry import UnknownTrick, build, lookup
-
-BOXES = [[4.0, 6.0, 20.5, 30.0], [30.0, 10.0, 60.0, 40.0], [0.0, 50.0, 63.5, 64.0]]
-
-
-def sample(fill=None, h=64, w=64, boxes=BOXES, labels=(1, 2, 3), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) if fill is None \
-        else torch.full((3, h, w), fill, dtype=torch.uint8)
-    return make_sample(image, boxes, list(labels), image_id=seed)
-
-
-def make(name, **params):
-    return build(AUGMENTS, name, "augmentation", params)
 
 
 def run(name, main=None, **params):
