@@ -18,6 +18,7 @@ from collections import Counter
 
 COMPLETED, PRUNED, FAILED, RUNNING = "completed", "pruned", "failed", "running"
 FINAL = (COMPLETED, PRUNED, FAILED)  # the statuses a trial ends with
+STATUS = "status.json"  # in a trial's folder: its status, history and starts (engine/trial.py writes it)
 CRASHED = "crashed"  # prefix of the reason of a trial Ray gave up retrying: not deterministic, run again on resume
 
 _PRUNED = re.compile(r"pruned@(?:epoch )?(\d+)$")

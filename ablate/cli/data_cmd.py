@@ -49,7 +49,7 @@ def data_of(target: Path, overrides: list[str], image_size: int | None,
 
 
 def summary_of(data: Data, splits: dict[str, str]) -> dict:
-    from ablate.data.build import load_splits
+    from ablate.data.splits import load_splits
     from ablate.data.summary import summarize
 
     train, val = load_splits(data)

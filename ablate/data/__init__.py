@@ -7,14 +7,22 @@ arguments only.  ``subset.py`` cuts a train split to ``data.train_subset``; ``su
 what a dataset holds (``ablate data``).
 """
 
-from ablate.data.build import DataBundle, build_data
-from ablate.data.coco import Annotations, ImageRecord, load_coco
-from ablate.data.dataset import DetectionDataset, collate, read_image
-from ablate.data.shapes import CLASSES as SHAPES_CLASSES
-from ablate.data.shapes import default_cache_dir, ensure_shapes
-from ablate.data.voc import load_voc
+from __future__ import annotations
 
-__all__ = [
-    "SHAPES_CLASSES", "Annotations", "DataBundle", "DetectionDataset", "ImageRecord", "build_data",
-    "collate", "default_cache_dir", "ensure_shapes", "load_coco", "load_voc", "read_image",
-]
+import importlib
+
+# name -> module, imported at first use (PEP 562): the driver of `ablate run` reads and checks data
+# through ablate.data.splits and .check without importing torch (orchestrate/run.py)
+_WHERE = {
+    "DataBundle": "build", "build_data": "build", "Annotations": "coco", "ImageRecord": "coco", "load_coco": "coco",
+    "DetectionDataset": "dataset", "collate": "dataset", "read_image": "dataset", "SHAPES_CLASSES": "shapes",
+    "default_cache_dir": "shapes", "ensure_shapes": "shapes", "load_voc": "voc",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'ablate.data' has no attribute {name!r}")
+    module = importlib.import_module(f"ablate.data.{_WHERE[name]}")
+    return getattr(module, "CLASSES" if name == "SHAPES_CLASSES" else name)

@@ -28,9 +28,9 @@ from pathlib import Path
 from PIL import Image
 
 from ablate.atomic import atomic_path
-from ablate.data.build import load_splits, require_boxes
 from ablate.data.coco import Annotations, ImageRecord
 from ablate.data.shapes import default_cache_dir
+from ablate.data.splits import load_splits, require_boxes
 from ablate.errors import DataError
 from ablate.study.config import Data, TrialConfig
 

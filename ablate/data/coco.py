@@ -245,3 +245,13 @@ def _check_files(by_id: dict[int, dict[str, Any]], image_dir: Path, source: str)
         shown = ", ".join(f"'{image_dir / name}' (image id {i})" for i, name in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise DataError(f"{source}: {len(missing)} of {len(by_id)} image files not found: {shown}{more}")
+
+
+MAX_RATIO = 1333 / 800  # longest / shortest side allowed by the base resize (torchvision's default)
+
+
+def base_size(height: int, width: int, image_size: int) -> tuple[int, int]:
+    """(h, w) with the shorter side ``image_size`` and the longer at most ``image_size * 1333 / 800``."""
+    scale = image_size / min(height, width)
+    scale = min(scale, image_size * MAX_RATIO / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))

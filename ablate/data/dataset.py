@@ -19,11 +19,9 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.v2 import functional as F
 
-from ablate.data.coco import ImageRecord
+from ablate.data.coco import ImageRecord, base_size
 from ablate.errors import DataError
 from ablate.tricks.augment.geometric import Augment, Sample, make_sample, tidy
-
-MAX_RATIO = 1333 / 800  # longest / shortest side allowed by the base resize (torchvision's default)
 
 Target = dict[str, Any]  # {"boxes": float32 [N, 4] XYXY, "labels": int64 [N], "image_id": int}
 
@@ -39,13 +37,6 @@ def read_image(path: str, image_id: int) -> torch.Tensor:
     except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ... for bad files
         raise DataError(f"cannot read image '{path}' (image id {image_id}): {type(e).__name__}: {e}") from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-def base_size(height: int, width: int, image_size: int) -> tuple[int, int]:
-    """(h, w) with the shorter side ``image_size`` and the longer at most ``image_size * 1333 / 800``."""
-    scale = image_size / min(height, width)
-    scale = min(scale, image_size * MAX_RATIO / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 @contextmanager

@@ -17,8 +17,7 @@ import statistics
 from collections import Counter, defaultdict
 from typing import Any
 
-from ablate.data.coco import Annotations
-from ablate.data.dataset import base_size
+from ablate.data.coco import Annotations, base_size
 
 SMALL, MEDIUM = 32**2, 96**2  # COCO's area ranges
 SIZES = ("small", "medium", "large")

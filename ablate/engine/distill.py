@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ablate.engine import checkpoint
 from ablate.errors import ConfigError
+from ablate.status import STATUS
 from ablate.study.config import TrialConfig
 from ablate.study.distill import teacher_mismatch
 from ablate.study.paths import merge
@@ -41,7 +42,7 @@ def load_teacher(folder: Path, student: TrialConfig, *, num_classes: int, device
 
     folder = Path(folder)
     try:
-        status = json.loads((folder / "status.json").read_text())  # trial.STATUS, which imports this module
+        status = json.loads((folder / STATUS).read_text())
     except (OSError, ValueError):
         status = {}
     saved = checkpoint.load(folder / checkpoint.CHECKPOINT)

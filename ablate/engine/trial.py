@@ -27,6 +27,7 @@ from ablate.engine.loop import LoopState, StepTools, evaluate, train_one_epoch
 from ablate.engine.memory import TensorPeak
 from ablate.errors import ConfigError, TrialFailed
 from ablate.metrics import METRICS
+from ablate.status import STATUS
 from ablate.study.config import TrialConfig
 from ablate.study.expand import config_dict, trial_id
 from ablate.tricks.optim import OPTIMIZERS, REGULARISERS
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from ablate.data import DataBundle
 
 DETECTIONS = "detections.json"
-STATUS = "status.json"
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Running a study on Ray Tune, resumably; a trial's life in five steps:
 
-1. the driver plans the trials and checks the environment (run.py, preflight.py);
+1. the driver plans the trials and checks the environment (run.py, preflight.py) while Ray starts (local_ray.py);
 2. Tune starts a worker for each (tuner.py: resources, scheduler.py / search.py, start_watch.py);
 3. the worker pulls the trial's folder and trains it (worker.py, worker_watchdog.py, storage.py);
 4. each epoch is reported to Tune (``tune.report``, with the folder pushed back);

@@ -41,3 +41,17 @@ def study_lock(folder: Path, study: str):
         yield
     finally:
         handle.close()
+
+
+def taken(folder: Path) -> bool:
+    """Whether another driver holds ``folder/.lock`` now (a probe: ``study_lock`` is what decides)."""
+    path = folder / LOCK
+    if not path.exists():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False

@@ -15,6 +15,7 @@ students whose teachers completed in the first pass (teachers.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -22,28 +23,30 @@ import shutil
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 
-from ablate.data.check import check_data
 from ablate.errors import AblateError
 from ablate.mlflow_tags import DECISION
-from ablate.orchestrate import preflight, teachers, tuner
+from ablate.orchestrate import lock, preflight, teachers
+from ablate.orchestrate.local_ray import RayStart, exposure_note
 from ablate.orchestrate.lock import LOCK, study_lock
-from ablate.orchestrate.mlflow_mirror import outage_errors
-from ablate.orchestrate.mlflow_runs import Tracker
-from ablate.orchestrate.record import Recorder
 from ablate.orchestrate.seeds import add_seeds, planned_trials
 from ablate.orchestrate.storage import Storage
 from ablate.orchestrate.terminate import TERM
 from ablate.orchestrate.worker import Plan, train
 from ablate.results.store import ResultsStore, stale_temp_files, write_data_summary, write_decision
-from ablate.status import ended
+from ablate.status import STATUS, ended
 from ablate.study import load_study
 from ablate.study.expand import Trial, check, trials
 from ablate.study.loader import require_env
 from ablate.study.schema import Study
+
+if TYPE_CHECKING:
+    from ablate.orchestrate.mlflow_runs import Tracker
+    from ablate.orchestrate.record import Recorder
 
 
 @dataclass
@@ -73,17 +76,6 @@ def launch_order(todo: list[Trial], seed: int = 0, *, race: bool = False) -> lis
     return first + rest
 
 
-def _ray_shutdown() -> None:
-    """``tuner.ray_shutdown()``; after a SIGTERM it gets 10 s (a Ray whose GCS is gone, as when something
-    SIGKILLed it, can wait a minute) and the run goes on without it."""
-    if not TERM.requested:
-        tuner.ray_shutdown()
-        return
-    done = threading.Thread(target=tuner.ray_shutdown, daemon=True)
-    done.start()
-    done.join(10)
-
-
 def _name(variants, index: int) -> str:
     return next((v.name for v in variants if v.index == index), f"variant {index}")
 
@@ -97,28 +89,33 @@ def _decision(study: Study) -> dict:
     return {"metric": study.scheduler.metric, **study.decision.model_dump()}
 
 
-def _connect_meanwhile(tracker: Tracker) -> threading.Thread | None:
-    """Open a local sqlite MLflow store while Ray starts: its first opening creates or migrates the tables
-    and the experiment and parent run (3-4 s on 2 cores), which the first trial's start would otherwise wait
-    for.  The caller joins the thread before any trial, so the tracker is never used from two threads; a
-    failure is left to the first write, which meets it again and handles it as an outage.  A server URI
-    is not opened early: an unreachable one would make the study wait for its retries before any trial.
+def _connect_meanwhile(tracker: Tracker) -> None:
+    """Open a local sqlite MLflow store in a thread: its first opening creates or migrates the tables and
+    the experiment and parent run (3-4 s on 2 cores), which the first trial's start would otherwise wait
+    for, while Ray and Tune get ready.  The thread holds ``tracker.lock`` throughout, so a first use of
+    the tracker meanwhile waits for it; a failure is left to the next use, which meets it again and
+    handles it as an outage.  A server URI is not opened early: an unreachable one would make the study
+    wait for its retries before any trial.
     """
     if not tracker.uri.startswith("sqlite:///") or tracker.parent_id is not None:
-        return None
+        return
+    started = threading.Event()
 
     def connect() -> None:
-        try:
-            tracker.connect()
-        except Exception:  # noqa: BLE001 -- met again, and reported, by the first write
-            tracker.invalidate()
+        with tracker.lock:
+            started.set()
+            try:
+                tracker.connect()
+            except Exception:  # noqa: BLE001 -- met again, and reported, by the next use
+                tracker.invalidate()
 
-    thread = threading.Thread(target=connect, name="mlflow-connect", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=connect, name="mlflow-connect", daemon=True).start()
+    started.wait()  # the lock is the thread's before anything else can use the tracker
 
 
 def _tracker(study: Study) -> Tracker:
+    from ablate.orchestrate.mlflow_runs import Tracker
+
     varied = list(study.search.space) if study.design == "optuna" else list(study.factors)
     return Tracker(study.tracking.uri, study.tracking.experiment or study.name, study.name,
                    {"design": study.design, "description": study.description[:5000],
@@ -128,6 +125,8 @@ def _tracker(study: Study) -> Tracker:
 
 def _discard(folder: Path, study: Study, storage: Storage, console: Console) -> None:
     """``--restart``: say what goes, then delete the study's results, trial folders and MLflow runs."""
+    from ablate.orchestrate.mlflow_mirror import outage_errors
+
     store = ResultsStore(folder)
     tracker = _tracker(study)
     try:
@@ -162,8 +161,6 @@ def _reconcile(recorder: Recorder, planned: list[Trial]) -> int:
 def _pass(todo: list[Trial], plan: Plan, store: ResultsStore, recorder: Recorder) -> tuple[list[Trial], list[Trial]]:
     """(trials to start now, students whose teacher has still to run); a student whose teacher ended
     pruned or failed is recorded failed here, with the reason (teachers.split)."""
-    from ablate.engine.trial import STATUS
-
     ready, waiting, orphans = teachers.split(todo, plan.teachers, store.trials)
     for trial, reason in orphans:
         path = f"{recorder.storage.trial_path(trial.trial_id)}/{STATUS}"
@@ -174,9 +171,12 @@ def _pass(todo: list[Trial], plan: Plan, store: ResultsStore, recorder: Recorder
 
 
 def _check_weights(configs) -> None:
+    wanted = dict.fromkeys((c.model.backbone, c.model.pretrained) for c in configs if c.model.pretrained)
+    if not wanted:  # no torch import in the driver for nothing
+        return
     from ablate.models.backbones import weights_file
 
-    for backbone, pretrained in dict.fromkeys((c.model.backbone, c.model.pretrained) for c in configs):
+    for backbone, pretrained in wanted:
         weights_file(backbone, pretrained)
 
 
@@ -220,61 +220,67 @@ def run_study(
     recorded = ResultsStore(folder).trials if not restart and (folder / "trials.parquet").exists() else {}
     plan = replace(plan, teachers=teachers.resolve(study, variants, planned, recorded))  # train.distill
     left = [t for t in planned if not ended(recorded.get(t.trial_id, {}))]
-    # the datasets of the trials still to run (an Optuna study: its baseline's), loaded and their images
-    # decoded now: a bad record fails here, not inside a trial, and before anything is written (the
-    # writable check below creates the results folder); a finished study loads no annotation file again
-    configs = [t.variant.config for t in (planned[:1] if study.design == "optuna" else left)]
-    _check_weights(configs)  # model.pretrained: imagenet or a file, here before anything starts
-    checked = check_data(configs, log=lambda line: console.print(escape(line), highlight=False),
-                         summary_of=planned[0].variant.config.data)
-    if not dry_run:  # a read-only or full results folder fails now, not at the first epoch's checkpoint
-        preflight.check_writable(folder, where, results_only=study.storage is None)
-    if dry_run:
-        would = len(left) + total - len(planned)
-        console.print(f"{study.name}: {total} trials planned, {total - would} already ended, "
-                      f"{would} would run (dry run: nothing started)")
-        outcome.counts = {"would_run": would}
-        return outcome
+    # Ray starts now, in a thread (local_ray.py): its start overlaps the imports and checks below (torch,
+    # Ray Tune and MLflow: about 8 s on 2 cores); a study with nothing left to run starts it only if
+    # decision.max_seeds adds seeds (the loop below), and one whose lock is taken not at all (refused below)
+    ray = RayStart(address, verbose)
+    if not dry_run and (left or study.design == "optuna") and not lock.taken(folder):
+        ray.begin()
+    with contextlib.closing(ray):
+        from ablate.data.check import check_data
+        from ablate.orchestrate import tuner
+        from ablate.orchestrate.record import Recorder
 
-    with study_lock(folder, study.name):
-        for stale in stale_temp_files(folder):  # a write of a killed driver (this one holds the lock)
-            stale.unlink(missing_ok=True)
-        if restart:
-            _discard(folder, study, where, console)
-        if checked.summary is not None:  # the baseline's data, for the report and the MLflow parent run
-            write_data_summary(folder, checked.summary)
-        write_decision(folder, _decision(study))  # what the report judges on, as this run was told
-        tracker = _tracker(study)
-        store = ResultsStore(folder)
-        recorder = Recorder(plan, store, tracker, where,
-                            note=lambda line: console.print(f"[yellow]note[/] {escape(line)}", highlight=False))
-        outcome.tracking_uri = tracker.uri
-        TERM.on_expire = recorder.flush
-        recorder.sync()  # what an earlier run could not send to MLflow
-        fixed = _reconcile(recorder, planned)
-        todo = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
-        samples_left = 0
-        if study.design == "optuna":
-            finished = [r for r in store.trials.values() if ended(r) and r.get("variant") != 0]
-            samples_left = max(0, study.search.num_samples - len(finished))
-        recorded = _counts(store)
-        console.print(f"{study.name}: {total} trials planned; already ended: {recorded['completed']} completed, "
-                      f"{recorded['pruned']} pruned, {recorded['failed']} failed"
-                      + (f" ({fixed} recorded now from their folders)" if fixed else "")
-                      + f"; to run: {len(todo) + samples_left}")
-        started_ray, stopped = False, False
-        try:
+        # the datasets of the trials still to run (an Optuna study: its baseline's), loaded and their images
+        # decoded now: a bad record fails here, not inside a trial, and before anything is written (the
+        # writable check below creates the results folder); a finished study loads no annotation file again
+        configs = [t.variant.config for t in (planned[:1] if study.design == "optuna" else left)]
+        _check_weights(configs)  # model.pretrained: imagenet or a file, here before anything starts
+        checked = check_data(configs, log=lambda line: console.print(escape(line), highlight=False),
+                             summary_of=planned[0].variant.config.data)
+        if not dry_run:  # a read-only or full results folder fails now, not at the first epoch's checkpoint
+            preflight.check_writable(folder, where, results_only=study.storage is None)
+        if dry_run:
+            would = len(left) + total - len(planned)
+            console.print(f"{study.name}: {total} trials planned, {total - would} already ended, "
+                          f"{would} would run (dry run: nothing started)")
+            outcome.counts = {"would_run": would}
+            return outcome
+
+        with study_lock(folder, study.name):
+            for stale in stale_temp_files(folder):  # a write of a killed driver (this one holds the lock)
+                stale.unlink(missing_ok=True)
+            if restart:
+                _discard(folder, study, where, console)
+            if checked.summary is not None:  # the baseline's data, for the report and the MLflow parent run
+                write_data_summary(folder, checked.summary)
+            write_decision(folder, _decision(study))  # what the report judges on, as this run was told
+            tracker = _tracker(study)
+            _connect_meanwhile(tracker)
+            store = ResultsStore(folder)
+            recorder = Recorder(plan, store, tracker, where,
+                                note=lambda line: console.print(f"[yellow]note[/] {escape(line)}", highlight=False))
+            outcome.tracking_uri = tracker.uri
+            TERM.on_expire = recorder.flush
+            recorder.sync()  # what an earlier run could not send to MLflow
+            fixed = _reconcile(recorder, planned)
+            todo = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
+            samples_left = 0
+            if study.design == "optuna":
+                finished = [r for r in store.trials.values() if ended(r) and r.get("variant") != 0]
+                samples_left = max(0, study.search.num_samples - len(finished))
+            recorded = _counts(store)
+            console.print(f"{study.name}: {total} trials planned; already ended: {recorded['completed']} completed, "
+                          f"{recorded['pruned']} pruned, {recorded['failed']} failed"
+                          + (f" ({fixed} recorded now from their folders)" if fixed else "")
+                          + f"; to run: {len(todo) + samples_left}")
+            started_ray, stopped = False, False
             while not TERM.requested:
                 # train.distill: students wait for their teachers' trials (teachers.py: one more pass)
                 todo, waiting = _pass(todo, plan, store, recorder)
                 if todo or samples_left:
-                    connecting = _connect_meanwhile(tracker)
-                    try:
-                        started = tuner.ray_init(address, verbose)
-                    finally:
-                        if connecting is not None:
-                            connecting.join()
-                    if started and (warning := tuner.exposure_note()):
+                    started = ray.wait()
+                    if started and (warning := exposure_note()):
                         console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
                     started_ray = started_ray or started
                     outcome.ran += len(todo) + samples_left
@@ -303,15 +309,12 @@ def run_study(
                                             teachers.resolve(study, variants, planned, store.trials))
                 todo = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
                 outcome.planned += len(more)
-        finally:
-            if started_ray:
-                _ray_shutdown()
-        stopped = stopped or TERM.requested
-        outcome.counts = _counts(store)
-        unfinished = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
-        outcome.interrupted = outcome.interrupted or bool(unfinished)
-        outcome.unsynced = recorder.end_study(not outcome.interrupted)
-        outcome.report_due = not stopped  # after Ctrl-C, out fast: `ablate report` makes it when wanted
-        return outcome
+            stopped = stopped or TERM.requested
+            outcome.counts = _counts(store)
+            unfinished = [t for t in planned if not ended(store.trials.get(t.trial_id, {}))]
+            outcome.interrupted = outcome.interrupted or bool(unfinished)
+            outcome.unsynced = recorder.end_study(not outcome.interrupted)
+            outcome.report_due = not stopped  # after Ctrl-C, out fast: `ablate report` makes it when wanted
+            return outcome
 
 

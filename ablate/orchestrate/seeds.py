@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ablate.results.aggregate import factor_paths, load_frames, variant_summary
-from ablate.results.race import race_stops
 from ablate.results.store import SEEDS, read_state, write_state
 from ablate.study.expand import Trial, Variant, trial_id
 from ablate.study.schema import Study
@@ -40,6 +38,10 @@ def add_seeds(study: Study, variants: list[Variant], folder: Path) -> list[tuple
     cap = study.decision.max_seeds
     if not cap or study.design == "optuna":
         return []
+    # imported here: scipy and the aggregation are not needed at `ablate run`'s start
+    from ablate.results.aggregate import factor_paths, load_frames, variant_summary
+    from ablate.results.race import race_stops
+
     trials, epochs = load_frames(folder)
     d = study.decision
     summary = variant_summary(trials, factors=factor_paths(trials), metric=study.scheduler.metric,

@@ -22,6 +22,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ablate.status import STATUS
+
 TRIALS_DIR = "trials"
 OWNER = ".owner"  # in a scratch folder: the pid of the worker training there
 SCHEMES = ("s3", "gs", "gcs")
@@ -112,8 +114,6 @@ class Storage:
 
     def read_status(self, tid: str) -> dict:
         """A trial's status.json ({} if there is none yet or it cannot be read)."""
-        from ablate.engine.trial import STATUS
-
         text = self.read_text(f"{self.trial_path(tid)}/{STATUS}")
         try:
             return json.loads(text) if text else {}
@@ -149,8 +149,6 @@ class Storage:
         if not self.remote:
             return
         import pyarrow.fs as pafs
-
-        from ablate.engine.trial import STATUS
 
         local, fs = self.local_dir(tid), self.fs()[0]
         fs.create_dir(self.trial_path(tid), recursive=True)

@@ -6,7 +6,7 @@ set a flag and nothing else: no exception is raised in the middle of a Parquet w
 MLflow call.  The run then stops as after Ctrl-C: Tune is told to stop its trials (the
 ``stopper`` of the fit in progress), no new round starts, the records are flushed, and the
 command exits with 143 (128 + SIGTERM) and says how to resume.  A Slurm or ``timeout`` SIGTERM
-reaches every process of the job, Ray's too: a local Ray's processes block it (tuner.ray_init),
+reaches every process of the job, Ray's too: a local Ray's processes block it (local_ray.ray_init),
 so Ray stays up while the driver stops the study.  If the stop takes longer than ``GRACE_S``
 (Kubernetes kills at 30 s; a joined cluster's processes are not ablate's to shield), what is
 recorded is flushed and the process exits 143 at once: every trial folder keeps its last

@@ -1,4 +1,4 @@
-"""The Tune side of ``ablate run``: Ray started or joined, the Tuner built and fitted, Ctrl-C turned into a stop.
+"""The Tune side of ``ablate run``: the Tuner built and fitted, Ctrl-C turned into a stop (Ray itself: local_ray.py).
 
 ``fit`` wires a study into Ray Tune: the trainable (worker.train) with its resources, the
 scheduler and searcher, the callback that records every result (record.StudyCallback),
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import signal
 import threading
@@ -18,7 +17,6 @@ import time
 
 from rich.console import Console
 
-from ablate import ray_env
 from ablate.errors import StorageError
 from ablate.orchestrate import preflight
 from ablate.orchestrate.record import Recorder, StudyCallback
@@ -31,77 +29,6 @@ from ablate.status import ended
 from ablate.study.expand import Trial
 from ablate.study.expand import max_t as horizon
 from ablate.study.schema import Study
-
-
-def ray_init(address: str | None, verbose: bool) -> bool:
-    """Join ``address`` (or RAY_ADDRESS) or start a local Ray; True if this process started it."""
-    import ray
-
-    address = address or os.environ.get("RAY_ADDRESS")
-    quiet = logging.WARNING if verbose else logging.ERROR
-    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
-        logging.getLogger(name).setLevel(quiet)
-    if not verbose:  # Tune logs each trial error with its traceback; ablate records its reason and notes it
-        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
-    if ray.is_initialized():
-        return False
-    ray_env.uv_hook_off_in_ray()  # Ray may have been imported before ablate set the switch
-    local = address is None
-    if local:  # the processes ray.init starts (and theirs) inherit this mask: SIGTERM stays blocked in them
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=quiet,
-                 configure_logging=True)
-    finally:
-        if local:  # a SIGTERM that came meanwhile is delivered now, to ablate's handler
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    TERM.install()  # ray.init put in its own SIGTERM handler (exit at once, a C++ stack dump): ablate's stops
-    return local
-
-
-def ray_shutdown() -> None:
-    """``ray.shutdown()`` of the local Ray ``ray_init`` started, whose processes block SIGTERM.
-
-    A SIGTERM sent to every process of a job (Slurm, ``timeout``, a process-group kill) used to end
-    Ray's raylet too, and the driver with it at its next touch of the object store ("connection to
-    the plasma store is failed. Terminate the process": exit 1, no records flushed, no message).
-    With SIGTERM blocked in Ray's own processes the driver stops the study itself (terminate.py);
-    Ray's graceful kill would then wait 1 s per process for a SIGTERM that never lands, and the
-    raylet's agents would outlive it, so all of them are killed at once (SIGKILL): a local Ray
-    keeps nothing worth a graceful stop.
-    """
-    import psutil
-    import ray
-
-    node = ray._private.worker._global_node  # private: Ray has no public switch for this
-    spawned = []
-    if node is not None:
-        for infos in node.all_processes.values():
-            for info in infos:
-                with contextlib.suppress(psutil.Error):
-                    spawned += psutil.Process(info.process.pid).children(recursive=True)  # workers, agents
-        kill = node.kill_all_processes
-        node.kill_all_processes = lambda **kw: kill(**{**kw, "allow_graceful": False})
-    ray.shutdown()
-    for process in spawned:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-
-
-def exposure_note() -> str | None:
-    """A warning when a local Ray would take anyone who reaches this machine, else None.
-
-    Ray 2.60 binds its gRPC servers (GCS, raylet, every worker) to all interfaces and turns
-    ``_node_ip_address="127.0.0.1"`` into the node's own address, so no setting keeps a local Ray on
-    loopback.  What keeps other machines out is Ray's token authentication, on by default for a local
-    start (the token in ``~/.ray/auth_token``): a client without it is refused (tests/orchestrate/test_exposure.py).
-    ``RAY_AUTH_MODE=disabled`` turns that off; Ray's own warning is silenced with its logs, so ablate says it.
-    """
-    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "disabled":
-        return None
-    return ("RAY_AUTH_MODE=disabled: the local Ray listens on every network interface without authentication, "
-            "and anyone who can reach this machine can run code in it; unset RAY_AUTH_MODE (Ray's default is "
-            "token authentication) unless this machine is on a closed network")
 
 
 def oom_as_actor_death() -> None:

@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.data.build import load_splits
 from ablate.data.shapes import ensure_shapes
+from ablate.data.splits import load_splits
 from ablate.data.yolo import label_file
 from ablate.engine.trial import run_trial
 from ablate.study.config import Data, TrialConfig

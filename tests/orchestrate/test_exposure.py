@@ -25,7 +25,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from ablate.orchestrate import tuner
+from ablate.orchestrate import local_ray
 from ablate.orchestrate.run import run_study
 
 pytestmark = pytest.mark.slow
@@ -143,9 +143,9 @@ def test_a_local_ray_refuses_other_machines_that_lack_its_token_while_a_study_ru
 
 def test_a_local_ray_without_authentication_is_a_warning(monkeypatch):
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    assert tuner.exposure_note() is None
+    assert local_ray.exposure_note() is None
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    assert tuner.exposure_note() is None
+    assert local_ray.exposure_note() is None
     monkeypatch.setenv("RAY_AUTH_MODE", "Disabled")
-    note = tuner.exposure_note()
+    note = local_ray.exposure_note()
     assert note.startswith("RAY_AUTH_MODE=disabled") and "every network interface" in note

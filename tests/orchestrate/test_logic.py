@@ -272,3 +272,45 @@ def test_search_space_maps_to_optuna_and_back(write):
     base = study.baseline()
     assert baseline_point(study) == {"train.optimizer.lr": base.train.optimizer.lr,
                                      "train.batch_size": base.train.batch_size, "loss.box": "giou"}
+
+
+def test_lock_probe_sees_another_holder_and_leaves_the_lock_free(tmp_path):
+    from ablate.orchestrate.lock import StudyLocked, study_lock, taken
+
+    folder = tmp_path / "s"
+    assert not taken(folder)  # no folder, no lock file
+    with study_lock(folder, "s"):
+        assert taken(folder)
+    assert not taken(folder)
+    assert not taken(folder)  # the probe itself holds nothing afterwards
+    with study_lock(folder, "s"):  # and takes nothing from a real lock
+        with pytest.raises(StudyLocked):
+            with study_lock(folder, "s"):
+                pass
+
+
+def test_the_driver_checks_shapes_data_and_plans_without_importing_torch(tmp_path):
+    # run_study starts Ray in a thread, then imports torch, Tune and MLflow (about 8 s on 2 cores) while
+    # it starts: everything before that point must stay free of them (orchestrate/run.py)
+    import os
+    import subprocess
+    import sys
+
+    from conftest import STUDIES
+
+    code = (
+        "import sys\n"
+        "from ablate.orchestrate import run\n"
+        "from ablate.data.check import check_data\n"
+        "from ablate.study import load_study, trials\n"
+        "from ablate.study.expand import check\n"
+        f"study = load_study({str(STUDIES / 'loss_ablation.yaml')!r}, [])\n"
+        "configs = [t.variant.config for t in trials(study, check(study))]\n"
+        "run._check_weights(configs)\n"
+        "check_data(configs[:1], log=lambda line: None)\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'ray.tune', 'mlflow', 'scipy') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ABLATE_CACHE": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

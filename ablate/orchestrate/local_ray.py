@@ -1,0 +1,138 @@
+"""The local Ray of ``ablate run``: started (or joined) in a thread while the driver gets ready, stopped at the end.
+
+Imports nothing heavy (Ray itself is imported in the start thread), so ``run_study`` can begin
+Ray's start before it imports torch, Ray Tune and MLflow: those imports (about 8 s on 2 cores)
+and the data check then overlap Ray's own start (about 4-6 s, mostly spent waiting on its processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+
+from ablate import ray_env
+from ablate.orchestrate.terminate import TERM
+
+
+def ray_init(address: str | None, verbose: bool) -> bool:
+    """Join ``address`` (or RAY_ADDRESS) or start a local Ray; True if this process started it."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    quiet = logging.WARNING if verbose else logging.ERROR
+    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(quiet)
+    if not verbose:  # Tune logs each trial error with its traceback; ablate records its reason and notes it
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    if ray.is_initialized():
+        return False
+    ray_env.uv_hook_off_in_ray()  # Ray may have been imported before ablate set the switch
+    local = address is None
+    if local:  # the processes ray.init starts (and theirs) inherit this mask: SIGTERM stays blocked in them
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=quiet,
+                 configure_logging=True)
+    finally:
+        if local:  # a SIGTERM that came meanwhile is delivered now, to ablate's handler
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    TERM.install()  # ray.init put in its own SIGTERM handler (exit at once, a C++ stack dump): ablate's stops
+    return local
+
+
+class RayStart:
+    """Ray for one ``run_study``: ``begin()`` runs ``ray_init`` in a thread, so a local Ray's processes start
+    (about 4 s on 2 cores, mostly spent waiting on them) while the driver checks the data, takes the lock
+    and opens MLflow; ``wait()`` gives ray_init's answer (True: this process started a local Ray) or raises
+    its error in the caller's thread; ``close()`` stops a Ray this started.
+
+    The thread lives until ``close()``: Ray starts its processes with PR_SET_PDEATHSIG, which kills them
+    when the *thread* that started them ends.  In a thread ``ray.init`` puts in no SIGTERM handler of its
+    own, and ray_init's SIGTERM block stays in that thread and the processes it starts.
+    """
+
+    def __init__(self, address: str | None, verbose: bool):
+        self.address, self.verbose = address, verbose
+        self._thread: threading.Thread | None = None
+        self._ready, self._release = threading.Event(), threading.Event()
+        self._started = False
+        self._error: BaseException | None = None
+
+    def begin(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ray-start", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._started = ray_init(self.address, self.verbose)
+        except BaseException as e:  # noqa: BLE001 -- raised again by wait(), in the caller's thread
+            self._error = e
+        self._ready.set()
+        if self._started:
+            self._release.wait()  # Ray's processes die with this thread (see the class doc)
+            ray_shutdown()
+
+    def wait(self) -> bool:
+        self.begin()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self._started
+
+    def close(self) -> None:
+        """Stop the local Ray this started; after a SIGTERM it gets 10 s (a Ray whose GCS is gone, as when
+        something SIGKILLed it, can wait a minute) and the run goes on without it."""
+        if self._thread is None:
+            return
+        self._ready.wait()
+        self._release.set()
+        self._thread.join(10 if TERM.requested else None)
+
+
+def ray_shutdown() -> None:
+    """``ray.shutdown()`` of the local Ray ``ray_init`` started, whose processes block SIGTERM.
+
+    A SIGTERM sent to every process of a job (Slurm, ``timeout``, a process-group kill) used to end
+    Ray's raylet too, and the driver with it at its next touch of the object store ("connection to
+    the plasma store is failed. Terminate the process": exit 1, no records flushed, no message).
+    With SIGTERM blocked in Ray's own processes the driver stops the study itself (terminate.py);
+    Ray's graceful kill would then wait 1 s per process for a SIGTERM that never lands, and the
+    raylet's agents would outlive it, so all of them are killed at once (SIGKILL): a local Ray
+    keeps nothing worth a graceful stop.
+    """
+    import psutil
+    import ray
+
+    node = ray._private.worker._global_node  # private: Ray has no public switch for this
+    spawned = []
+    if node is not None:
+        for infos in node.all_processes.values():
+            for info in infos:
+                with contextlib.suppress(psutil.Error):
+                    spawned += psutil.Process(info.process.pid).children(recursive=True)  # workers, agents
+        kill = node.kill_all_processes
+        node.kill_all_processes = lambda **kw: kill(**{**kw, "allow_graceful": False})
+    ray.shutdown()
+    for process in spawned:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+def exposure_note() -> str | None:
+    """A warning when a local Ray would take anyone who reaches this machine, else None.
+
+    Ray 2.60 binds its gRPC servers (GCS, raylet, every worker) to all interfaces and turns
+    ``_node_ip_address="127.0.0.1"`` into the node's own address, so no setting keeps a local Ray on
+    loopback.  What keeps other machines out is Ray's token authentication, on by default for a local
+    start (the token in ``~/.ray/auth_token``): a client without it is refused (tests/orchestrate/test_exposure.py).
+    ``RAY_AUTH_MODE=disabled`` turns that off; Ray's own warning is silenced with its logs, so ablate says it.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "disabled":
+        return None
+    return ("RAY_AUTH_MODE=disabled: the local Ray listens on every network interface without authentication, "
+            "and anyone who can reach this machine can run code in it; unset RAY_AUTH_MODE (Ray's default is "
+            "token authentication) unless this machine is on a closed network")
