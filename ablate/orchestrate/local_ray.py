@@ -8,6 +8,7 @@ and the data check then overlap Ray's own start (about 4-6 s, mostly spent waiti
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -31,16 +32,31 @@ def ray_init(address: str | None, verbose: bool) -> bool:
         return False
     ray_env.uv_hook_off_in_ray()  # Ray may have been imported before ablate set the switch
     local = address is None
+    saved = _sigterm_action()
     if local:  # the processes ray.init starts (and theirs) inherit this mask: SIGTERM stays blocked in them
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=quiet,
                  configure_logging=True)
     finally:
+        # Ray's core worker put in abseil's failure handler for SIGTERM (a C++ stack dump, then abort), from
+        # whichever thread ran ray.init (signal.signal cannot be called outside the main thread): SIGTERM's
+        # disposition goes back to what it was, ablate's handler (terminate.py), before it is unblocked
+        _sigterm_action(saved)
         if local:  # a SIGTERM that came meanwhile is delivered now, to ablate's handler
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    TERM.install()  # ray.init put in its own SIGTERM handler (exit at once, a C++ stack dump): ablate's stops
+    TERM.install()
     return local
+
+
+def _sigterm_action(new: bytes | None = None) -> bytes:
+    """SIGTERM's process-wide disposition (libc's ``sigaction``, its struct kept opaque): read, or set to
+    ``new`` (a value read before); returns the one it replaced."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    old = ctypes.create_string_buffer(512)  # struct sigaction: 152 bytes on x86-64 glibc
+    if libc.sigaction(signal.SIGTERM, None if new is None else ctypes.create_string_buffer(new, 512), old) != 0:
+        raise OSError(ctypes.get_errno(), "sigaction(SIGTERM)")
+    return old.raw
 
 
 class RayStart:
@@ -63,6 +79,10 @@ class RayStart:
 
     def begin(self) -> None:
         if self._thread is None:
+            # Ray Tune, imported here first, imports most of what ray.init imports as it runs: the caller
+            # goes on to import its own modules (MLflow, the engine) beside the start thread, and two threads
+            # importing one package's modules in opposite orders can meet a partly imported module
+            import ray.tune  # noqa: F401
             self._thread = threading.Thread(target=self._run, name="ray-start", daemon=True)
             self._thread.start()
 

@@ -89,16 +89,18 @@ def _decision(study: Study) -> dict:
     return {"metric": study.scheduler.metric, **study.decision.model_dump()}
 
 
-def _connect_meanwhile(tracker: Tracker) -> None:
+def _connect_meanwhile(tracker: Tracker) -> threading.Thread | None:
     """Open a local sqlite MLflow store in a thread: its first opening creates or migrates the tables and
     the experiment and parent run (3-4 s on 2 cores), which the first trial's start would otherwise wait
-    for, while Ray and Tune get ready.  The thread holds ``tracker.lock`` throughout, so a first use of
+    for, while Ray finishes starting.  The thread holds ``tracker.lock`` throughout, so a first use of
     the tracker meanwhile waits for it; a failure is left to the next use, which meets it again and
-    handles it as an outage.  A server URI is not opened early: an unreachable one would make the study
-    wait for its retries before any trial.
+    handles it as an outage.  The caller joins it before Tune starts: its imports (MLflow's SQLAlchemy
+    store) must not run beside Tune's (Optuna's SQLAlchemy), or one of them meets a partly imported
+    module.  A server URI is not opened early: an unreachable one would make the study wait for its
+    retries before any trial.
     """
     if not tracker.uri.startswith("sqlite:///") or tracker.parent_id is not None:
-        return
+        return None
     started = threading.Event()
 
     def connect() -> None:
@@ -109,8 +111,10 @@ def _connect_meanwhile(tracker: Tracker) -> None:
             except Exception:  # noqa: BLE001 -- met again, and reported, by the next use
                 tracker.invalidate()
 
-    threading.Thread(target=connect, name="mlflow-connect", daemon=True).start()
+    thread = threading.Thread(target=connect, name="mlflow-connect", daemon=True)
+    thread.start()
     started.wait()  # the lock is the thread's before anything else can use the tracker
+    return thread
 
 
 def _tracker(study: Study) -> Tracker:
@@ -202,8 +206,6 @@ def run_study(
     console = console or Console(stderr=True)
     TERM.reset()
     TERM.install()  # SIGTERM (preemption) stops the run as Ctrl-C does: terminate.py
-    if not verbose:
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its sqlite set-up and migration chatter
     study = load_study(file, overrides + ([f"storage={json.dumps(storage)}"] if storage is not None else []))
     variants = check(study)
     folder = Path(results_root) / study.name
@@ -231,6 +233,9 @@ def run_study(
         from ablate.orchestrate import tuner
         from ablate.orchestrate.record import Recorder
 
+        if not verbose:  # after MLflow's import, which sets its logger's level
+            logging.getLogger("mlflow").setLevel(logging.WARNING)  # its sqlite set-up and migration chatter
+
         # the datasets of the trials still to run (an Optuna study: its baseline's), loaded and their images
         # decoded now: a bad record fails here, not inside a trial, and before anything is written (the
         # writable check below creates the results folder); a finished study loads no annotation file again
@@ -256,7 +261,7 @@ def run_study(
                 write_data_summary(folder, checked.summary)
             write_decision(folder, _decision(study))  # what the report judges on, as this run was told
             tracker = _tracker(study)
-            _connect_meanwhile(tracker)
+            connecting = _connect_meanwhile(tracker)
             store = ResultsStore(folder)
             recorder = Recorder(plan, store, tracker, where,
                                 note=lambda line: console.print(f"[yellow]note[/] {escape(line)}", highlight=False))
@@ -278,6 +283,8 @@ def run_study(
             while not TERM.requested:
                 # train.distill: students wait for their teachers' trials (teachers.py: one more pass)
                 todo, waiting = _pass(todo, plan, store, recorder)
+                if connecting is not None:  # before anything imports more (Tune, the seeds' statistics)
+                    connecting.join()
                 if todo or samples_left:
                     started = ray.wait()
                     if started and (warning := exposure_note()):
