@@ -150,7 +150,7 @@ def eval_share(epochs: int, repeats: int) -> None:
     """COCO evaluation per epoch as a share of epoch time, on the tiny study's baseline."""
     import torch
 
-    from ablate.data import build_data
+    from ablate.data.build import build_data
     from ablate.engine.trial import run_trial
     from ablate.study.loader import load_study
 

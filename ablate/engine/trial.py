@@ -35,7 +35,7 @@ from ablate.tricks.registry import build, build_selected
 from ablate.tricks.schedules import SCHEDULES, WARMUPS
 
 if TYPE_CHECKING:
-    from ablate.data import DataBundle
+    from ablate.data.build import DataBundle
 
 DETECTIONS = "detections.json"
 
@@ -101,7 +101,7 @@ def build_pieces(config: TrialConfig, *, seed: int, device: torch.device) -> Pie
 
     ``run_trial`` trains with these; ``bench/trainer_throughput.py`` times ``train_one_epoch`` on them.
     """
-    from ablate.data import build_data
+    from ablate.data.build import build_data
     from ablate.models import build_model
 
     torch.manual_seed(seed)

@@ -222,35 +222,37 @@ def run_study(
     recorded = ResultsStore(folder).trials if not restart and (folder / "trials.parquet").exists() else {}
     plan = replace(plan, teachers=teachers.resolve(study, variants, planned, recorded))  # train.distill
     left = [t for t in planned if not ended(recorded.get(t.trial_id, {}))]
-    # Ray starts now, in a thread (local_ray.py): its start overlaps the imports and checks below (torch,
-    # Ray Tune and MLflow: about 8 s on 2 cores); a study with nothing left to run starts it only if
+    # the datasets of the trials still to run (an Optuna study: its baseline's), loaded and their images
+    # decoded now: a bad record fails here, not inside a trial, before Ray starts and before anything is
+    # written (the writable check below creates the results folder); a finished study loads no annotation
+    # file again.  None of these checks imports torch (tests/orchestrate/test_logic.py).
+    from ablate.data.check import check_data
+
+    configs = [t.variant.config for t in (planned[:1] if study.design == "optuna" else left)]
+    _check_weights(configs)  # model.pretrained: imagenet or a file, here before anything starts
+    checked = check_data(configs, log=lambda line: console.print(escape(line), highlight=False),
+                         summary_of=planned[0].variant.config.data)
+    if not dry_run:  # a read-only or full results folder fails now, not at the first epoch's checkpoint
+        preflight.check_writable(folder, where, results_only=study.storage is None)
+    if dry_run:
+        would = len(left) + total - len(planned)
+        console.print(f"{study.name}: {total} trials planned, {total - would} already ended, "
+                      f"{would} would run (dry run: nothing started)")
+        outcome.counts = {"would_run": would}
+        return outcome
+
+    # Ray starts now, in a thread (local_ray.py), while the driver imports MLflow and the engine, opens
+    # the MLflow store and takes the lock; a study with nothing left to run starts it only if
     # decision.max_seeds adds seeds (the loop below), and one whose lock is taken not at all (refused below)
     ray = RayStart(address, verbose)
-    if not dry_run and (left or study.design == "optuna") and not lock.taken(folder):
+    if (left or study.design == "optuna") and not lock.taken(folder):
         ray.begin()
     with contextlib.closing(ray):
-        from ablate.data.check import check_data
         from ablate.orchestrate import tuner
         from ablate.orchestrate.record import Recorder
 
         if not verbose:  # after MLflow's import, which sets its logger's level
             logging.getLogger("mlflow").setLevel(logging.WARNING)  # its sqlite set-up and migration chatter
-
-        # the datasets of the trials still to run (an Optuna study: its baseline's), loaded and their images
-        # decoded now: a bad record fails here, not inside a trial, and before anything is written (the
-        # writable check below creates the results folder); a finished study loads no annotation file again
-        configs = [t.variant.config for t in (planned[:1] if study.design == "optuna" else left)]
-        _check_weights(configs)  # model.pretrained: imagenet or a file, here before anything starts
-        checked = check_data(configs, log=lambda line: console.print(escape(line), highlight=False),
-                             summary_of=planned[0].variant.config.data)
-        if not dry_run:  # a read-only or full results folder fails now, not at the first epoch's checkpoint
-            preflight.check_writable(folder, where, results_only=study.storage is None)
-        if dry_run:
-            would = len(left) + total - len(planned)
-            console.print(f"{study.name}: {total} trials planned, {total - would} already ended, "
-                          f"{would} would run (dry run: nothing started)")
-            outcome.counts = {"would_run": would}
-            return outcome
 
         with study_lock(folder, study.name):
             for stale in stale_temp_files(folder):  # a write of a killed driver (this one holds the lock)

@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from ablate.data import build_data
+from ablate.data.build import build_data
 from ablate.engine.coco_eval import BACKENDS, coco_index, coco_summary
 from ablate.errors import DataError
 from ablate.study.config import TrialConfig

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.data import ensure_shapes
+from ablate.data.shapes import ensure_shapes
 
 runner = CliRunner(env={"COLUMNS": "200"})
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ablate.data import build_data
+from ablate.data.build import build_data
 from ablate.study import StudyError, load_study, trials
 from ablate.study.config import TrialConfig
 from ablate.study.loader import env_vars, expand_env, require_env

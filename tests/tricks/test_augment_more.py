@@ -8,7 +8,7 @@ from augment_samples import BOXES, make, sample  # tests/ is on sys.path (pyproj
 from pydantic import ValidationError
 from torchvision.transforms.v2 import functional as F
 
-from ablate.data import build_data
+from ablate.data.build import build_data
 from ablate.study.config import TrialConfig
 from ablate.tricks.augment.autoaugment import OPS, POLICIES
 from ablate.tricks.augment.geometric import warp
