@@ -263,7 +263,6 @@ def run_study(
                 write_data_summary(folder, checked.summary)
             write_decision(folder, _decision(study))  # what the report judges on, as this run was told
             tracker = _tracker(study)
-            connecting = _connect_meanwhile(tracker)
             store = ResultsStore(folder)
             recorder = Recorder(plan, store, tracker, where,
                                 note=lambda line: console.print(f"[yellow]note[/] {escape(line)}", highlight=False))
@@ -285,10 +284,16 @@ def run_study(
             while not TERM.requested:
                 # train.distill: students wait for their teachers' trials (teachers.py: one more pass)
                 todo, waiting = _pass(todo, plan, store, recorder)
-                if connecting is not None:  # before anything imports more (Tune, the seeds' statistics)
-                    connecting.join()
                 if todo or samples_left:
-                    started = ray.wait()
+                    # MLflow's store opens while Ray finishes starting; joined before anything imports more
+                    # (Tune's Optuna and MLflow's store both import SQLAlchemy: two threads importing one
+                    # package can meet a partly imported module)
+                    connecting = _connect_meanwhile(tracker)
+                    try:
+                        started = ray.wait()
+                    finally:
+                        if connecting is not None:
+                            connecting.join()
                     if started and (warning := exposure_note()):
                         console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
                     started_ray = started_ray or started
