@@ -1,8 +1,8 @@
 """The local Ray of ``ablate run``: started (or joined) in a thread while the driver gets ready, stopped at the end.
 
-Imports nothing heavy (Ray itself is imported in the start thread), so ``run_study`` can begin
-Ray's start before it imports torch, Ray Tune and MLflow: those imports (about 8 s on 2 cores)
-and the data check then overlap Ray's own start (about 4-6 s, mostly spent waiting on its processes).
+Imports nothing heavy itself, so ``run_study`` makes its refusals (weights, data, results folder)
+without Ray, torch or MLflow, then begins Ray's start (about 4-6 s, mostly spent waiting on its
+processes) and imports MLflow and the engine beside it.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def _sigterm_action(new: bytes | None = None) -> bytes:
 
 class RayStart:
     """Ray for one ``run_study``: ``begin()`` runs ``ray_init`` in a thread, so a local Ray's processes start
-    (about 4 s on 2 cores, mostly spent waiting on them) while the driver checks the data, takes the lock
-    and opens MLflow; ``wait()`` gives ray_init's answer (True: this process started a local Ray) or raises
+    (about 4 s on 2 cores, mostly spent waiting on them) while the driver imports MLflow and the engine,
+    takes the lock and reads its records; ``wait()`` gives ray_init's answer (True: this process started a local Ray) or raises
     its error in the caller's thread; ``close()`` stops a Ray this started.
 
     The thread lives until ``close()``: Ray starts its processes with PR_SET_PDEATHSIG, which kills them

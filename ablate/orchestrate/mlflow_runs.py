@@ -31,7 +31,6 @@ See mlflow_mirror.py for what happens when the server cannot be reached.
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import yaml
@@ -116,17 +115,12 @@ class Tracker:
         self.ready: set[str] = set()  # trial ids whose run has its params and config.yaml
         self.ended: dict[str, str] = {}  # trial id -> the status label of its ended run
         self.exact: set[str] = set()  # trial ids whose `logged` is known to be whole (see the module doc)
-        self.lock = threading.RLock()  # held while connecting
 
     def connect(self) -> None:
         """Find (or create) the experiment and the parent run, and read back the child runs; once.
 
         With ``reopen`` (``ablate run``) the parent is marked RUNNING again and its tags updated.
         """
-        with self.lock:  # run_study may be connecting in a thread (run._connect_meanwhile): wait for it
-            self._connect()
-
-    def _connect(self) -> None:
         if self.parent_id is not None:
             return
         if self.client is None:

@@ -90,30 +90,25 @@ def _decision(study: Study) -> dict:
 
 
 def _connect_meanwhile(tracker: Tracker) -> threading.Thread | None:
-    """Open a local sqlite MLflow store in a thread: its first opening creates or migrates the tables and
-    the experiment and parent run (3-4 s on 2 cores), which the first trial's start would otherwise wait
-    for, while Ray finishes starting.  The thread holds ``tracker.lock`` throughout, so a first use of
-    the tracker meanwhile waits for it; a failure is left to the next use, which meets it again and
-    handles it as an outage.  The caller joins it before Tune starts: its imports (MLflow's SQLAlchemy
-    store) must not run beside Tune's (Optuna's SQLAlchemy), or one of them meets a partly imported
-    module.  A server URI is not opened early: an unreachable one would make the study wait for its
+    """Open a local sqlite MLflow store while Ray finishes starting: its first opening creates or migrates
+    the tables and the experiment and parent run (3-4 s on 2 cores), which the first trial's start would
+    otherwise wait for.  The caller joins the thread before anything else uses the tracker or imports more
+    (Tune's Optuna and MLflow's store both import SQLAlchemy: two threads importing one package can meet a
+    partly imported module); a failure is left to the first write, which meets it again and handles it as
+    an outage.  A server URI is not opened early: an unreachable one would make the study wait for its
     retries before any trial.
     """
     if not tracker.uri.startswith("sqlite:///") or tracker.parent_id is not None:
         return None
-    started = threading.Event()
 
     def connect() -> None:
-        with tracker.lock:
-            started.set()
-            try:
-                tracker.connect()
-            except Exception:  # noqa: BLE001 -- met again, and reported, by the next use
-                tracker.invalidate()
+        try:
+            tracker.connect()
+        except Exception:  # noqa: BLE001 -- met again, and reported, by the first write
+            tracker.invalidate()
 
     thread = threading.Thread(target=connect, name="mlflow-connect", daemon=True)
     thread.start()
-    started.wait()  # the lock is the thread's before anything else can use the tracker
     return thread
 
 
@@ -285,9 +280,6 @@ def run_study(
                 # train.distill: students wait for their teachers' trials (teachers.py: one more pass)
                 todo, waiting = _pass(todo, plan, store, recorder)
                 if todo or samples_left:
-                    # MLflow's store opens while Ray finishes starting; joined before anything imports more
-                    # (Tune's Optuna and MLflow's store both import SQLAlchemy: two threads importing one
-                    # package can meet a partly imported module)
                     connecting = _connect_meanwhile(tracker)
                     try:
                         started = ray.wait()
