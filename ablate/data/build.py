@@ -15,8 +15,10 @@ from typing import Any
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
+from ablate.data import decoded
 from ablate.data.coco import Annotations
 from ablate.data.dataset import DetectionDataset, SeededSampler, collate
+from ablate.data.shapes import default_cache_dir
 from ablate.data.splits import load_splits, require_boxes
 from ablate.study.config import Data, TrialConfig
 from ablate.tricks.augment import AUGMENTS
@@ -59,7 +61,8 @@ def build_data(config: TrialConfig, *, seed: int, device: torch.device, cache_di
         config: the trial's configuration (``data``, ``augment``, ``train.batch_size``).
         seed: seeds the train order and augmentations (same seed, same batches).
         device: the training device; decides ``pin_memory: null``.
-        cache_dir: where ``shapes`` is generated; None: ``$ABLATE_CACHE`` or ``~/.cache/ablate``.
+        cache_dir: where ``shapes`` is generated and the decoded images are kept (``decoded/``, unless
+            ``ABLATE_DECODE_CACHE=0``); None: ``$ABLATE_CACHE`` or ``~/.cache/ablate``.
     """
     d = config.data
     train, val = load_splits(d, cache_dir)
@@ -68,6 +71,10 @@ def build_data(config: TrialConfig, *, seed: int, device: torch.device, cache_di
     augments = [build_selected(AUGMENTS, s, "augmentation") for s in config.augment]
     train_set = DetectionDataset(train.records, image_size=d.image_size, augments=augments, train=True)
     val_set = DetectionDataset(val.records)
+    if decoded.enabled():
+        folder = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "decoded"
+        train_set.cache(folder, f"{train.source} images at {d.image_size} px")
+        val_set.cache(folder, f"{val.source} images")
 
     batch = config.train.batch_size
     generator = torch.Generator().manual_seed(seed)

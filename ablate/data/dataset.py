@@ -2,7 +2,8 @@
 
 A train sample is decoded, resized so its shorter side is ``image_size`` (the longer
 capped at ``image_size * 1333 / 800``, as torchvision's detectors do), augmented in
-list order, tidied and scaled to float.  Its randomness comes from a seed the sampler
+list order, tidied and scaled to float; with ``cache`` the decoded, base-resized images come
+from a split's shared memory-mapped file (``ablate.data.decoded``) instead.  Its randomness comes from a seed the sampler
 draws from the loader's generator, so a batch depends only on that generator: not on
 the number of workers, nor on the global RNG of the trial process.
 """
@@ -11,15 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
+from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from ablate.data.coco import ImageRecord, base_size
+from ablate.data.decoded import DecodedImages, open_or_build
 from ablate.errors import DataError
 from ablate.tricks.augment.geometric import Augment, Sample, make_sample, tidy
 
@@ -66,6 +70,7 @@ class DetectionDataset(Dataset):
     def __init__(self, records: Sequence[ImageRecord], *, image_size: int | None = None,
                  augments: Sequence[Augment] = (), train: bool = False):
         self.records, self.image_size, self.augments, self.train = list(records), image_size, list(augments), train
+        self.decoded: DecodedImages | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -76,21 +81,32 @@ class DetectionDataset(Dataset):
                 return self._make(key[0])
         return self._make(key)
 
-    def load(self, i: int) -> Sample:
-        """Record ``i`` decoded and base-resized, as an augmentation sample."""
+    def cache(self, folder: Path, what: str) -> None:
+        """Read the decoded, base-resized images from the shared cache in ``folder`` (built on first use)."""
+        self.decoded = open_or_build(folder, self.records, self.image_size, self.decode, what=what)
+
+    def decode(self, i: int) -> torch.Tensor:
+        """Record ``i``'s image decoded, checked against its annotation and base-resized: uint8 [3, h, w]."""
         rec = self.records[i]
         image = read_image(rec.path, rec.image_id)
         if tuple(image.shape[-2:]) != (rec.height, rec.width):
             raise DataError(f"image '{rec.path}' (image id {rec.image_id}) is {image.shape[-1]}x{image.shape[-2]} "
                             f"pixels but its annotation says {rec.width}x{rec.height}")
-        image, target = make_sample(image, torch.from_numpy(rec.boxes), torch.from_numpy(rec.labels),
-                                    image_id=rec.image_id)
         if self.image_size is not None:
             size = base_size(rec.height, rec.width, self.image_size)
             if size != (rec.height, rec.width):
                 image = F.resize(image, list(size), antialias=True)
-                target["boxes"] = F.resize(target["boxes"], list(size))
-        return image, target
+        return image
+
+    def load(self, i: int) -> Sample:
+        """Record ``i`` decoded and base-resized (from the cache when there is one), as an augmentation sample."""
+        rec = self.records[i]
+        image = self.decoded[i] if self.decoded is not None else self.decode(i)
+        boxes = torch.from_numpy(rec.boxes)  # [N, 4] XYXY in the original pixels
+        if tuple(image.shape[-2:]) != (rec.height, rec.width):
+            original = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(rec.height, rec.width))
+            boxes = F.resize(original, list(image.shape[-2:]))
+        return make_sample(image, boxes, torch.from_numpy(rec.labels), image_id=rec.image_id)
 
     def _others(self, i: int, n: int) -> list[int]:
         """``n`` random indices other than ``i`` (``i`` itself when it is the only record)."""

@@ -170,7 +170,8 @@ def test_longer_side_is_capped(tmp_path, png):
     assert image.shape == (3, 80, 160)
 
 
-def test_unreadable_image_is_a_data_error_through_workers(coco_root):
+def test_unreadable_image_is_a_data_error_through_workers(coco_root, monkeypatch):
+    monkeypatch.setenv("ABLATE_DECODE_CACHE", "0")  # decoded every epoch: the worker reads the broken file
     cfg = config(augment=[], batch_size=2, dataset="coco", root=str(coco_root), train_ann="ann.json",
                  train_images="imgs", val_ann="ann.json", val_images="imgs", num_workers=1)
     bundle = build_data(cfg, seed=0, device=CPU)  # all files exist: loading succeeds
