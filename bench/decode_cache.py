@@ -89,7 +89,7 @@ def make_set(out: Path, n: int, photos: list[Path], seed: int = 0) -> Path:
 
 
 def config(root: Path, image_size: int, subset: int | None):
-    data = [f"data.dataset=coco", f"data.root={root}", "data.train_ann=ann.json", "data.train_images=imgs",
+    data = ["data.dataset=coco", f"data.root={root}", "data.train_ann=ann.json", "data.train_images=imgs",
             "data.val_ann=ann.json", "data.val_images=imgs", f"data.image_size={image_size}"]
     if subset:
         data.append(f"data.train_subset={{images: {subset}, seed: 0}}")
