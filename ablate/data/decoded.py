@@ -71,8 +71,13 @@ class DecodedImages:
         self.index = np.load(index)  # int64 [n, 3]: offset, height, width
         self._pixels: np.memmap | None = None
 
-    def __len__(self) -> int:
-        return len(self.index)
+    def whole(self) -> bool:
+        """True when the pixel file holds exactly what the index says (a cache cleaner may remove one file)."""
+        offset, h, w = (int(v) for v in self.index[-1])
+        try:
+            return self.pixels_path.stat().st_size == offset + 3 * h * w
+        except OSError:
+            return False
 
     def __getitem__(self, i: int) -> torch.Tensor:
         if self._pixels is None:
@@ -98,14 +103,14 @@ def open_or_build(folder: Path, records: Sequence[ImageRecord], image_size: int 
         return None
     key = cache_key(records, image_size)
     pixels, index = folder / f"{key}.u8", folder / f"{key}.index.npy"
-    if index.is_file():  # only a finished build ever has its index
-        return DecodedImages(pixels, index)
+    if (images := _finished(pixels, index)) is not None:
+        return images
     sizes = [(rec.height, rec.width) if image_size is None else base_size(rec.height, rec.width, image_size)
              for rec in records]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with _locked(folder / f"{key}.lock", what):
-            if not index.is_file():
+            if _finished(pixels, index) is None:
                 need, free = 3 * sum(h * w for h, w in sizes), shutil.disk_usage(folder).free
                 if need > free - FREE_MARGIN:
                     log.warning("decoded cache: %s would take %.1f GiB and %s has %.1f GiB free: decoding every "
@@ -116,6 +121,14 @@ def open_or_build(folder: Path, records: Sequence[ImageRecord], image_size: int 
         log.warning("decoded cache: cannot write %s (%s): decoding every epoch instead", folder, e)
         return None
     return DecodedImages(pixels, index)
+
+
+def _finished(pixels: Path, index: Path) -> DecodedImages | None:
+    """The built cache, or None while it is not built or after a part of it was removed."""
+    if not index.is_file():  # only a finished build ever has its index (written last)
+        return None
+    images = DecodedImages(pixels, index)
+    return images if images.whole() else None
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from PIL import Image
 from ablate.data import dataset as dataset_module
 from ablate.data import decoded
 from ablate.data.build import build_data
-from ablate.data.coco import ImageRecord
+from ablate.data.coco import ImageRecord, base_size
 from ablate.errors import DataError
 from ablate.study.config import TrialConfig
 
@@ -102,6 +102,20 @@ def test_an_edited_image_or_another_size_makes_a_new_file(root, cache):
     assert len(set(files(cache)) - before) == 6  # only train changes with image_size
 
 
+def test_a_pixel_file_removed_by_a_cleaner_is_built_again(root, cache):
+    first = epochs(build_data(config(root), seed=2, device=CPU))
+    (pixels,) = [p for p in (cache / "decoded").glob("*.u8") if p.stat().st_size == first_size(root)]
+    pixels.unlink()
+    again = build_data(config(root), seed=2, device=CPU)
+    assert pixels.is_file() and again.train.dataset.decoded is not None
+    assert_same(epochs(again), first)
+
+
+def first_size(root) -> int:
+    """Bytes of the train split's file at image_size 48: every image resized to a shorter side of 48."""
+    return sum(3 * h * w for h, w in (base_size(height, width, 48) for width, height in SIZES))
+
+
 def test_an_unreadable_image_fails_the_build_by_name_and_leaves_no_file(root, cache):
     (root / "imgs/2.png").write_bytes((root / "imgs/2.png").read_bytes()[:-40])
     with pytest.raises(DataError, match=r"cannot read image '.*2\.png' \(image id 3\)"):
@@ -115,7 +129,7 @@ def records(root) -> list[ImageRecord]:
             for i, (w, h) in enumerate(SIZES)]
 
 
-def test_racing_processes_decode_each_image_once(root, cache):
+def test_two_builders_at_once_decode_each_image_once(root, cache):
     recs, calls, results = records(root), [], []
     ds = dataset_module.DetectionDataset(recs, image_size=48)
 
