@@ -72,7 +72,7 @@ def build_data(config: TrialConfig, *, seed: int, device: torch.device, cache_di
     train_set = DetectionDataset(train.records, image_size=d.image_size, augments=augments, train=True)
     val_set = DetectionDataset(val.records)
     if decoded.enabled():
-        folder = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "decoded"
+        folder = default_cache_dir(cache_dir) / "decoded"
         train_set.cache(folder, f"{train.source} images at {d.image_size} px")
         val_set.cache(folder, f"{val.source} images")
 

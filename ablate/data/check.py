@@ -73,7 +73,7 @@ def check_data(configs: Iterable[TrialConfig], *, log: Callable[[str], None] = p
     for config in configs:
         if config.data.dataset != "shapes":
             distinct.setdefault(_identity(config.data), config.data)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = default_cache_dir(cache_dir)
     done = Checked(datasets=len(distinct))
     wanted, kept = (_identity(summary_of) if summary_of is not None else None), None
     for key, d in distinct.items():

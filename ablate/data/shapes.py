@@ -29,8 +29,10 @@ _MIN_OBJECTS = 3  # dense images: more positives per iteration, the main lever o
 _HIDDEN_MAX = 0.6  # an object hidden more than this by later ones is not drawn (nor labelled)
 
 
-def default_cache_dir() -> Path:
-    """``$ABLATE_CACHE`` or ``~/.cache/ablate``."""
+def default_cache_dir(given: Path | str | None = None) -> Path:
+    """``given`` if not None, else ``$ABLATE_CACHE`` or ``~/.cache/ablate``."""
+    if given is not None:
+        return Path(given)
     return Path(os.environ.get("ABLATE_CACHE") or "~/.cache/ablate").expanduser()
 
 
@@ -50,7 +52,7 @@ def ensure_shapes(
     """
     if image_size < 32:
         raise ValueError(f"shapes needs image_size >= 32, got {image_size}")
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir = default_cache_dir(cache_dir)
     final = cache_dir / f"shapes-v{VERSION}-{train_images}x{val_images}-{image_size}px-seed{seed}"
     if final.is_dir():  # only a finished copy is ever renamed to this name
         return final
