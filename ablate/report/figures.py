@@ -206,8 +206,19 @@ def _front(x: pd.Series, y: pd.Series, lower_is_better: bool) -> pd.Index:
     return order.index[order["y"] > best]
 
 
+def _trial_range(summary: pd.DataFrame, x: str, xs: pd.Series, mask: pd.Series) -> dict | None:
+    """img/s whiskers from the slowest to the fastest trial (``img/s_lo``, ``img/s_hi``): the trials ran at
+    different times on a shared machine, and the whiskers show how far apart that alone put them."""
+    if x != "img/s" or "img/s_lo" not in summary or "img/s_hi" not in summary:
+        return None
+    lo, hi = _numeric(summary, "img/s_lo")[mask], _numeric(summary, "img/s_hi")[mask]
+    return dict(type="data", symmetric=False, array=(hi - xs[mask]).fillna(0).tolist(),
+                arrayminus=(xs[mask] - lo).fillna(0).tolist(), color="#9ab", thickness=1)
+
+
 def pareto(summary: pd.DataFrame, x: str = "Mem") -> go.Figure:
-    """mAP against ``x`` (``"Mem"``, lower is better, or ``"img/s"``, higher is better) with the Pareto front.
+    """mAP against ``x`` (``"Mem"``, lower is better, or ``"img/s"``, higher is better, its whiskers the
+    slowest and the fastest trial) with the Pareto front.
 
     The front is drawn as a step line over the variants whose mAP is a final mean over the
     baseline's seeds; the others (a value at a stop epoch, a mean over other seeds) are grey
@@ -241,7 +252,8 @@ def pareto(summary: pd.DataFrame, x: str = "Mem") -> go.Figure:
         if mask.any():
             fig.add_trace(go.Scatter(x=xs[mask], y=ys[mask], mode="markers+text" if show_text else "markers", name=name,
                                      text=labels[mask] if show_text else None, textposition="top center",
-                                     marker=marker, customdata=hover[mask.to_numpy()], hovertemplate=template))
+                                     marker=marker, customdata=hover[mask.to_numpy()], hovertemplate=template,
+                                     error_x=_trial_range(summary, x, xs, mask)))
     if len(front):
         f = pd.DataFrame({"x": xs[front], "y": ys[front]}).sort_values("x")
         fig.add_trace(go.Scatter(x=f["x"], y=f["y"], mode="lines", name="Pareto front", hoverinfo="skip",

@@ -21,7 +21,8 @@ AP = ("mAP", "AP50", "APs", "APm", "APl")
 # summary column -> metric name on the variant run ({m}: the judged metric)
 STATS = {"dmAP": "delta_{m}", "dmAP_lo": "delta_{m}_lo", "dmAP_hi": "delta_{m}_hi", "p": "p_value",
          "p_equiv": "p_equivalent", "boot_lo": "delta_{m}_boot_lo", "boot_hi": "delta_{m}_boot_hi",
-         "p_improve": "p_improvement", "n_seeds": "n_seeds", "Mem": "mem_mib", "img/s": "imgs_per_s"}
+         "p_improve": "p_improvement", "n_seeds": "n_seeds", "Mem": "mem_mib", "img/s": "imgs_per_s",
+         "img/s_lo": "imgs_per_s_min", "img/s_hi": "imgs_per_s_max"}
 
 
 def _number(value) -> float | None:

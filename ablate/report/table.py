@@ -21,7 +21,7 @@ from ablate.atomic import atomic_path
 from ablate.results.zoo import AP_COLUMNS
 
 ZOO_COLUMNS = ("Network", "Dataset", "Backbone", "style", "Lr schd", "Mem", "mAP", "AP50", "APs", "APm", "APl")
-HIGHER_BETTER, LOWER_BETTER = (*AP_COLUMNS, "img/s"), ("Mem",)
+LOWER_BETTER = ("Mem",)
 MISSING = "—"
 
 
@@ -66,6 +66,40 @@ def format_number(value: float, column: str, percent: bool = False) -> str:
     if column == "Mem":
         return f"{value:.0f}"
     return f"{value:.1f}"
+
+
+def format_rate(median: float, lo: float, hi: float) -> str:
+    """The ``img/s`` cell: the median trial and, when its trials differ, the slowest and the fastest.
+
+    Example:
+        >>> format_rate(36.84, 32.1, 40.2), format_rate(36.8, 36.8, 36.8)
+        ('36.8 (32.1–40.2)', '36.8')
+    """
+    text = format_number(median, "img/s")
+    if not (_known(lo) and _known(hi)) or round(lo, 1) == round(hi, 1):
+        return text
+    return f"{text} ({lo:.1f}–{hi:.1f})"
+
+
+def _rate_range(summary: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Each row's slowest and fastest trial in img/s (the median itself where the summary has no range)."""
+    rate = summary["img/s"].astype(float)
+    return (summary["img/s_lo"].astype(float) if "img/s_lo" in summary else rate,
+            summary["img/s_hi"].astype(float) if "img/s_hi" in summary else rate)
+
+
+def _fastest(summary: pd.DataFrame) -> pd.Series:
+    """The ``img/s`` best mark: the row whose slowest trial beat every other row's fastest, if any.
+
+    Trials run at different times on a shared machine, so a higher median alone can be the machine's
+    noise (one pair of trials that ran in a slow minute); compared at display precision.
+    """
+    lo, hi = (x.round(1) for x in _rate_range(summary))
+    best = pd.Series(False, index=summary.index)
+    for i in summary.index:
+        others = hi.drop(i).dropna()
+        best[i] = bool(_known(lo[i]) and len(others) and (lo[i] > others).all())
+    return best
 
 
 def format_delta(row: dict, *, baseline: bool = False, percent: bool = False) -> str:
@@ -127,7 +161,8 @@ def zoo_table(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
     out[delta_header(summary)] = [format_delta(row, baseline=b, percent=percent)
                                   for row, b in zip(summary.to_dict("records"), baseline)]
     out["verdict"] = [format_verdict(row, baseline=b) for row, b in zip(summary.to_dict("records"), baseline)]
-    out["img/s"] = [format_number(float(x), "img/s") for x in summary["img/s"]]
+    lo, hi = _rate_range(summary)
+    out["img/s"] = [format_rate(float(x), a, b) for x, a, b in zip(summary["img/s"], lo, hi)]
     out["epochs"] = summary["epochs"].astype(int).astype(str)
     out["status"] = summary["status"].astype(str)
     return out
@@ -157,20 +192,22 @@ def _mark(column: str, value, at_epoch, other_seeds: bool) -> str:
 def best_cells(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
     """True where a cell of ``zoo_table(summary, percent=percent)`` is its column's best.
 
-    Best is the highest AP and img/s and the lowest Mem, compared at display precision
-    (ties are all marked); a column with fewer than two values marks nothing.  AP values are
-    ranked only among final means over the baseline's seeds: a value at a stop epoch, or a mean
-    over other seeds (one lucky seed against the baseline's two), is not a result to rank.
+    Best is the highest AP and the lowest Mem, compared at display precision (ties are all
+    marked); a column with fewer than two values marks nothing.  AP values are ranked only among
+    final means over the baseline's seeds: a value at a stop epoch, or a mean over other seeds (one
+    lucky seed against the baseline's two), is not a result to rank.  img/s is marked only where one
+    variant's slowest trial was faster than every other variant's fastest (``_fastest``).
     """
     best = pd.DataFrame(False, index=summary.index, columns=table_columns(summary))
     final = summary["at_epoch"].isna() if "at_epoch" in summary else pd.Series(True, index=summary.index)
     final &= same_seeds(summary)
-    for column in (*HIGHER_BETTER, *LOWER_BETTER):
+    for column in (*AP_COLUMNS, *LOWER_BETTER):
         values = _rounded(summary, column, percent)
         if column in AP_COLUMNS:
             values = values.where(final)
         if values.notna().sum() >= 2:
             best[column] = values == (values.min() if column in LOWER_BETTER else values.max())
+    best["img/s"] = _fastest(summary)
     return best
 
 
@@ -222,7 +259,7 @@ def csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """
     columns = [*ZOO_COLUMNS, "at_epoch", *(f"factor.{p}" for p in factors_of(summary)),
                "dmAP", "dmAP_lo", "dmAP_hi", "p", "p_equiv", "verdict", "seeds_needed", "boot_lo", "boot_hi",
-               "p_improve", "img/s", "epochs", "status"]
+               "p_improve", "img/s", "img/s_lo", "img/s_hi", "epochs", "status"]
     out = summary[columns].copy()
     for c in out.columns:
         if not pd.api.types.is_numeric_dtype(out[c]):
@@ -314,8 +351,19 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, *, percent: bool = False,
     return paths
 
 
+RATE_NOTE = ("img/s is the median trial's (the slowest–the fastest trial in brackets): trials run at different "
+             "times on a shared machine, so img/s is bold only where every trial of one variant was faster than "
+             "every trial of the others")
+
+
 def notes(summary: pd.DataFrame) -> list[str]:
-    """Plain sentences for the report: how the verdicts were reached, and what the unsettled ones need."""
+    """Plain sentences for the report: how the verdicts were reached, what the unsettled ones need, and how
+    to read img/s."""
+    lo, hi = _rate_range(summary)
+    return _verdict_notes(summary) + ([RATE_NOTE] if (lo.round(1) < hi.round(1)).any() else [])
+
+
+def _verdict_notes(summary: pd.DataFrame) -> list[str]:
     header, baseline = delta_header(summary), _is_baseline(summary)
     a = summary.attrs
     if (summary["n_seeds"] <= 1).all():

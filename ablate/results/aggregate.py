@@ -103,9 +103,12 @@ def variant_summary(
         Columns ``variant, variant_name, factor.<path>..., Network, Dataset, Backbone, style,
         Lr schd, Mem, mAP, AP50, APs, APm, APl, at_epoch, n_seeds, seeds, dmAP, dmAP_lo, dmAP_hi,
         paired, n_pairs, p, p_equiv, verdict, seeds_needed, boot_lo, boot_hi, p_improve, img/s,
-        epochs, status, mlflow_run_ids``.  AP columns: mean over the completed seeds' final values
-        (or, with ``at_epoch``, over the seeds at that epoch); ``Mem``: max peak MiB; ``img/s``:
-        median over trials; ``epochs``: most run; ``seeds``: the completed seeds.  ``attrs``:
+        img/s_lo, img/s_hi, epochs, status, mlflow_run_ids``.  AP columns: mean over the completed
+        seeds' final values (or, with ``at_epoch``, over the seeds at that epoch); ``Mem``: max peak
+        MiB; ``img/s``: median over trials, ``img/s_lo``/``img/s_hi`` the slowest and the fastest
+        trial (a trial's figure is its median over epochs; trials run at different times on a shared
+        machine, so the range, not the median, says what differs); ``epochs``: most run; ``seeds``:
+        the completed seeds.  ``attrs``:
         ``metric, baseline, confidence, margin, correction, family`` (the corrected comparisons) and
         ``spread`` (the pooled sd of paired differences that ``seeds_needed`` assumes).
 
@@ -141,6 +144,8 @@ def variant_summary(
         grouped.first(), per_seed[list(AP_COLUMNS)].groupby(level=0).mean(),
         _column(trials, "peak_mem_mb").groupby(by).max().rename("Mem"),
         _column(trials, "imgs_per_s").groupby(by).median().rename("img/s"),
+        _column(trials, "imgs_per_s").groupby(by).min().rename("img/s_lo"),
+        _column(trials, "imgs_per_s").groupby(by).max().rename("img/s_hi"),
         _column(trials, "epochs", 0).groupby(by).max().rename("epochs")], axis=1).to_dict("index")
 
     labels: dict[int, list[str]] = {}
@@ -196,12 +201,13 @@ def variant_summary(
             "variant": int(v), "variant_name": agg["variant_name"],
             **{f"factor.{p}": agg[f"factor.{p}"] for p in factors}, **zoo_fields(agg["config"]),
             "Mem": float(agg["Mem"]), **aps, "at_epoch": k, "n_seeds": len(mine), "seeds": list(mine), **row,
-            "img/s": float(agg["img/s"]), "epochs": int(agg["epochs"]) if agg["epochs"] == agg["epochs"] else 0,
+            "img/s": float(agg["img/s"]), "img/s_lo": float(agg["img/s_lo"]), "img/s_hi": float(agg["img/s_hi"]),
+            "epochs": int(agg["epochs"]) if agg["epochs"] == agg["epochs"] else 0,
             "status": variant_text(labels[v]), "mlflow_run_ids": runs.get(v, []),
         })
     summary = pd.DataFrame(rows, columns=[
         "variant", "variant_name", *(f"factor.{p}" for p in factors), *ZOO_NAMES, "Mem", *AP_COLUMNS, "at_epoch",
-        "n_seeds", "seeds", *DELTA_COLUMNS, "img/s", "epochs", "status", "mlflow_run_ids"])
+        "n_seeds", "seeds", *DELTA_COLUMNS, "img/s", "img/s_lo", "img/s_hi", "epochs", "status", "mlflow_run_ids"])
     for column in ("seeds_needed", "at_epoch", "verdict"):  # int, str or None
         summary[column] = pd.Series([r[column] for r in rows], dtype=object)
     summary.attrs.update(metric=metric, baseline=baseline, confidence=confidence, margin=margin,

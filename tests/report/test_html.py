@@ -154,6 +154,16 @@ def test_pareto_front(x, front):
     assert list(next(t for t in fig.data if t.name == "dominated").text) == ["d"]
 
 
+def test_pareto_of_img_s_has_whiskers_from_the_slowest_to_the_fastest_trial():
+    summary = pd.DataFrame({"variant": range(2), "variant_name": list("ab"), "status": "completed",
+                            "mAP": [0.40, 0.45], "Mem": [100.0, 120.0], "img/s": [40.0, 47.0],
+                            "img/s_lo": [33.0, 45.0], "img/s_hi": [45.2, 48.0]})
+    points = [t for t in figures.pareto(summary, x="img/s").data if t.mode != "lines"]
+    assert [(list(t.x), list(t.error_x.arrayminus), list(t.error_x.array)) for t in points] == [
+        ([47.0], [2.0], [pytest.approx(1.0)]), ([40.0], [7.0], [pytest.approx(5.2)])]
+    assert all(t.error_x.array is None for t in figures.pareto(summary, x="Mem").data)
+
+
 def test_pareto_keeps_partial_variants_off_the_front():
     fig = figures.pareto(_summary(), x="Mem")
     # eiou stopped at epoch 2; diou's mean is its one seed against the baseline's two: neither is on the front
@@ -329,10 +339,10 @@ def test_chromium_check_catches_a_broken_page(tmp_path, chromium):
 # the widest table a study of two factors writes (cells as report/table.py formats them)
 WIDE = pd.DataFrame([
     ["baseline", "FCOS", "shapes", "tiny-w1.0", "pytorch", "0.004_cosine_8e", "31", "0.384", "0.565", "0.202",
-     "0.523", "0.396", "giou", "focal", "—", "—", "30.3", "8", "completed"],
+     "0.523", "0.396", "giou", "focal", "—", "—", "30.3 (28.1–32.6)", "8", "completed"],
     ["loss.box=giou(weight=1e+39)", "FCOS", "shapes", "tiny-w1.0", "pytorch", "0.004_cosine_8e", "31", "0.047@2",
      "0.105@2", "0.016@2", "0.066@2", "0.059@2", "giou(weight=1e+39)", "focal", "-0.013 [-0.146, +0.119]",
-     "unresolved (~12 seeds)", "32.6", "6", "completed 1, pruned@2 1, failed: non-finite loss 1"],
+     "unresolved (~12 seeds)", "32.6 (30.0–36.1)", "6", "completed 1, pruned@2 1, failed: non-finite loss 1"],
 ], columns=["variant", "Network", "Dataset", "Backbone", "style", "Lr schd", "Mem", "mAP", "AP50", "APs", "APm",
             "APl", "loss.box", "loss.cls", "ΔmAP", "verdict", "img/s", "epochs", "status"])
 MEASURE = """<script>

@@ -9,10 +9,12 @@ import pytest
 from scipy import stats
 
 from ablate.report.table import (
+    RATE_NOTE,
     ZOO_COLUMNS,
     best_cells,
     cross_table,
     format_delta,
+    format_rate,
     notes,
     tex_escape,
     write_tables,
@@ -101,6 +103,7 @@ def test_notes_say_how_verdicts_are_reached_and_what_the_unsettled_need():
         f"loss.box=giou: ΔmAP {giou:+.3f} on 2 paired seeds is unresolved; about {need} seeds would settle it with "
         "80% power at the study's spread",
         "loss.box=ciou: no mAP to compare (pruned@1 1, failed 1 (OOM at batch_size 16))",
+        RATE_NOTE,
     ]
 
 
@@ -147,7 +150,7 @@ def test_pruned_and_failed_variants_are_in_the_table_with_their_status():
 
 def test_numbers_are_formatted_like_model_zoos():
     table = zoo_table(STUDY)
-    assert table.loc[0, ["Mem", "mAP", "AP50", "APs", "img/s"]].tolist() == ["100", "0.405", "0.605", "0.305", "40.5"]
+    assert table.loc[0, ["Mem", "mAP", "AP50", "APs", "img/s"]].tolist() == ["100", "0.405", "0.605", "0.305", "40.5 (40.0–41.0)"]
     percent = zoo_table(STUDY, percent=True)
     assert percent.loc[0, ["mAP", "AP50"]].tolist() == ["40.5", "60.5"]
     assert percent.loc[1, "ΔmAP"].startswith(f"{STUDY.loc[1, 'dmAP'] * 100:+.1f} [")
@@ -163,6 +166,23 @@ def test_best_cells_mark_max_ap_and_speed_min_memory_and_ties():
     tie = _summary([_trial(0, 0, 0.4, mem=100.2), _trial(1, 0, 0.4, mem=99.8)])
     assert best_cells(tie)["mAP"].tolist() == [True, True]
     assert best_cells(tie)["Mem"].tolist() == [True, True]  # both show 100
+
+
+def test_img_s_shows_the_trials_range_and_is_bold_only_where_every_trial_was_faster():
+    # the fresh-clone report this came from: the baseline's first pair of trials ran in a slow minute
+    slow_start = _summary([_trial(0, 0, 0.40, speed=33.0), _trial(0, 1, 0.41, speed=40.0), _trial(0, 2, 0.42, speed=45.2),
+                           _trial(1, 0, 0.40, speed=44.9), _trial(1, 1, 0.41, speed=46.9), _trial(1, 2, 0.42, speed=48.0)])
+    assert zoo_table(slow_start)["img/s"].tolist() == ["40.0 (33.0–45.2)", "46.9 (44.9–48.0)"]
+    assert not best_cells(slow_start)["img/s"].any()  # 44.9 < 45.2: the medians' gap is the machine's noise
+    assert RATE_NOTE in notes(slow_start)
+    apart = _summary([_trial(0, 0, 0.40, speed=33.0), _trial(0, 1, 0.41, speed=40.0), _trial(0, 2, 0.42, speed=45.2),
+                      _trial(1, 0, 0.40, speed=45.3), _trial(1, 1, 0.41, speed=46.9), _trial(1, 2, 0.42, speed=48.0)])
+    assert best_cells(apart)["img/s"].tolist() == [False, True]
+    one_each = _summary([_trial(0, 0, 0.40, speed=40.0), _trial(1, 0, 0.43, speed=41.0)])
+    assert zoo_table(one_each)["img/s"].tolist() == ["40.0", "41.0"] and RATE_NOTE not in notes(one_each)
+    assert best_cells(one_each)["img/s"].tolist() == [False, True]
+    assert format_rate(40.04, 39.96, 40.04) == "40.0"  # a range that rounds to nothing is not shown
+    assert format_rate(math.nan, math.nan, math.nan) == "—"
 
 
 def test_writers_mark_best_cells_their_own_way(tmp_path):
@@ -188,9 +208,9 @@ def test_latex_is_a_booktabs_tabular_with_escaped_text(tmp_path):
 def test_csv_holds_plain_numbers_in_the_table_order(tmp_path):
     csv = pd.read_csv(write_tables(STUDY, tmp_path, percent=True)["csv"])
     assert list(csv.columns) == [*ZOO_COLUMNS, "at_epoch", "loss.box", "dmAP", "dmAP_lo", "dmAP_hi", "p", "p_equiv",
-                                 "verdict", "seeds_needed", "boot_lo", "boot_hi", "p_improve", "img/s", "epochs",
-                                 "status"]
-    for column in ("Mem", "mAP", "AP50", "dmAP", "dmAP_lo", "dmAP_hi", "img/s"):
+                                 "verdict", "seeds_needed", "boot_lo", "boot_hi", "p_improve", "img/s", "img/s_lo",
+                                 "img/s_hi", "epochs", "status"]
+    for column in ("Mem", "mAP", "AP50", "dmAP", "dmAP_lo", "dmAP_hi", "img/s", "img/s_lo", "img/s_hi"):
         assert csv[column].to_numpy() == pytest.approx(STUDY[column].to_numpy(dtype=float), nan_ok=True)
     assert csv["status"].tolist() == STUDY["status"].tolist()
 

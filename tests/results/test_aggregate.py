@@ -49,8 +49,8 @@ def test_columns_are_exactly_the_documented_ones():
     assert list(s.columns) == [
         "variant", "variant_name", "factor.loss.box", "Network", "Dataset", "Backbone", "style", "Lr schd", "Mem",
         "mAP", "AP50", "APs", "APm", "APl", "at_epoch", "n_seeds", "seeds", "dmAP", "dmAP_lo", "dmAP_hi", "paired",
-        "n_pairs", "p", "p_equiv", "verdict", "seeds_needed", "boot_lo", "boot_hi", "p_improve", "img/s", "epochs",
-        "status", "mlflow_run_ids"]
+        "n_pairs", "p", "p_equiv", "verdict", "seeds_needed", "boot_lo", "boot_hi", "p_improve", "img/s", "img/s_lo",
+        "img/s_hi", "epochs", "status", "mlflow_run_ids"]
     spread = s.attrs.pop("spread")
     assert s.attrs == {"metric": "mAP", "baseline": 0, "confidence": 0.95, "margin": 0.01, "correction": "holm",
                        "family": 1}
@@ -64,6 +64,9 @@ def test_means_and_paired_interval_equal_independent_pandas_and_scipy():
         assert s[col].to_numpy() == pytest.approx(by[f"final_{col}"].mean().to_numpy())
     assert s["Mem"].tolist() == by["peak_mem_mb"].max().tolist() == [102, 111]
     assert s["img/s"].tolist() == by["imgs_per_s"].median().tolist() == [41, 31]
+    assert s["img/s_lo"].tolist() == by["imgs_per_s"].min().tolist() == [40, 30]
+    assert s["img/s_hi"].tolist() == by["imgs_per_s"].max().tolist() == [42, 35]
+    assert (s["img/s_lo"] < s["img/s_hi"]).all()  # the case has a range to check
 
     wide = PAIRED.pivot(index="seed", columns="variant", values="final_mAP")
     d = wide[1] - wide[0]  # [0.005, 0.010, 0.006]
