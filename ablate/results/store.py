@@ -122,11 +122,18 @@ class ResultsStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.trials: dict[str, dict] = {}
         self.epochs: dict[str, dict[int, dict]] = {}  # trial id -> epoch -> row
+        # the columns read, with their types: one no row has a value in (APl on a set without large objects)
+        # is written again as it was, so a rerun does not change the files' schema
+        self._read: dict[str, pd.Series] = {}
         if (self.folder / TRIALS).exists():
-            for row in pd.read_parquet(self.folder / TRIALS).to_dict("records"):
+            frame = pd.read_parquet(self.folder / TRIALS)
+            self._read[TRIALS] = frame.dtypes
+            for row in frame.to_dict("records"):
                 self.trials[row["trial_id"]] = {k: v for k, v in row.items() if not _missing(v)}
         if (self.folder / EPOCHS).exists():
-            for row in pd.read_parquet(self.folder / EPOCHS).to_dict("records"):
+            frame = pd.read_parquet(self.folder / EPOCHS)
+            self._read[EPOCHS] = frame.dtypes
+            for row in frame.to_dict("records"):
                 self.epochs.setdefault(row["trial_id"], {})[int(row["epoch"])] = {
                     k: v for k, v in row.items() if not _missing(v)}
 
@@ -157,11 +164,22 @@ class ResultsStore:
 
     def flush(self) -> None:
         """Write both tables (atomically, each file whole)."""
-        _write(pd.DataFrame(list(self.trials.values())), self.folder / TRIALS)
-        epochs = pd.DataFrame([row for rows in self.epochs.values() for row in rows.values()])
+        _write(self._frame(TRIALS, list(self.trials.values())), self.folder / TRIALS)
+        epochs = self._frame(EPOCHS, [row for rows in self.epochs.values() for row in rows.values()])
         if not epochs.empty:
             epochs = epochs.sort_values(["trial_id", "epoch"], kind="stable")
         _write(epochs, self.folder / EPOCHS)
+
+    def _frame(self, name: str, rows: list[dict]) -> pd.DataFrame:
+        """The rows as a table, with every column the file had when it was read (in its place and type)."""
+        frame = pd.DataFrame(rows)
+        read = self._read.get(name)
+        if read is None or frame.empty:
+            return frame
+        frame = frame.reindex(columns=list(dict.fromkeys([*read.index, *frame.columns])))
+        for column in read.index.difference([c for r in rows for c in r]):  # no row has a value: as read
+            frame[column] = frame[column].astype(read[column])
+        return frame
 
 
 def _missing(value) -> bool:

@@ -256,6 +256,29 @@ def test_load_frames_reads_the_store_and_names_a_missing_folder(tmp_path):
     assert trials["final_mAP"].tolist() == [0.1] and epochs["epoch"].tolist() == [1]
 
 
+def test_a_store_opened_and_flushed_again_writes_the_same_files_even_a_column_with_no_value(tmp_path):
+    # a val set without large objects: APl (and ARl) is NaN in every epoch of every trial
+    store = ResultsStore(tmp_path / "s")
+    for tid, seed in (("a", 0), ("b", 1)):
+        for epoch in (1, 2):
+            store.add_epoch(tid, {"epoch": epoch, "mAP": 0.1 * epoch + seed, "APl": math.nan, "ARl": math.nan})
+        store.upsert_trial(tid, variant=0, seed=seed, status="completed")
+    store.flush()
+    before = [pd.read_parquet(tmp_path / "s" / name) for name in ("trials.parquet", "epochs.parquet")]
+    assert {"final_APl", "final_ARl"} <= set(before[0].columns) and before[0]["final_APl"].isna().all()
+    again = ResultsStore(tmp_path / "s")  # a rerun of the finished study: it reads, then flushes
+    again.upsert_trial("a", status="completed")
+    again.flush()
+    after = [pd.read_parquet(tmp_path / "s" / name) for name in ("trials.parquet", "epochs.parquet")]
+    for b, a in zip(before, after):
+        pd.testing.assert_frame_equal(a, b)
+    again.add_epoch("c", {"epoch": 1, "mAP": 0.3})  # a new trial, new columns: added after the read ones
+    again.upsert_trial("c", variant=1, seed=0, status="running", node="n1")
+    again.flush()
+    trials = pd.read_parquet(tmp_path / "s" / "trials.parquet")
+    assert list(trials.columns) == [*before[0].columns, "node"] and trials["node"].tolist()[2] == "n1"
+
+
 def test_a_variant_no_seed_completed_is_shown_and_compared_at_its_stop_epoch():
     trials = pd.DataFrame([
         {"trial_id": f"b{s}", "variant": 0, "variant_name": "baseline", "seed": s, "status": "completed",
