@@ -35,9 +35,11 @@ def _run(path: Path, root: Path, address: str) -> subprocess.Popen:
                              "--address", address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_trials_spread_over_nodes_and_a_lost_node_costs_only_its_epoch(cluster, study_file, statuses, tmp_path):
+def test_trials_spread_over_nodes_and_a_lost_node_costs_only_its_epoch(cluster, study_file, statuses, tiny_raw,
+                                                                      tmp_path):
     c, (node_a, node_b) = cluster
-    path = study_file("multi", train={"epochs": 3}, factors={"loss.box": ["diou", "ciou", "eiou"]})
+    path = study_file("multi", train={"epochs": 3}, factors={"loss.box": ["diou", "ciou", "eiou"]},
+                      data=tiny_raw["data"])  # epochs long enough that the node is lost mid-trial
     root = tmp_path / "results"
     driver = _run(path, root, c.address)
     try:

@@ -174,7 +174,7 @@ def test_hang_timeout_must_be_positive(study_file):
 
 def test_a_trial_that_hangs_is_stopped_and_recorded_and_the_others_complete(study_file, statuses, tmp_path,
                                                                            monkeypatch):
-    timeout = 40  # above an epoch of a tiny trial on a busy 2-core machine, with its worker's start
+    timeout = 20  # above a small trial's first epoch on a busy 2-core machine (a few s), with its worker's start
     path = study_file("hang", factors={"loss.box": ["diou"]}, hang_timeout_s=timeout)
     baseline, hung = _planned(path)
     monkeypatch.setenv(TEST_HANG, f"{hung}@2")  # the trial sleeps forever in epoch 2; Ray's workers inherit it
@@ -235,8 +235,10 @@ def _tagged(tag: str) -> list[str]:
     return found
 
 
-def test_ctrl_c_stops_the_study_within_seconds_and_a_rerun_resumes_it(study_file, statuses, tmp_path):
-    path = study_file("ctrlc", train={"epochs": 3}, factors={"loss.box": ["diou", "ciou", "eiou"]})
+def test_ctrl_c_stops_the_study_within_seconds_and_a_rerun_resumes_it(study_file, statuses, tiny_raw, tmp_path):
+    # TINY's set: epochs long enough that a trial is still mid-study when Ctrl-C lands after an epoch
+    path = study_file("ctrlc", train={"epochs": 3}, factors={"loss.box": ["diou", "ciou", "eiou"]},
+                      data=tiny_raw["data"])
     root = tmp_path / "results"
     tag = f"ABLATE_TEST_RUN={uuid.uuid4().hex}"
     driver = subprocess.Popen([sys.executable, "-m", "ablate", "run", str(path), "--results", str(root)],

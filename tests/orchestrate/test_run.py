@@ -54,9 +54,10 @@ def _assert_once_and_equal(tmp_path: Path, root: Path, study: str, planned: list
     return table
 
 
-def test_asha_prunes_a_bad_variant_never_the_baseline_and_a_non_finite_trial_fails_alone(study_file, tmp_path):
+def test_asha_prunes_a_bad_variant_never_the_baseline_and_a_non_finite_trial_fails_alone(study_file, tiny_raw,
+                                                                                          tmp_path):
     path = study_file(
-        "asha", train={"epochs": 3}, seeds=[0, 1],
+        "asha", train={"epochs": 3}, seeds=[0, 1], data=tiny_raw["data"],  # a set the baseline learns from
         factors={"train.optimizer.lr": [0.8],  # 50x: clearly worse by epoch 2
                  "loss.box": [{"name": "giou", "weight": 1.0e39}]},  # inf at the first iteration
         scheduler={"name": "asha", "grace_period": 2, "reduction_factor": 2})
@@ -193,13 +194,13 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def test_a_worker_killed_mid_epoch_is_retried_from_its_checkpoint_and_ends_as_if_never_killed(study_file, statuses,
-                                                                                               tmp_path):
+                                                                                               tiny_raw, tmp_path):
     import torch
 
     from ablate.engine.trial import run_trial
     from ablate.metrics import COCO_METRICS, LOSS_METRICS
 
-    path = study_file("crash", train={"epochs": 4})
+    path = study_file("crash", train={"epochs": 4}, data=tiny_raw["data"])  # epochs long enough to kill in
     root = tmp_path / "results"
     driver = _ablate("run", str(path), "--results", str(root), cwd=tmp_path)
     try:
