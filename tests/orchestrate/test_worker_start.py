@@ -63,13 +63,13 @@ def test_a_study_whose_workers_cannot_start_stops_with_rays_reason_and_a_rerun_c
     root = tmp_path / "results"
     command = [sys.executable, "-m", "ablate", "run", str(path), "--results", str(root)]
     broken = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
-              "RAY_RUNTIME_ENV_HOOK": "badworker.hook", "ABLATE_WORKER_START_TIMEOUT_S": "20"}
+              "RAY_RUNTIME_ENV_HOOK": "badworker.hook", "ABLATE_WORKER_START_TIMEOUT_S": "10"}
     began = time.monotonic()
     stopped = subprocess.run(command, cwd=tmp_path, env=broken, capture_output=True, text=True, timeout=240)
     took = time.monotonic() - began
     said = stopped.stdout + stopped.stderr
     assert stopped.returncode == 1, said[-3000:]
-    assert "no Ray worker started in 20 s: 1 trial(s) waiting" in said
+    assert "no Ray worker started in 10 s: 1 trial(s) waiting" in said
     assert "/nonexistent/bin/python3: No such file or directory" in said  # Ray's own line, the cause
     assert "run the same command again" in said and "Traceback" not in said
     assert took < 150, took  # "within ~2 minutes", start-up and shutdown included
