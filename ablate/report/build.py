@@ -19,7 +19,8 @@ from ablate.errors import DataError
 from ablate.report.figures import curves, forest, pareto, size_bars, timeline
 from ablate.report.html import table_to_html, write_html
 from ablate.report.mlflow_summary import log_variant_summaries
-from ablate.report.table import best_cells, cross_table, notes, step_table, write_tables, zoo_table
+from ablate.report.notes import notes
+from ablate.report.table import best_cells, cross_table, step_table, write_tables, zoo_table
 from ablate.results.aggregate import factor_paths, load_frames, step_summary, variant_summary
 from ablate.results.early import early_stopping_note, rung_agreement
 from ablate.results.race import race_stops

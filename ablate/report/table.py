@@ -40,7 +40,7 @@ def table_columns(summary: pd.DataFrame) -> list[str]:
     return [*ZOO_COLUMNS, *factors_of(summary), delta_header(summary), "verdict", "img/s", "epochs", "status"]
 
 
-def _is_baseline(summary: pd.DataFrame) -> pd.Series:
+def is_baseline(summary: pd.DataFrame) -> pd.Series:
     return summary["variant"] == summary.attrs.get("baseline", summary["variant"].iloc[0])
 
 
@@ -76,12 +76,12 @@ def format_rate(median: float, lo: float, hi: float) -> str:
         ('36.8 (32.1–40.2)', '36.8')
     """
     text = format_number(median, "img/s")
-    if not (_known(lo) and _known(hi)) or round(lo, 1) == round(hi, 1):
+    if not (known(lo) and known(hi)) or round(lo, 1) == round(hi, 1):
         return text
     return f"{text} ({lo:.1f}–{hi:.1f})"
 
 
-def _rate_range(summary: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+def rate_range(summary: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Each row's slowest and fastest trial in img/s (the median itself where the summary has no range)."""
     rate = summary["img/s"].astype(float)
     return (summary["img/s_lo"].astype(float) if "img/s_lo" in summary else rate,
@@ -94,11 +94,11 @@ def _fastest(summary: pd.DataFrame) -> pd.Series:
     Trials run at different times on a shared machine, so a higher median alone can be the machine's
     noise (one pair of trials that ran in a slow minute); compared at display precision.
     """
-    lo, hi = (x.round(1) for x in _rate_range(summary))
+    lo, hi = (x.round(1) for x in rate_range(summary))
     best = pd.Series(False, index=summary.index)
     for i in summary.index:
         others = hi.drop(i).dropna()
-        best[i] = bool(_known(lo[i]) and len(others) and (lo[i] > others).all())
+        best[i] = bool(known(lo[i]) and len(others) and (lo[i] > others).all())
     return best
 
 
@@ -147,7 +147,7 @@ def zoo_table(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
         summary: ``variant_summary`` output (baseline first).
         percent: AP columns and the delta in percent with one decimal instead of fractions.
     """
-    baseline = _is_baseline(summary)
+    baseline = is_baseline(summary)
     out = pd.DataFrame(index=summary.index)
     for column in ZOO_COLUMNS[:5]:
         out[column] = summary[column].fillna("").astype(str)
@@ -161,14 +161,14 @@ def zoo_table(summary: pd.DataFrame, *, percent: bool = False) -> pd.DataFrame:
     out[delta_header(summary)] = [format_delta(row, baseline=b, percent=percent)
                                   for row, b in zip(summary.to_dict("records"), baseline)]
     out["verdict"] = [format_verdict(row, baseline=b) for row, b in zip(summary.to_dict("records"), baseline)]
-    lo, hi = _rate_range(summary)
+    lo, hi = rate_range(summary)
     out["img/s"] = [format_rate(float(x), a, b) for x, a, b in zip(summary["img/s"], lo, hi)]
     out["epochs"] = summary["epochs"].astype(int).astype(str)
     out["status"] = summary["status"].astype(str)
     return out
 
 
-def _known(x) -> bool:
+def known(x) -> bool:
     return x is not None and x == x
 
 
@@ -176,15 +176,15 @@ def same_seeds(summary: pd.DataFrame) -> pd.Series:
     """True for rows whose AP means cover the baseline's completed seeds exactly (their means compare)."""
     if "seeds" not in summary:
         return pd.Series(True, index=summary.index)
-    base = set(summary.loc[_is_baseline(summary), "seeds"].iloc[0])
+    base = set(summary.loc[is_baseline(summary), "seeds"].iloc[0])
     return summary["seeds"].map(lambda seeds: set(seeds) == base)
 
 
 def _mark(column: str, value, at_epoch, other_seeds: bool) -> str:
     """``@k`` on an AP value taken at a stop epoch, ``*`` on a final one averaged over other seeds than the baseline's."""
-    if column not in AP_COLUMNS or not _known(value):
+    if column not in AP_COLUMNS or not known(value):
         return ""
-    if _known(at_epoch):
+    if known(at_epoch):
         return f"@{int(at_epoch)}"
     return "*" if other_seeds else ""
 
@@ -349,59 +349,3 @@ def write_tables(summary: pd.DataFrame, out_dir: Path, *, percent: bool = False,
     _write_text(paths["csv"], csv_frame(summary).to_csv(index=False))
     _write_text(paths["tex"], latex(table, best))
     return paths
-
-
-RATE_NOTE = ("img/s is the median trial's (the slowest–the fastest trial in brackets): trials run at different "
-             "times on a shared machine, so img/s is bold only where every trial of one variant was faster than "
-             "every trial of the others")
-
-
-def notes(summary: pd.DataFrame) -> list[str]:
-    """Plain sentences for the report: how the verdicts were reached, what the unsettled ones need, and how
-    to read img/s."""
-    lo, hi = _rate_range(summary)
-    return _verdict_notes(summary) + ([RATE_NOTE] if (lo.round(1) < hi.round(1)).any() else [])
-
-
-def _verdict_notes(summary: pd.DataFrame) -> list[str]:
-    header, baseline = delta_header(summary), _is_baseline(summary)
-    a = summary.attrs
-    if (summary["n_seeds"] <= 1).all():
-        return ["one seed per variant: no confidence intervals and no verdicts; add seeds to tell tricks from noise"]
-    confidence, margin = a.get("confidence", 0.95), a.get("margin", 0.01)
-    correction, family = a.get("correction", "holm"), a.get("family", 0)
-    adjusted = {"holm": "Holm-adjusted", "bonferroni": "Bonferroni-adjusted", "none": "not adjusted"}[correction]
-    if family:
-        out = [f"verdicts at {confidence:.0%} confidence, {adjusted} across {family} variant(s): better/worse when "
-               f"the paired t-test on the seeds both completed rejects no difference; equivalent when two one-sided "
-               f"tests put {header} inside ±{margin:g}; the interval shown is the unadjusted t interval"]
-    else:
-        out = ["no verdict could be tested: no variant completed two or more of the baseline's seeds"]
-    base_seeds = summary.loc[baseline, "seeds"].iloc[0] if "seeds" in summary else []
-    for row, same, is_base in zip(summary.to_dict("records"), same_seeds(summary), baseline):
-        if not same and not is_base and row["n_seeds"] and not _known(row.get("at_epoch")):
-            out.append(f"{row['variant_name']}: its AP columns (*) average seed(s) {row['seeds']}, the baseline's "
-                       f"{list(base_seeds)}: they do not compare; {header} pairs the seeds both completed")
-    for row, is_base in zip(summary.to_dict("records"), baseline):
-        if is_base:
-            continue
-        name, mean, verdict = row["variant_name"], row["dmAP"], row.get("verdict")
-        if mean is None or mean != mean:
-            out.append(f"{name}: no {header[1:]} to compare ({row['status']})")
-        elif verdict == "unresolved":
-            need = row.get("seeds_needed")
-            pairs = int(row.get("n_pairs", 0) or 0)
-            spread = a.get("spread", math.nan)
-            fix = (f"about {int(need)} seeds would settle it with 80% power at the study's spread" if _known(need)
-                   else "more than 1000 seeds would be needed at the study's spread" if _known(spread)
-                   else "too few paired seeds in the study to estimate its spread: add seeds")
-            out.append(f"{name}: {header} {mean:+.3f} on {pairs} paired seed{'s' * (pairs != 1)} is unresolved; {fix}")
-        elif verdict == "worse" and _known(row.get("at_epoch")):  # the race's stop (results/race.py)
-            out.append(f"{name}: stopped by the race at epoch {int(row['at_epoch'])}: worse than the baseline by more "
-                       f"than the margin ({a.get('margin', 0):g}) there on its seeds paired with the baseline's "
-                       f"(race-adjusted p {row['p']:.2g}, over every look and variant); its values and {header} "
-                       "are at that epoch, not the end")
-        elif isinstance(verdict, str) and verdict.startswith("stopped@"):
-            out.append(f"{name}: stopped by the scheduler at epoch {verdict[8:]}; its values and {header} are at that "
-                       "epoch, against the baseline's same seeds there (a scheduler's decision, not a test)")
-    return out

@@ -8,14 +8,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from ablate.report.notes import RATE_NOTE, notes
 from ablate.report.table import (
-    RATE_NOTE,
     ZOO_COLUMNS,
     best_cells,
     cross_table,
     format_delta,
     format_rate,
-    notes,
     tex_escape,
     write_tables,
     zoo_table,
