@@ -231,11 +231,11 @@ def markdown(table: pd.DataFrame, best: pd.DataFrame) -> str:
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}", "<": r"\textless{}",
-        ">": r"\textgreater{}", "Δ": r"$\Delta$", "—": "---"}
+        ">": r"\textgreater{}", "Δ": r"$\Delta$", "—": "---", "–": "--"}
 
 
 def tex_escape(text: str) -> str:
-    """LaTeX-safe text for pdflatex: special characters escaped, ``Δ`` and ``—`` spelled out."""
+    """LaTeX-safe text for pdflatex: special characters escaped, ``Δ``, ``—`` and ``–`` spelled out."""
     return "".join(_TEX.get(c, c) for c in str(text))
 
 

@@ -202,6 +202,7 @@ def test_latex_is_a_booktabs_tabular_with_escaped_text(tmp_path):
     assert r"smooth\_l1" in tex[4] and "---" in tex[4]
     assert tex_escape("a_b & 50% #1 {x} $ ~ ^ \\") == (
         r"a\_b \& 50\% \#1 \{x\} \$ \textasciitilde{} \textasciicircum{} \textbackslash{}")
+    assert tex_escape("40.0 (33.0–45.2)") == "40.0 (33.0--45.2)"  # the img/s range, as LaTeX writes an en dash
 
 
 def test_csv_holds_plain_numbers_in_the_table_order(tmp_path):
