@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative
 
-from ablate.report.table import same_seeds
+from ablate.report.table import rate_range, same_seeds
 
 PALETTE = qualitative.Plotly + qualitative.D3[1::2]
 STATUS_COLORS = {"completed": "#2ca02c", "pruned": "#ff7f0e", "failed": "#d62728"}
@@ -209,9 +209,9 @@ def _front(x: pd.Series, y: pd.Series, lower_is_better: bool) -> pd.Index:
 def _trial_range(summary: pd.DataFrame, x: str, xs: pd.Series, mask: pd.Series) -> dict | None:
     """img/s whiskers from the slowest to the fastest trial (``img/s_lo``, ``img/s_hi``): the trials ran at
     different times on a shared machine, and the whiskers show how far apart that alone put them."""
-    if x != "img/s" or "img/s_lo" not in summary or "img/s_hi" not in summary:
+    if x != "img/s":
         return None
-    lo, hi = _numeric(summary, "img/s_lo")[mask], _numeric(summary, "img/s_hi")[mask]
+    lo, hi = (r[mask] for r in rate_range(summary))
     return dict(type="data", symmetric=False, array=(hi - xs[mask]).fillna(0).tolist(),
                 arrayminus=(xs[mask] - lo).fillna(0).tolist(), color="#9ab", thickness=1)
 

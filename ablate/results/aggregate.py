@@ -143,9 +143,8 @@ def variant_summary(
     per_variant = pd.concat([
         grouped.first(), per_seed[list(AP_COLUMNS)].groupby(level=0).mean(),
         _column(trials, "peak_mem_mb").groupby(by).max().rename("Mem"),
-        _column(trials, "imgs_per_s").groupby(by).median().rename("img/s"),
-        _column(trials, "imgs_per_s").groupby(by).min().rename("img/s_lo"),
-        _column(trials, "imgs_per_s").groupby(by).max().rename("img/s_hi"),
+        _column(trials, "imgs_per_s").groupby(by).agg(["median", "min", "max"]).set_axis(
+            ["img/s", "img/s_lo", "img/s_hi"], axis=1),
         _column(trials, "epochs", 0).groupby(by).max().rename("epochs")], axis=1).to_dict("index")
 
     labels: dict[int, list[str]] = {}

@@ -176,8 +176,9 @@ class ResultsStore:
         read = self._read.get(name)
         if read is None or frame.empty:
             return frame
+        gone = read.index.difference(frame.columns)  # no row has a value: written as read
         frame = frame.reindex(columns=list(dict.fromkeys([*read.index, *frame.columns])))
-        for column in read.index.difference([c for r in rows for c in r]):  # no row has a value: as read
+        for column in gone:
             frame[column] = frame[column].astype(read[column])
         return frame
 
