@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 GRACE_S = float(os.environ.get("ABLATE_TERM_GRACE_S", "20"))
@@ -26,28 +27,46 @@ EXIT_CODE = 128 + signal.SIGTERM
 
 
 class Termination:
+    """SIGTERM's flag, and the grace period's watch.
+
+    The handler runs in the main thread between two bytecodes of whatever it was doing, and a second
+    SIGTERM can run it again inside the first (``timeout`` and Slurm send one to the process and one to
+    its group, microseconds apart): it takes no lock and starts no thread, or the two would deadlock
+    the main thread for good (as ``threading.Event.set`` did, holding its condition's lock:
+    tests/orchestrate/test_terminate.py).  It stores the time and sets the stopper's flag, plain
+    assignments; a daemon thread, started by ``install``, watches that time and ends the run once the
+    grace period is over.
+    """
+
     def __init__(self):
-        self.event = threading.Event()
+        self._at: float | None = None  # when SIGTERM came (monotonic), or None
         self.stopper = None  # the Tune Stopper of the fit in progress (tuner.fit sets it)
         self.on_expire: Callable[[], None] | None = None  # flushes the records (run_study sets it)
+        self._watch: threading.Thread | None = None
 
     @property
     def requested(self) -> bool:
-        return self.event.is_set()
+        return self._at is not None
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
             signal.signal(signal.SIGTERM, self._handle)
+            if self._watch is None:
+                self._watch = threading.Thread(target=self._watch_grace, name="ablate-sigterm-grace", daemon=True)
+                self._watch.start()
 
     def _handle(self, signum, frame) -> None:
-        if self.event.is_set():
-            return
-        self.event.set()
+        if self._at is None:
+            self._at = time.monotonic()
         if self.stopper is not None:
             self.stopper.requested = True
-        timer = threading.Timer(GRACE_S, self._expire)
-        timer.daemon = True
-        timer.start()
+
+    def _watch_grace(self) -> None:
+        while True:
+            at = self._at
+            if at is not None and time.monotonic() - at >= GRACE_S:
+                self._expire()
+            time.sleep(0.1)
 
     def _expire(self) -> None:
         try:
@@ -60,8 +79,7 @@ class Termination:
 
     def reset(self) -> None:
         """For a new run in the same process (tests)."""
-        self.event.clear()
-        self.stopper = self.on_expire = None
+        self._at = self.stopper = self.on_expire = None
 
 
 TERM = Termination()
