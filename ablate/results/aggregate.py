@@ -32,7 +32,7 @@ from ablate.results.stats import (
     pooled_sd,
     seeds_to_settle,
 )
-from ablate.results.store import EPOCHS, TRIALS
+from ablate.results.store import EPOCHS, TRIALS, read_frame
 from ablate.results.zoo import AP_COLUMNS, ZOO_NAMES, zoo_fields
 from ablate.status import COMPLETED, PRUNED, variant_text
 from ablate.status import short as short_status
@@ -52,7 +52,7 @@ def load_frames(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if missing:
         raise DataError(f"results folder '{folder}' has no {' or '.join(missing)}; "
                         "run the study first (ablate run STUDY.yaml) or pass the right folder")
-    return pd.read_parquet(folder / TRIALS), pd.read_parquet(folder / EPOCHS)
+    return read_frame(folder / TRIALS), read_frame(folder / EPOCHS)
 
 
 def factor_paths(trials: pd.DataFrame) -> list[str]:

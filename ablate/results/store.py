@@ -78,10 +78,27 @@ def read_state(folder: Path, name: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _write(frame: pd.DataFrame, path: Path) -> None:
+def read_frame(path: Path) -> pd.DataFrame:
+    """A Parquet file as a DataFrame, read in this thread only.
+
+    pyarrow's threads create and delete Python thread states as they convert columns, taking CPython's
+    runtime lock. The driver reads the records while Ray starts its processes in another thread, and Ray
+    forks with a ``preexec_fn``. A fork at that moment leaves the child waiting on the lock for good, on
+    CPython without the gh-112275 fix (Debian 12's 3.11.2, which CI uses, and the 3.11.7 here): Ray's start
+    and the study hang (a fresh clone's CI run: tests/orchestrate/test_run.py, 2026-12-07). With threads, 2 runs in 4 of 600 such
+    forks hung here; with none, none (tests/results/test_store_threads.py).
+    """
+    return pd.read_parquet(path, use_threads=False, to_pandas_kwargs={"use_threads": False})
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         with atomic_path(path) as tmp:  # a full disk, Ctrl-C: the old file stays whole, no partial temp file stays
-            frame.to_parquet(tmp, index=False)
+            # one thread, as read_frame (pandas would convert a long table in a pool of Python threads)
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False, nthreads=1), tmp)
     except OSError as e:
         if e.errno in DISK_ERRNOS:
             raise StorageError(f"cannot write {path}: {os.strerror(e.errno)}; free space there (or pass --results "
@@ -126,12 +143,12 @@ class ResultsStore:
         # is written again as it was, so a rerun does not change the files' schema
         self._read: dict[str, pd.Series] = {}
         if (self.folder / TRIALS).exists():
-            frame = pd.read_parquet(self.folder / TRIALS)
+            frame = read_frame(self.folder / TRIALS)
             self._read[TRIALS] = frame.dtypes
             for row in frame.to_dict("records"):
                 self.trials[row["trial_id"]] = {k: v for k, v in row.items() if not _missing(v)}
         if (self.folder / EPOCHS).exists():
-            frame = pd.read_parquet(self.folder / EPOCHS)
+            frame = read_frame(self.folder / EPOCHS)
             self._read[EPOCHS] = frame.dtypes
             for row in frame.to_dict("records"):
                 self.epochs.setdefault(row["trial_id"], {})[int(row["epoch"])] = {
@@ -164,11 +181,11 @@ class ResultsStore:
 
     def flush(self) -> None:
         """Write both tables (atomically, each file whole)."""
-        _write(self._frame(TRIALS, list(self.trials.values())), self.folder / TRIALS)
+        write_frame(self._frame(TRIALS, list(self.trials.values())), self.folder / TRIALS)
         epochs = self._frame(EPOCHS, [row for rows in self.epochs.values() for row in rows.values()])
         if not epochs.empty:
             epochs = epochs.sort_values(["trial_id", "epoch"], kind="stable")
-        _write(epochs, self.folder / EPOCHS)
+        write_frame(epochs, self.folder / EPOCHS)
 
     def _frame(self, name: str, rows: list[dict]) -> pd.DataFrame:
         """The rows as a table, with every column the file had when it was read (in its place and type)."""
