@@ -15,7 +15,10 @@ import signal
 import threading
 
 from ablate import ray_env
+from ablate.errors import AblateError
 from ablate.orchestrate.terminate import TERM
+
+START_TIMEOUT_S = 300.0  # a local start takes 4-6 s; joining a cluster, Ray's own timeouts come first
 
 
 def ray_init(address: str | None, verbose: bool) -> bool:
@@ -98,17 +101,20 @@ class RayStart:
 
     def wait(self) -> bool:
         self.begin()
-        self._ready.wait()
+        if not self._ready.wait(START_TIMEOUT_S):
+            raise AblateError(f"Ray did not start within {START_TIMEOUT_S:g} s (a local start takes about 5 s); its "
+                              "logs are in /tmp/ray/session_latest/logs; nothing was run or recorded, run the same "
+                              "command again")
         if self._error is not None:
             raise self._error
         return self._started
 
     def close(self) -> None:
         """Stop the local Ray this started; after a SIGTERM it gets 10 s (a Ray whose GCS is gone, as when
-        something SIGKILLed it, can wait a minute) and the run goes on without it."""
-        if self._thread is None:
+        something SIGKILLed it, can wait a minute) and the run goes on without it.  A start that never
+        finished is not waited for (a hung ``ray.init``: its processes end with this one)."""
+        if self._thread is None or not self._ready.is_set():
             return
-        self._ready.wait()
         self._release.set()
         self._thread.join(10 if TERM.requested else None)
 

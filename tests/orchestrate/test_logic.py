@@ -5,6 +5,8 @@ Nothing here calls ray.init; the whole file runs in seconds."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -313,3 +315,21 @@ def test_the_driver_checks_shapes_data_and_plans_without_importing_torch(tmp_pat
                           env={**os.environ, "ABLATE_CACHE": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_ray_start_that_never_finishes_fails_with_a_message_and_close_does_not_wait_for_it(monkeypatch):
+    # a ray.init that hangs (a forked Ray process deadlocked before exec: CPython gh-112275) used to hang the
+    # study for good, and a test's timeout too: RayStart.close waited for the start again as the error unwound
+    from ablate.errors import AblateError
+    from ablate.orchestrate import local_ray
+
+    never = threading.Event()
+    monkeypatch.setattr(local_ray, "ray_init", lambda address, verbose: never.wait())
+    monkeypatch.setattr(local_ray, "START_TIMEOUT_S", 0.5)
+    start = local_ray.RayStart(None, verbose=False)
+    began = time.monotonic()
+    with pytest.raises(AblateError, match="Ray did not start within 0.5 s"):
+        start.wait()
+    start.close()
+    assert time.monotonic() - began < 5
+    never.set()
