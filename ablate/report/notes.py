@@ -10,8 +10,8 @@ import pandas as pd
 from ablate.report.table import delta_header, is_baseline, known, rate_range, same_seeds
 
 RATE_NOTE = ("img/s is the median trial's (the slowest–the fastest trial in brackets): trials run at different "
-             "times on a shared machine, so img/s is not ranked (never bold); compare variants' speed with a "
-             "benchmark that runs them side by side")
+             "times on a shared machine, the baseline's first, so img/s is not ranked (never bold): a gap "
+             "between variants can come from when their trials ran")
 
 
 def notes(summary: pd.DataFrame) -> list[str]:
