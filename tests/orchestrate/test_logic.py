@@ -324,7 +324,7 @@ def test_a_ray_start_that_never_finishes_fails_with_a_message_and_close_does_not
     from ablate.orchestrate import local_ray
 
     never = threading.Event()
-    monkeypatch.setattr(local_ray, "ray_init", lambda address, verbose: never.wait())
+    monkeypatch.setattr(local_ray, "ray_init", lambda address, verbose: never.wait() and False)  # then ends: no Ray
     monkeypatch.setattr(local_ray, "START_TIMEOUT_S", 0.5)
     start = local_ray.RayStart(None, verbose=False)
     began = time.monotonic()
