@@ -17,6 +17,7 @@ from ablate.results.stats import (
     p_difference,
     p_equivalence,
     p_improve,
+    p_worse,
     pooled_sd,
     power_difference,
     power_equivalence,
@@ -63,6 +64,30 @@ def test_tost_is_the_larger_of_two_one_sided_scipy_tests():
     assert p_equivalence(c, 0.01) == pytest.approx(max(lower, upper))
     assert p_equivalence(c, 0.01) < 0.05  # well inside ±0.01
     assert p_equivalence(c, 0.0005) > 0.05  # a margin smaller than the noise shows nothing
+
+
+def _scipy_p(c, shift: float, alternative: str) -> float:
+    """scipy's own t-test of ``difference - shift`` against 0, paired or Welch as ``c`` is."""
+    if c.paired:
+        return stats.ttest_1samp(c.diffs - shift, 0.0, alternative=alternative).pvalue
+    return stats.ttest_ind(c.v - shift, c.b, equal_var=False, alternative=alternative).pvalue
+
+
+def test_every_p_paired_or_welch_equals_scipy_s_t_tests():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n_v, n_b = (int(n) for n in rng.integers(2, 7, 2))
+        v, b = 0.4 + rng.normal(0, 0.01, n_v), 0.4 + rng.normal(0, 0.01, n_b)
+        welch = compare(dict(enumerate(v)), {s + 10: x for s, x in enumerate(b)})  # disjoint seeds
+        paired = compare(dict(enumerate(v)), dict(enumerate(np.resize(b, n_v))))
+        assert paired.paired and not welch.paired
+        m = float(rng.uniform(0.001, 0.02))
+        for c in (welch, paired):
+            same = pytest.approx
+            assert p_difference(c) == same(_scipy_p(c, 0.0, "two-sided"), rel=1e-9, abs=1e-15)
+            assert p_worse(c, m) == same(_scipy_p(c, -m, "less"), rel=1e-9, abs=1e-15)
+            tost = max(_scipy_p(c, -m, "greater"), _scipy_p(c, m, "less"))
+            assert p_equivalence(c, m) == same(tost, rel=1e-9, abs=1e-15)
 
 
 def test_zero_spread_is_certain_either_way():
