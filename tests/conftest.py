@@ -52,6 +52,18 @@ def shapes_cache(tmp_path_factory):
         os.environ["ABLATE_CACHE"] = old
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory) -> Path:
+    """An MLflow sqlite store with its tables made, made once: a test copies it where its study's store goes, as a
+    user's second study finds the store the first one made.  A new store's first opening migrates its tables, 2 s
+    of CPU beside Ray's start in each test's driver; tests that need a store to be absent use another path."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
 def tiny_raw() -> dict:
     """The tiny trial configuration as plain data, to write into a study file."""

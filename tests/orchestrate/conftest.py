@@ -4,6 +4,7 @@ results folder and MLflow store."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import yaml
@@ -21,9 +22,9 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def study_file(tmp_path, tiny_raw):
+def study_file(tmp_path, tiny_raw, empty_mlflow_store):
     """``study_file(name, **keys)`` writes a tiny study (SMALL_DATA, 2 epochs) into tmp_path; MLflow goes to
-    tmp_path/mlflow.db."""
+    tmp_path/mlflow.db, a copy of an empty store (tests/conftest.py) unless ``tracking`` names another."""
 
     def make(name: str, **keys) -> os.PathLike:
         data = {"name": name, **tiny_raw, "data": SMALL_DATA, "scheduler": {"name": "none"}, "resources": {"cpu": 1},
@@ -31,6 +32,9 @@ def study_file(tmp_path, tiny_raw):
         data["train"]["epochs"] = 2
         for key, value in keys.items():
             data[key] = {**data[key], **value} if isinstance(data.get(key), dict) and isinstance(value, dict) else value
+        store = tmp_path / "mlflow.db"
+        if data["tracking"]["uri"] == f"sqlite:///{store}" and not store.exists():
+            shutil.copyfile(empty_mlflow_store, store)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path

@@ -120,7 +120,7 @@ def test_a_disk_that_fills_up_stops_the_study_with_the_fix_and_a_rerun_with_room
 
 @needs_unshare
 def test_a_read_only_results_folder_is_refused_before_anything_starts(study_file, tmp_path):
-    path = study_file("readonly")
+    path = study_file("readonly", tracking={"uri": f"sqlite:///{tmp_path / 'fresh.db'}"})  # no store yet
     mount = tmp_path / "mnt"
     mount.mkdir()
     result = _in_tmpfs(mount, "10m", [sys.executable, "-m", "ablate", "run", str(path), "--results", str(mount)],
@@ -130,7 +130,7 @@ def test_a_read_only_results_folder_is_refused_before_anything_starts(study_file
     assert f"the results folder {mount}/readonly cannot be written (Read-only file system)" in message, message
     assert "pass --results a folder that can be written" in message and "Traceback" not in result.stderr
     assert "resources per trial" not in message  # no Ray, no trial
-    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "fresh.db").exists()
 
 
 @needs_unshare

@@ -264,7 +264,7 @@ def test_optuna_samples_distinct_configurations_reproducibly(study_file, tmp_pat
 
 
 def test_dry_run_starts_nothing(study_file, tmp_path):
-    path = study_file("dry", factors={"loss.box": ["diou"]})
+    path = study_file("dry", factors={"loss.box": ["diou"]}, tracking={"uri": f"sqlite:///{tmp_path / 'fresh.db'}"})
     outcome = run_study(path, [], results_root=tmp_path / "results", dry_run=True)
     assert outcome.counts == {"would_run": 2}
-    assert not (tmp_path / "results" / "dry").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "results" / "dry").exists() and not (tmp_path / "fresh.db").exists()
