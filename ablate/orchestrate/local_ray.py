@@ -103,8 +103,7 @@ class RayStart:
         self.begin()
         if not self._ready.wait(START_TIMEOUT_S):
             raise AblateError(f"Ray did not start within {START_TIMEOUT_S:g} s (a local start takes about 5 s); its "
-                              "logs are in /tmp/ray/session_latest/logs; nothing was run or recorded, run the same "
-                              "command again")
+                              f"logs are in {_ray_logs()}; nothing was run or recorded, run the same command again")
         if self._error is not None:
             raise self._error
         return self._started
@@ -117,6 +116,15 @@ class RayStart:
             return
         self._release.set()
         self._thread.join(10 if TERM.requested else None)
+
+
+def _ray_logs() -> str:
+    """Where a local Ray's logs are: its temp folder ($RAY_TMPDIR, else $TMPDIR on Linux, else /tmp) + ray/."""
+    try:
+        from ray._common.utils import get_default_ray_temp_dir  # private: the rule Ray itself follows
+    except ImportError:
+        return "session_latest/logs in Ray's temp folder ($RAY_TMPDIR/ray, else $TMPDIR/ray or /tmp/ray)"
+    return f"{get_default_ray_temp_dir()}/session_latest/logs"
 
 
 def ray_shutdown() -> None:

@@ -317,7 +317,7 @@ def test_the_driver_checks_shapes_data_and_plans_without_importing_torch(tmp_pat
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_a_ray_start_that_never_finishes_fails_with_a_message_and_close_does_not_wait_for_it(monkeypatch):
+def test_a_ray_start_that_never_finishes_fails_with_a_message_and_close_does_not_wait_for_it(monkeypatch, tmp_path):
     # a ray.init that hangs (a forked Ray process deadlocked before exec: CPython gh-112275) used to hang the
     # study for good, and a test's timeout too: RayStart.close waited for the start again as the error unwound
     from ablate.errors import AblateError
@@ -326,10 +326,12 @@ def test_a_ray_start_that_never_finishes_fails_with_a_message_and_close_does_not
     never = threading.Event()
     monkeypatch.setattr(local_ray, "ray_init", lambda address, verbose: never.wait() and False)  # then ends: no Ray
     monkeypatch.setattr(local_ray, "START_TIMEOUT_S", 0.5)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray puts its logs then: the message names that folder
     start = local_ray.RayStart(None, verbose=False)
     began = time.monotonic()
-    with pytest.raises(AblateError, match="Ray did not start within 0.5 s"):
+    with pytest.raises(AblateError, match="Ray did not start within 0.5 s") as error:
         start.wait()
+    assert f"logs are in {tmp_path}/ray/session_latest/logs;" in str(error.value), error.value
     start.close()
     assert time.monotonic() - began < 5
     never.set()
