@@ -133,14 +133,15 @@ def _t_test(c: Comparison, shift: float, alternative: str) -> float:
     Zero spread (identical differences) has no t statistic: the p-value is then 0 or 1 by the sign.
     """
     if c.paired:
-        centred, spread = c.diffs - shift, float(np.std(c.diffs, ddof=1))
+        spread = float(np.std(c.diffs, ddof=1))
         if spread <= ZERO_SPREAD * max(1.0, float(np.abs(c.diffs).max())):
-            return _certain(float(centred.mean()), alternative)
-        return _t_p(float(centred.mean()) / (spread / math.sqrt(len(centred))), len(centred) - 1, alternative)
-    se, df = _welch_se_df(c.v, c.b)
-    if se <= ZERO_SPREAD:
-        return _certain(c.mean - shift, alternative)
-    return _t_p((float(np.mean(c.v)) - shift - float(np.mean(c.b))) / se, df, alternative)
+            return _certain(c.mean - shift, alternative)
+        se, df = spread / math.sqrt(c.n), c.n - 1
+    else:
+        se, df = _welch_se_df(c.v, c.b)
+        if se <= ZERO_SPREAD:
+            return _certain(c.mean - shift, alternative)
+    return _t_p((c.mean - shift) / se, df, alternative)
 
 
 def _t_p(t: float, df: float, alternative: str) -> float:
