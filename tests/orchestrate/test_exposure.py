@@ -71,6 +71,18 @@ def _listeners() -> list[tuple[str, str, int]]:
                   for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.pid in names)
 
 
+def _scripts() -> list[str]:
+    """The file name of each Python script this process's descendants run (``dashboard.py``, ``raylet`` ...)."""
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            words = p.cmdline()
+        except psutil.Error:
+            continue
+        out.append(next((Path(w).name for w in words[1:] if w.endswith(".py")), Path(words[0]).name if words else ""))
+    return sorted(out)
+
+
 def _gcs_probe(address: str, cluster_id: str, env: dict) -> str:
     run = subprocess.run([sys.executable, "-c", PROBE, address, cluster_id], env=env, capture_output=True,
                          text=True, timeout=120)
@@ -88,6 +100,7 @@ def _probe(folder: Path, found: dict) -> None:
         node = ray._private.worker.global_worker.node
         found["node_ip"] = node.node_ip_address
         found["listeners"] = _listeners()
+        found["scripts"] = _scripts()
         address, cluster_id = node.gcs_address, node.cluster_id.hex()
         stranger = {**os.environ, "HOME": str(folder / "stranger")}
         stranger.pop("RAY_AUTH_TOKEN", None), stranger.pop("RAY_AUTH_TOKEN_PATH", None)
@@ -139,6 +152,23 @@ def test_a_local_ray_refuses_other_machines_that_lack_its_token_while_a_study_ru
     assert found["agent_no_token"] == 401, found["agent_no_token"]
     table = pd.read_parquet(tmp_path / "results" / "exposed" / "trials.parquet")
     assert set(table.status) == {"completed"}, table.status.tolist()
+    # a lean local start (local_ray._lean): no dashboard API server, no autoscaler monitor, no log monitor
+    assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= set(found["scripts"]), found["scripts"]
+    assert not {"dashboard.py", "monitor.py", "log_monitor.py"} & set(found["scripts"]), found["scripts"]
+
+
+def test_the_lean_start_drops_only_what_ablate_never_uses_and_puts_ray_back():
+    from ray._private.node import Node
+    from ray._private.parameter import RayParams
+
+    start_api_server, init = Node.start_api_server, RayParams.__init__
+    for verbose in (False, True):
+        with local_ray._lean(log_monitor=verbose):
+            params = RayParams(include_dashboard=False)
+            assert params.no_monitor and params.include_log_monitor is verbose  # workers' lines need it
+            assert Node.start_api_server(None, include_dashboard=False, raise_on_failure=False) is None
+        assert Node.start_api_server is start_api_server and RayParams.__init__ is init
+    assert not RayParams().no_monitor and RayParams().include_log_monitor is None  # Ray's own defaults again
 
 
 def test_a_local_ray_without_authentication_is_a_warning(monkeypatch):
