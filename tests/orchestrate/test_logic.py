@@ -317,6 +317,36 @@ def test_the_driver_checks_shapes_data_and_plans_without_importing_torch(tmp_pat
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_a_local_ray_start_imports_nothing_the_driver_imports_beside_it(tmp_path):
+    # RayStart.begin imports what a local ray_init imports, starts it in a thread, and the driver imports Ray Tune,
+    # MLflow and the rest beside it: a module both threads import can be met partly imported ("partially
+    # initialized module"), so what ray_init imports after imports_of_a_local_start must be none of those
+    import json
+    import subprocess
+    import sys
+
+    head = ("import json, sys\nfrom ablate.orchestrate import local_ray\nlocal_ray.imports_of_a_local_start()\n"
+            "before = set(sys.modules)\n")
+    start = head + ("local_ray.ray_init(None, verbose=sys.argv[1] == 'verbose')\n"
+                    "print(json.dumps(sorted(set(sys.modules) - before)))\nlocal_ray.ray_shutdown()\n")
+    driver = head + ("import ray.tune, ray.tune.search.optuna\n"
+                     "from ablate.orchestrate import record, scheduler, search, tuner, view, mlflow_runs\n"
+                     "from mlflow.tracking import MlflowClient\n"
+                     "MlflowClient(f'sqlite:///{sys.argv[1]}/m.db').search_experiments()\n"
+                     "print(json.dumps(sorted(set(sys.modules) - before)))\n")
+
+    def imported(code: str, arg: str) -> set[str]:
+        done = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    by_driver = imported(driver, str(tmp_path))
+    assert "ray.tune" in by_driver and "mlflow" in by_driver  # the check can see an overlap
+    assert "scipy.stats" not in by_driver  # 0.6 s, imported at the race's first look or by the report (stats.py)
+    by_start = imported(start, "verbose")  # the log monitor's path too; a quiet start imports the same
+    assert not by_start & by_driver, sorted(by_start & by_driver)
+
+
 def test_a_ray_start_that_never_finishes_fails_with_a_message_and_close_does_not_wait_for_it(monkeypatch, tmp_path):
     # a ray.init that hangs (a forked Ray process deadlocked before exec: CPython gh-112275) used to hang the
     # study for good, and a test's timeout too: RayStart.close waited for the start again as the error unwound
