@@ -125,3 +125,14 @@ def test_ablate_plan_imports_no_torch_ray_or_mlflow():
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
             "    runpy.run_module('ablate', run_name='__main__')")
     assert _heavy_after(code) == []
+
+
+
+def test_a_trials_engine_imports_no_scipy_optimize_numba_or_scipy_stats():
+    # each Ray worker process imports the engine before its first step: DETR's matcher (scipy.optimize, 0.3 s) and
+    # box fusion (ensemble_boxes with numba, 0.25 s) are imported where they run, the statistics by the driver
+    code = ("import sys\nfrom ablate.engine.trial import run_trial\nfrom ablate.data.build import build_data\n"
+            "from ablate.models import build_model\nfrom ablate.orchestrate.worker import train\n"
+            "print([m for m in ('scipy.optimize', 'numba', 'ensemble_boxes', 'scipy.stats') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

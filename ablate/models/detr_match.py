@@ -19,7 +19,6 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
@@ -42,6 +41,8 @@ def class_cost(cls_loss: nn.Module, logits: Tensor, labels: Tensor) -> Tensor:
 
 def hungarian(cost: Tensor) -> tuple[Tensor, Tensor]:
     """The one-to-one assignment of least total ``cost [Q, G]``: (query indices, box indices), ``min(Q, G)`` each."""
+    from scipy.optimize import linear_sum_assignment  # 0.3 s, here: a trial of another detector never pays it
+
     rows, cols = linear_sum_assignment(cost.detach().cpu().numpy())
     return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
 
