@@ -55,6 +55,36 @@ def oom_as_actor_death() -> None:
     RayActorManager._actor_task_failed = failed
 
 
+_INHERITED = {"env": False}  # fit: the trials' workers inherit the driver's environment (a local Ray it started)
+
+
+def actors_in_prestarted_workers() -> None:
+    """Tune gives each trial's actor a runtime environment of a few environment variables (its class_cache.py:
+    PL_DISABLE_FORK, RAY_CHDIR_TO_TRIAL_DIR, AWS credentials), so that a cluster's workers see the driver's.  An
+    actor with a runtime environment cannot take one of the workers Ray prestarts when the driver connects (one
+    per CPU, started with none): it waits for a new process (1.6 s against 0.3 s, bench/ray_start.py) while
+    those idle.  In a local Ray this process started, every worker inherited the driver's environment at the
+    start, the same variables included, so the trials' actors go without (``_INHERITED``, set by ``fit``); a
+    joined cluster keeps Tune's.  Private Ray (``_ActorClassCache.get``): pyproject.toml pins Ray's minor
+    version and tests/orchestrate/test_logic.py checks it is there."""
+    import ray
+    from ray.tune.execution.class_cache import _ActorClassCache
+
+    original = _ActorClassCache.get
+    if getattr(original, "_ablate", False):
+        return
+
+    def get(self, trainable_cls):
+        if not _INHERITED["env"]:
+            return original(self, trainable_cls)
+        if trainable_cls not in self._cache:
+            self._cache[trainable_cls] = ray.remote(trainable_cls)
+        return self._cache[trainable_cls]
+
+    get._ablate = True
+    _ActorClassCache.get = get
+
+
 def fit(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: ResultsStore, recorder: Recorder,
           max_concurrent: int | None, verbose: bool, console: Console, *, started_ray: bool, trainable=train) -> bool:
     """Build and fit the Tuner; True if it was interrupted."""
@@ -66,7 +96,9 @@ def fit(study: Study, plan: Plan, todo: list[Trial], samples_left: int, store: R
     from ablate.orchestrate.view import View
 
     oom_as_actor_death()
+    actors_in_prestarted_workers()
     joined = len([n for n in ray.nodes() if n.get("Alive")]) > 1 or not started_ray
+    _INHERITED["env"] = not joined
     storage = recorder.storage
     if joined:
         preflight.check_shared(storage, "storage" if study.storage is not None else "the results folder")

@@ -50,7 +50,7 @@ def _held_trainable(folder: Path):
         from ray import tune
 
         trial = plan.resolve(tune_config)
-        (folder / f"running-{trial.trial_id}").write_text("")
+        (folder / f"running-{trial.trial_id}").write_text(str(os.getpid()))
         deadline = time.time() + 180
         while not (folder / "probed").exists() and time.time() < deadline:
             time.sleep(0.2)
@@ -101,6 +101,7 @@ def _probe(folder: Path, found: dict) -> None:
         found["node_ip"] = node.node_ip_address
         found["listeners"] = _listeners()
         found["scripts"] = _scripts()
+        found["logs"] = node.get_logs_dir_path()
         address, cluster_id = node.gcs_address, node.cluster_id.hex()
         stranger = {**os.environ, "HOME": str(folder / "stranger")}
         stranger.pop("RAY_AUTH_TOKEN", None), stranger.pop("RAY_AUTH_TOKEN_PATH", None)
@@ -155,6 +156,12 @@ def test_a_local_ray_refuses_other_machines_that_lack_its_token_while_a_study_ru
     # a lean local start (local_ray._lean): no dashboard API server, no autoscaler monitor, no log monitor
     assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= set(found["scripts"]), found["scripts"]
     assert not {"dashboard.py", "monitor.py", "log_monitor.py"} & set(found["scripts"]), found["scripts"]
+    # each trial's actor took a worker Ray prestarted when the driver connected (no job: ffffffff in its log's
+    # name), not a new process (tuner.actors_in_prestarted_workers)
+    pids = [int(f.read_text()) for f in folder.glob("running-*")]
+    logs = Path(found["logs"])
+    assert len(pids) == 2 and all(list(logs.glob(f"worker-*-ffffffff-{pid}.out")) for pid in pids), \
+        (pids, sorted(f.name for f in logs.glob("worker-*.out")))
 
 
 def test_the_lean_start_drops_only_what_ablate_never_uses_and_puts_ray_back():

@@ -113,6 +113,10 @@ def test_ray_private_state_the_scheduler_relies_on_is_there():
     from ray.air.execution._internal.actor_manager import RayActorManager
 
     assert callable(RayActorManager._actor_task_failed)
+    # tuner.actors_in_prestarted_workers replaces Tune's actor class cache's get (its _cache: class -> remote class)
+    from ray.tune.execution.class_cache import _ActorClassCache
+
+    assert callable(_ActorClassCache.get) and _ActorClassCache()._cache == {}
 
 
 def test_build_scheduler_says_what_it_runs_with():
