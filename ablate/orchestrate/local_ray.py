@@ -1,8 +1,8 @@
 """The local Ray of ``ablate run``: started (or joined) in a thread while the driver gets ready, stopped at the end.
 
 Imports nothing heavy itself, so ``run_study`` makes its refusals (weights, data, results folder)
-without Ray, torch or MLflow, then begins Ray's start (about 4-6 s, mostly spent waiting on its
-processes) and imports MLflow and the engine beside it.
+without Ray, torch or MLflow, then begins Ray's start (about 2 s alone, 3-4 s beside the driver's
+imports on 2 cores) and imports Ray Tune, MLflow and the rest beside it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ablate import ray_env
 from ablate.errors import AblateError
 from ablate.orchestrate.terminate import TERM
 
-START_TIMEOUT_S = 300.0  # a local start takes 4-6 s; joining a cluster, Ray's own timeouts come first
+START_TIMEOUT_S = 300.0  # a local start takes 2-4 s; joining a cluster, Ray's own timeouts come first
 
 
 def ray_init(address: str | None, verbose: bool) -> bool:
@@ -92,7 +92,7 @@ def _sigterm_action(new: bytes | None = None) -> bytes:
 
 class RayStart:
     """Ray for one ``run_study``: ``begin()`` runs ``ray_init`` in a thread, so a local Ray's processes start
-    (about 4 s on 2 cores, mostly spent waiting on them) while the driver imports MLflow and the engine,
+    (2-4 s on 2 cores) while the driver imports MLflow and the engine,
     takes the lock and reads its records; ``wait()`` gives ray_init's answer (True: this process started a local Ray) or raises
     its error in the caller's thread; ``close()`` stops a Ray this started.
 
@@ -137,7 +137,7 @@ class RayStart:
     def wait(self) -> bool:
         self.begin()
         if not self._ready.wait(START_TIMEOUT_S):
-            raise AblateError(f"Ray did not start within {START_TIMEOUT_S:g} s (a local start takes about 5 s); its "
+            raise AblateError(f"Ray did not start within {START_TIMEOUT_S:g} s (a local start takes 2-4 s); its "
                               f"logs are in {_ray_logs()}; nothing was run or recorded, run the same command again")
         if self._error is not None:
             raise self._error
