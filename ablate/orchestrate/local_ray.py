@@ -59,7 +59,7 @@ def _lean(log_monitor: bool):
     cores as the start: the dashboard's API server (with ``include_dashboard=False`` Ray still starts it, to
     report usage statistics, and ``ray.init`` waits until it is up), the autoscaler's monitor (a local Ray has
     nothing to scale) and, unless ``log_monitor`` (``--verbose``: workers' output shown in the driver), the log
-    monitor.  A local start: 4.0-5.5 s -> 3.2-3.4 s, its processes' CPU 6.3 -> 3.8 s (bench/ray_start.py).  Ray
+    monitor.  A local start: 4.0 -> 2.0 s, its processes' CPU 4.2 -> 2.2 s (medians, bench/ray_start.py).  Ray
     runs without a dashboard as it does when one fails to start; ``ray status`` then has no autoscaler to ask.
     Private Ray (``Node.start_api_server``, ``RayParams``' fields): pyproject.toml pins Ray's minor version and
     tests/orchestrate/test_logic.py checks they are there."""
@@ -92,7 +92,7 @@ def _sigterm_action(new: bytes | None = None) -> bytes:
 
 class RayStart:
     """Ray for one ``run_study``: ``begin()`` runs ``ray_init`` in a thread, so a local Ray's processes start
-    (2-4 s on 2 cores) while the driver imports MLflow and the engine,
+    (2-4 s on 2 cores) while the driver imports Ray Tune, MLflow and the engine,
     takes the lock and reads its records; ``wait()`` gives ray_init's answer (True: this process started a local Ray) or raises
     its error in the caller's thread; ``close()`` stops a Ray this started.
 
