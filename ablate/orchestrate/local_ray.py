@@ -13,6 +13,8 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ablate import ray_env
 from ablate.errors import AblateError
@@ -21,8 +23,35 @@ from ablate.orchestrate.terminate import TERM
 START_TIMEOUT_S = 300.0  # a local start takes 2-4 s; joining a cluster, Ray's own timeouts come first
 
 
-def ray_init(address: str | None, verbose: bool) -> bool:
-    """Join ``address`` (or RAY_ADDRESS) or start a local Ray; True if this process started it."""
+@dataclass(frozen=True)
+class Workers:
+    """What a local Ray's worker processes are for: at most ``at_once`` trials of ``cpu`` and ``gpu`` each,
+    whose function imports ``imports``.
+
+    A local start prestarts only as many workers as trials can run at once (Ray's own number is one per CPU,
+    each an idle process on a box with more cores than trials), and those import ``imports`` as they start:
+    a trial's worker then has its 3-4 s of imports (torch, torchvision, the engine) done beside the driver's
+    own start, on a core the start leaves idle, instead of after the trial is launched (Ray's
+    ``preload_python_modules``; every worker this Ray starts imports them, and the trials' actors are reused,
+    so none imports them for nothing)."""
+
+    at_once: int
+    cpu: float
+    gpu: float
+    imports: tuple[str, ...] = ()
+
+    def prestart(self, resources: dict[str, float], ray_default: int) -> int:
+        """How many workers a local Ray of ``resources`` prestarts: no more than Ray would, nor than trials fit."""
+        fit = [ray_default, self.at_once]
+        if self.cpu > 0:
+            fit.append(int(resources.get("CPU", 0.0) / self.cpu + 1e-9))
+        if self.gpu > 0 and resources.get("GPU", 0.0) > 0:  # no GPU: the trials run on CPU (preflight.py)
+            fit.append(int(resources["GPU"] / self.gpu + 1e-9))
+        return max(0, min(fit))
+
+
+def ray_init(address: str | None, verbose: bool, workers: Workers | None = None) -> bool:
+    """Join ``address`` (or RAY_ADDRESS) or start a local Ray (for ``workers``); True if this process started it."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
@@ -38,10 +67,12 @@ def ray_init(address: str | None, verbose: bool) -> bool:
     saved = _sigterm_action()
     if local:  # the processes ray.init starts (and theirs) inherit this mask: SIGTERM stays blocked in them
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    workers = workers if local else None  # a joined cluster's workers are its own
+    preload = {"preload_python_modules": list(workers.imports)} if workers and workers.imports else None
     try:
-        with _lean(log_monitor=verbose) if local else contextlib.nullcontext():
+        with _lean(verbose, workers.prestart if workers else None) if local else contextlib.nullcontext():
             ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=quiet,
-                     configure_logging=True)
+                     configure_logging=True, _system_config=preload)
     finally:
         # Ray's core worker put in abseil's failure handler for SIGTERM (a C++ stack dump, then abort), from
         # whichever thread ran ray.init (signal.signal cannot be called outside the main thread): SIGTERM's
@@ -54,30 +85,54 @@ def ray_init(address: str | None, verbose: bool) -> bool:
 
 
 @contextlib.contextmanager
-def _lean(log_monitor: bool):
+def _lean(log_monitor: bool, prestart: Callable[[dict[str, float], int], int] | None = None):
     """A local ``ray.init`` without three Python processes ablate never uses, each importing Ray on the same
     cores as the start: the dashboard's API server (with ``include_dashboard=False`` Ray still starts it, to
     report usage statistics, and ``ray.init`` waits until it is up), the autoscaler's monitor (a local Ray has
     nothing to scale) and, unless ``log_monitor`` (``--verbose``: workers' output shown in the driver), the log
     monitor.  A local start: 4.0 -> 2.0 s, its processes' CPU 4.2 -> 2.2 s (medians, bench/ray_start.py).  Ray
     runs without a dashboard as it does when one fails to start; ``ray status`` then has no autoscaler to ask.
-    Private Ray (``Node.start_api_server``, ``RayParams``' fields): pyproject.toml pins Ray's minor version and
-    tests/orchestrate/test_logic.py checks they are there."""
-    from ray._private import node, parameter
+    With ``prestart`` (``Workers.prestart``), the raylet prestarts the workers it says instead of one per CPU.
+    Private Ray (``Node.start_api_server``, ``RayParams``' fields, the raylet's command line): pyproject.toml
+    pins Ray's minor version and tests/orchestrate/test_logic.py checks they are there."""
+    from ray._private import node, parameter, services
 
-    start_api_server, init = node.Node.start_api_server, parameter.RayParams.__init__
+    start_api_server, init, start_process = (node.Node.start_api_server, parameter.RayParams.__init__,
+                                             services.start_ray_process)
 
     def params(self, *args, **kwargs):
         init(self, *args, **kwargs)
         self.no_monitor = True
         self.include_log_monitor = log_monitor
 
+    def start(command, process_type, *args, **kwargs):
+        if process_type == "raylet" and prestart is not None:
+            command = prestarting(command, prestart)
+        return start_process(command, process_type, *args, **kwargs)
+
     node.Node.start_api_server = lambda self, **kwargs: None
     parameter.RayParams.__init__ = params
+    services.start_ray_process = start
     try:
         yield
     finally:
         node.Node.start_api_server, parameter.RayParams.__init__ = start_api_server, init
+        services.start_ray_process = start_process
+
+
+PRESTART = "--num_prestart_python_workers="
+RESOURCES = "--static_resource_list="
+
+
+def prestarting(command: list[str], prestart: Callable[[dict[str, float], int], int]) -> list[str]:
+    """The raylet's ``command`` with its prestarted workers' number (``PRESTART``, one per CPU) set by
+    ``prestart(resources, that number)``, the resources read from ``RESOURCES`` (``CPU,2.0,GPU,1,...``)."""
+    listed = next((w[len(RESOURCES):].split(",") for w in command if w.startswith(RESOURCES)), None)
+    if listed is None:
+        return command
+    resources = {name: float(value) for name, value in zip(listed[::2], listed[1::2], strict=True)}
+    return [f"{PRESTART}{prestart(resources, int(w[len(PRESTART):]))}" if w.startswith(PRESTART) else w
+            for w in command]
 
 
 def _sigterm_action(new: bytes | None = None) -> bytes:
@@ -101,8 +156,8 @@ class RayStart:
     own, and ray_init's SIGTERM block stays in that thread and the processes it starts.
     """
 
-    def __init__(self, address: str | None, verbose: bool):
-        self.address, self.verbose = address, verbose
+    def __init__(self, address: str | None, verbose: bool, workers: Workers | None = None):
+        self.address, self.verbose, self.workers = address, verbose, workers
         self._thread: threading.Thread | None = None
         self._ready, self._release = threading.Event(), threading.Event()
         self._started = False
@@ -126,7 +181,7 @@ class RayStart:
 
     def _run(self) -> None:
         try:
-            self._started = ray_init(self.address, self.verbose)
+            self._started = ray_init(self.address, self.verbose, self.workers)
         except BaseException as e:  # noqa: BLE001 -- raised again by wait(), in the caller's thread
             self._error = e
         self._ready.set()

@@ -31,12 +31,12 @@ from rich.markup import escape
 from ablate.errors import AblateError
 from ablate.mlflow_tags import DECISION
 from ablate.orchestrate import lock, preflight, teachers
-from ablate.orchestrate.local_ray import RayStart, exposure_note
+from ablate.orchestrate.local_ray import RayStart, Workers, exposure_note
 from ablate.orchestrate.lock import LOCK, study_lock
 from ablate.orchestrate.seeds import add_seeds, planned_trials
 from ablate.orchestrate.storage import Storage
 from ablate.orchestrate.terminate import TERM
-from ablate.orchestrate.worker import Plan, train
+from ablate.orchestrate.worker import TRAIN_IMPORTS, Plan, train
 from ablate.results.store import ResultsStore, stale_temp_files, write_data_summary, write_decision
 from ablate.status import STATUS, ended
 from ablate.study import load_study
@@ -110,6 +110,16 @@ def _connect_meanwhile(tracker: Tracker) -> threading.Thread | None:
     thread = threading.Thread(target=connect, name="mlflow-connect", daemon=True)
     thread.start()
     return thread
+
+
+def _workers(study: Study, trials: int, max_concurrent: int | None, *, real: bool) -> Workers:
+    """What a local Ray's workers are for: up to ``trials`` at once (fewer with ``--max-concurrent``), importing
+    what ``train`` imports as they start unless a stand-in trainable runs, or a GPU: CUDA reads
+    CUDA_VISIBLE_DEVICES once, when it initialises, and Ray sets it for each trial's actor after its worker
+    started, so a worker's imports stay where the trial makes them (no GPU here to check that none of them
+    initialises CUDA)."""
+    imports = TRAIN_IMPORTS if real and study.resources.gpu == 0 else ()
+    return Workers(min(trials, max_concurrent or trials), study.resources.cpu, study.resources.gpu, imports)
 
 
 def _tracker(study: Study) -> Tracker:
@@ -239,7 +249,8 @@ def run_study(
     # Ray starts now, in a thread (local_ray.py), while the driver imports MLflow and the engine, opens
     # the MLflow store and takes the lock; a study with nothing left to run starts it only if
     # decision.max_seeds adds seeds (the loop below), and one whose lock is taken not at all (refused below)
-    ray = RayStart(address, verbose)
+    ray = RayStart(address, verbose, _workers(study, len(left) + total - len(planned) or len(variants), max_concurrent,
+                                              real=trainable is None))
     if (left or study.design == "optuna") and not lock.taken(folder):
         ray.begin()
     with contextlib.closing(ray):

@@ -131,7 +131,7 @@ def test_a_local_ray_refuses_other_machines_that_lack_its_token_while_a_study_ru
     found: dict = {}
     prober = threading.Thread(target=_probe, args=(folder, found), daemon=True)
     prober.start()
-    run_study(path, [], results_root=tmp_path / "results", trainable=_held_trainable(folder))
+    run_study(path, [], results_root=tmp_path / "results", trainable=_held_trainable(folder), max_concurrent=1)
     prober.join(60)
     for key, value in found.items():
         print(f"{key}: {value}")
@@ -156,11 +156,14 @@ def test_a_local_ray_refuses_other_machines_that_lack_its_token_while_a_study_ru
     # a lean local start (local_ray._lean): no dashboard API server, no autoscaler monitor, no log monitor
     assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= set(found["scripts"]), found["scripts"]
     assert not {"dashboard.py", "monitor.py", "log_monitor.py"} & set(found["scripts"]), found["scripts"]
-    # each trial's actor took a worker Ray prestarted when the driver connected (no job: ffffffff in its log's
-    # name), not a new process (tuner.actors_in_prestarted_workers)
+    # one trial at a time: Ray prestarted one worker, not one per CPU (local_ray.Workers), so no idle one was there
+    workers = [s for s in found["scripts"] if s.startswith("ray::") and not s.endswith("Agent")]
+    assert len(workers) == 1 and "ray::IDLE" not in workers, found["scripts"]
+    # and the trials' actor took it when the driver connected (no job: ffffffff in its log's name), not a new
+    # process (tuner.actors_in_prestarted_workers); the second trial reused the first one's actor
     pids = [int(f.read_text()) for f in folder.glob("running-*")]
     logs = Path(found["logs"])
-    assert len(pids) == 2 and all(list(logs.glob(f"worker-*-ffffffff-{pid}.out")) for pid in pids), \
+    assert len(pids) == 2 and len(set(pids)) == 1 and list(logs.glob(f"worker-*-ffffffff-{pids[0]}.out")), \
         (pids, sorted(f.name for f in logs.glob("worker-*.out")))
 
 

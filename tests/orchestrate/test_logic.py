@@ -117,6 +117,16 @@ def test_ray_private_state_the_scheduler_relies_on_is_there():
     from ray.tune.execution.class_cache import _ActorClassCache
 
     assert callable(_ActorClassCache.get) and _ActorClassCache()._cache == {}
+    # local_ray._lean rewrites the raylet's command line, which services.start_raylet gives start_ray_process
+    import inspect
+
+    from ray._private import services
+
+    from ablate.orchestrate.local_ray import PRESTART, RESOURCES
+
+    raylet = inspect.getsource(services.start_raylet)
+    assert PRESTART in raylet and RESOURCES in raylet and "start_ray_process(" in raylet
+    assert list(inspect.signature(services.start_ray_process).parameters)[:2] == ["command", "process_type"]
 
 
 def test_build_scheduler_says_what_it_runs_with():
@@ -331,7 +341,8 @@ def test_a_local_ray_start_imports_nothing_the_driver_imports_beside_it(tmp_path
 
     head = ("import json, sys\nfrom ablate.orchestrate import local_ray\nlocal_ray.imports_of_a_local_start()\n"
             "before = set(sys.modules)\n")
-    start = head + ("local_ray.ray_init(None, verbose=sys.argv[1] == 'verbose')\n"
+    start = head + ("local_ray.ray_init(None, verbose=sys.argv[1] == 'verbose', "
+                    "workers=local_ray.Workers(1, 1.0, 0.0, ('json',)))\n"
                     "print(json.dumps(sorted(set(sys.modules) - before)))\nlocal_ray.ray_shutdown()\n")
     driver = head + ("import ray.tune, ray.tune.search.optuna\n"
                      "from ablate.orchestrate import record, scheduler, search, tuner, view, mlflow_runs\n"
@@ -351,6 +362,26 @@ def test_a_local_ray_start_imports_nothing_the_driver_imports_beside_it(tmp_path
     assert not by_start & by_driver, sorted(by_start & by_driver)
 
 
+def test_a_local_ray_prestarts_a_worker_per_trial_that_can_run_at_once_never_more_than_ray_would():
+    from ablate.orchestrate.local_ray import Workers, prestarting
+
+    node = {"CPU": 16.0, "memory": 8e9, "object_store_memory": 2e9}
+    assert Workers(1, 1.0, 0.0).prestart(node, 16) == 1  # one trial to run: one worker, not 16
+    assert Workers(40, 1.0, 0.0).prestart(node, 16) == 16  # never more than Ray's own number
+    assert Workers(40, 3.0, 0.0).prestart(node, 16) == 5  # 16 CPUs hold 5 trials of 3
+    assert Workers(40, 0.7, 0.0).prestart({"CPU": 2.1}, 16) == 3  # 2.1 / 0.7 in floating point is 2.9999999999999996
+    assert Workers(40, 1.0, 0.5).prestart({**node, "GPU": 2.0}, 16) == 4  # 2 GPUs hold 4 trials of half a GPU
+    assert Workers(40, 1.0, 0.5).prestart(node, 16) == 16  # no GPU: the trials run on CPU (preflight.resources)
+    assert Workers(40, 4.0, 0.0).prestart({"CPU": 2.0}, 2) == 0  # none fits: preflight.resources refuses the study
+
+    command = ["raylet", "--node_id=ab", "--static_resource_list=CPU,16.0,GPU,2.0,memory,8000000000",
+               "--num_prestart_python_workers=16", "--head"]
+    assert prestarting(command, Workers(3, 1.0, 1.0).prestart) == [*command[:3], "--num_prestart_python_workers=2",
+                                                                   "--head"]
+    assert prestarting(["raylet", "--num_prestart_python_workers=16"], Workers(3, 1.0, 0.0).prestart) == \
+        ["raylet", "--num_prestart_python_workers=16"]  # no resource list to judge from: Ray's own number
+
+
 def test_a_ray_start_that_never_finishes_fails_with_a_message_and_close_does_not_wait_for_it(monkeypatch, tmp_path):
     # a ray.init that hangs (a forked Ray process deadlocked before exec: CPython gh-112275) used to hang the
     # study for good, and a test's timeout too: RayStart.close waited for the start again as the error unwound
@@ -358,7 +389,7 @@ def test_a_ray_start_that_never_finishes_fails_with_a_message_and_close_does_not
     from ablate.orchestrate import local_ray
 
     never = threading.Event()
-    monkeypatch.setattr(local_ray, "ray_init", lambda address, verbose: never.wait() and False)  # then ends: no Ray
+    monkeypatch.setattr(local_ray, "ray_init", lambda address, verbose, workers=None: never.wait() and False)  # no Ray
     monkeypatch.setattr(local_ray, "START_TIMEOUT_S", 0.5)
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray puts its logs then: the message names that folder
     start = local_ray.RayStart(None, verbose=False)
