@@ -121,9 +121,11 @@ def test_ray_private_state_the_scheduler_relies_on_is_there():
     import inspect
 
     from ray._private import services
+    from ray._private.utils import get_num_cpus  # local_ray.Workers.preload: the node's CPUs as Ray counts them
 
     from ablate.orchestrate.local_ray import PRESTART, RESOURCES
 
+    assert get_num_cpus() >= 1
     raylet = inspect.getsource(services.start_raylet)
     assert PRESTART in raylet and RESOURCES in raylet and "start_ray_process(" in raylet
     assert list(inspect.signature(services.start_ray_process).parameters)[:2] == ["command", "process_type"]
@@ -362,7 +364,9 @@ def test_a_local_ray_start_imports_nothing_the_driver_imports_beside_it(tmp_path
     assert not by_start & by_driver, sorted(by_start & by_driver)
 
 
-def test_a_local_ray_prestarts_a_worker_per_trial_that_can_run_at_once_never_more_than_ray_would():
+def test_a_local_ray_prestarts_a_worker_per_trial_that_can_run_at_once_never_more_than_ray_would(monkeypatch):
+    from ray._private import utils
+
     from ablate.orchestrate.local_ray import Workers, prestarting
 
     node = {"CPU": 16.0, "memory": 8e9, "object_store_memory": 2e9}
@@ -380,6 +384,15 @@ def test_a_local_ray_prestarts_a_worker_per_trial_that_can_run_at_once_never_mor
                                                                    "--head"]
     assert prestarting(["raylet", "--num_prestart_python_workers=16"], Workers(3, 1.0, 0.0).prestart) == \
         ["raylet", "--num_prestart_python_workers=16"]  # no resource list to judge from: Ray's own number
+
+    # the prestarted workers import the trial's modules as they start only where they leave the driver a core
+    trial = ("json",)
+    monkeypatch.setattr(utils, "get_num_cpus", lambda: 2)
+    assert Workers(1, 1.0, 0.0, trial).preload() and not Workers(1, 1.0, 0.0).preload()
+    assert not Workers(2, 1.0, 0.0, trial).preload() and not Workers(4, 0.5, 0.0, trial).preload()
+    assert Workers(4, 2.0, 0.0, trial).preload()  # one trial of 2 CPUs fits: one worker
+    monkeypatch.setattr(utils, "get_num_cpus", lambda: 16)
+    assert Workers(8, 1.0, 0.0, trial).preload() and not Workers(40, 1.0, 0.0, trial).preload()
 
 
 def test_a_ray_start_that_never_finishes_fails_with_a_message_and_close_does_not_wait_for_it(monkeypatch, tmp_path):

@@ -130,8 +130,6 @@ def test_four_concurrent_trials_resume_add_a_level_and_restart(study_file, tmp_p
     table = _assert_once_and_equal(tmp_path, root, "conc", _planned(path))
     starts = [json.loads((root / "conc" / "trials" / t / "status.json").read_text())["starts"] for t in table.trial_id]
     assert len({s[0]["pid"] for s in starts}) == 4  # four worker processes
-    # each had the trial's imports done as it started (local_ray.Workers): two prestarted, two started for it
-    assert [s[0]["preloaded"] for s in starts] == [True] * 4, starts
 
     again = run_study(path, [], results_root=root)  # nothing left: no Ray, no new rows or runs
     assert again.ran == 0

@@ -5,6 +5,7 @@ Real Ray Tune, MLflow (sqlite) and training on tiny shapes, each driver in a pro
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -51,6 +52,12 @@ def test_a_driver_that_imported_ray_first_under_uv_run_by_a_relative_path_runs_i
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "COUNTS {'completed': 1, 'pruned': 0, 'failed': 0}" in done.stdout
+    # one trial, one prestarted worker: with a core left for the driver, it imported the trial's modules as it
+    # started (local_ray.Workers), so the trial's function found them imported
+    from ray._private.utils import get_num_cpus
+
+    (status,) = (tmp_path / "results" / "ray_first" / "trials").glob("*/status.json")
+    assert json.loads(status.read_text())["starts"][0]["preloaded"] is (get_num_cpus() > 1)
 
 
 def test_a_study_whose_workers_cannot_start_stops_with_rays_reason_and_a_rerun_completes_it(study_file, tmp_path):
