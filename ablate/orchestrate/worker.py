@@ -53,7 +53,8 @@ class Plan:
 
 def train(tune_config: dict, *, plan: Plan, storage: Storage, threads: int, use_gpu: bool) -> None:
     """Run (or resume) one trial, reporting every epoch's metrics to Ray Tune."""
-    preloaded = all(name in sys.modules for name in TRAIN_IMPORTS)  # by the worker's start (local_ray.Workers)
+    # imported before this function began: at the worker's start (local_ray.Workers), or by a reused actor's last trial
+    preloaded = all(name in sys.modules for name in TRAIN_IMPORTS)
     import torch
     from ray import tune
 
