@@ -103,7 +103,7 @@ def _lean(log_monitor: bool, prestart: Callable[[dict[str, float], int], int] | 
     With ``prestart`` (``Workers.prestart``), the raylet prestarts the workers it says instead of one per CPU.
     Private Ray (``Node.start_api_server``, ``RayParams``' fields, the raylet's command line): pyproject.toml
     pins Ray's minor version and tests/orchestrate/test_logic.py checks they are there."""
-    from ray._private import node, parameter, services
+    from ray._private import node, parameter, ray_constants, services
 
     start_api_server, init, start_process = (node.Node.start_api_server, parameter.RayParams.__init__,
                                              services.start_ray_process)
@@ -114,7 +114,7 @@ def _lean(log_monitor: bool, prestart: Callable[[dict[str, float], int], int] | 
         self.include_log_monitor = log_monitor
 
     def start(command, process_type, *args, **kwargs):
-        if process_type == "raylet" and prestart is not None:
+        if process_type == ray_constants.PROCESS_TYPE_RAYLET and prestart is not None:
             command = prestarting(command, prestart)
         return start_process(command, process_type, *args, **kwargs)
 
