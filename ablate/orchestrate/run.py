@@ -249,8 +249,10 @@ def run_study(
     # Ray starts now, in a thread (local_ray.py), while the driver imports MLflow and the engine, opens
     # the MLflow store and takes the lock; a study with nothing left to run starts it only if
     # decision.max_seeds adds seeds (the loop below), and one whose lock is taken not at all (refused below)
-    ray = RayStart(address, verbose, _workers(study, len(left) + total - len(planned) or len(variants), max_concurrent,
-                                              real=trainable is None))
+    # the trials this run starts: those left and an Optuna study's samples; with none left, the seeds
+    # decision.max_seeds may add, at most one per variant
+    to_run = len(left) + total - len(planned) or len(variants)
+    ray = RayStart(address, verbose, _workers(study, to_run, max_concurrent, real=trainable is None))
     if (left or study.design == "optuna") and not lock.taken(folder):
         ray.begin()
     with contextlib.closing(ray):

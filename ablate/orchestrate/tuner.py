@@ -62,7 +62,7 @@ def actors_in_prestarted_workers() -> None:
     """Tune gives each trial's actor a runtime environment of a few environment variables (its class_cache.py:
     PL_DISABLE_FORK, RAY_CHDIR_TO_TRIAL_DIR, AWS credentials), so that a cluster's workers see the driver's.  An
     actor with a runtime environment cannot take one of the workers Ray prestarts when the driver connects (one
-    per CPU, started with none): it waits for a new process (1.4 s against 0.5 s, bench/ray_start.py) while
+    per trial that can run at once, local_ray.Workers; started with none): it waits for a new process (1.4 s against 0.5 s, bench/ray_start.py) while
     those idle.  In a local Ray this process started, every worker inherited the driver's environment at the
     start, the same variables included, so the trials' actors go without (``_INHERITED``, set by ``fit``); a
     joined cluster keeps Tune's.  Private Ray (``_ActorClassCache.get``): pyproject.toml pins Ray's minor
